@@ -1,0 +1,1 @@
+"""Heads that turn embeddings into answers, fine-tuning jobs and domain adaptation."""

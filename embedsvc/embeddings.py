@@ -1,0 +1,70 @@
+"""Vectors with the provenance of the model that made them."""
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import IncompatibleError
+from .atomic import atomic_write_bytes
+
+# The provenance keys that must agree for two sets of vectors to be comparable.
+BINDING_KEYS = ("backbone", "weights_sha256", "preprocess", "dim", "tap", "normalized")
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """``vectors`` (N, D) float32, one row per entry of ``ids``; ``skipped`` lists (id, reason)
+    for inputs that could not be decoded."""
+
+    vectors: np.ndarray
+    ids: tuple[str, ...]
+    provenance: dict[str, Any]
+    skipped: tuple[tuple[str, str], ...] = field(default=())
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``path`` (.npy) and ``path`` + ``.json`` (ids, provenance, skipped), atomically."""
+        path = Path(path)
+        if path.suffix != ".npy":
+            path = path.with_suffix(path.suffix + ".npy") if path.suffix else path.with_suffix(".npy")
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(self.vectors, dtype=np.float32))
+        atomic_write_bytes(path, buf.getvalue())
+        meta = {"ids": list(self.ids), "provenance": self.provenance,
+                "skipped": [list(s) for s in self.skipped]}
+        atomic_write_bytes(sidecar(path), json.dumps(meta, indent=2).encode())
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Embeddings":
+        path = Path(path)
+        meta = json.loads(sidecar(path).read_text())
+        vectors = np.load(path, allow_pickle=False)
+        return cls(vectors, tuple(meta["ids"]), meta["provenance"],
+                   tuple(tuple(s) for s in meta.get("skipped", ())))
+
+
+def sidecar(npy_path: Path) -> Path:
+    return npy_path.with_name(npy_path.name + ".json")
+
+
+def check_compatible(expected: dict[str, Any], actual: dict[str, Any], what: str) -> None:
+    """Refuse features that were not made the way ``expected`` says (open_clip's probe rule)."""
+    for key in BINDING_KEYS:
+        if key in expected and expected.get(key) != actual.get(key):
+            raise IncompatibleError(
+                f"{what} expects {key}={expected.get(key)!r} but the embeddings have "
+                f"{key}={actual.get(key)!r}"
+            )

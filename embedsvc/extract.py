@@ -1,0 +1,111 @@
+"""Feature extraction: images → (N, D) float32 vectors with provenance.
+
+bytes / paths / PIL images → decode (``images``) → preprocess (from the backbone's own config)
+→ backbone forward under ``torch.inference_mode`` → pooled features of the requested tap →
+optional L2 normalisation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .backbones.base import PRE_LOGITS, Backbone
+from .embeddings import Embeddings
+from .errors import ImageDecodeError, InvalidInputError
+from .images import DEFAULT_MAX_PIXELS, ImageSource, describe, load_image
+from .preprocess import build_transform
+from .runtime import DevicePlan, plan_device
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    batch_size: int = 32
+    normalize: bool = True
+    tap: str = PRE_LOGITS
+    device: str = "auto"
+    amp: bool | None = None  # None: on for CUDA, off on CPU
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise InvalidInputError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+
+
+class FeatureExtractor:
+    """Runs one backbone; reusable across calls (the model is moved to its device once)."""
+
+    def __init__(self, backbone: Backbone, config: ExtractConfig = ExtractConfig()):
+        if config.tap not in backbone.cfg.taps:
+            raise InvalidInputError(
+                f"backbone {backbone.name!r} has no layer tap {config.tap!r}; "
+                f"available: {', '.join(backbone.cfg.taps)}"
+            )
+        self.backbone = backbone
+        self.config = config
+        self.plan: DevicePlan = plan_device(config.device, config.amp)
+        backbone.to(self.plan.device)
+        if self.plan.channels_last:
+            backbone.to(memory_format=torch.channels_last)
+        backbone.eval()
+        self.transform = build_transform(backbone.cfg.preprocess)
+        self.provenance = {
+            **backbone.cfg.provenance(),
+            "tap": config.tap,
+            "normalized": config.normalize,
+        }
+        if config.tap != PRE_LOGITS:
+            self.provenance["dim"] = None  # filled on the first batch (depends on the stage)
+
+    # -- tensors -----------------------------------------------------------------------------
+    def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
+        """A preprocessed (N, 3, H, W) batch → (N, D) float32."""
+        x = batch.to(self.plan.device, non_blocking=True)
+        if self.plan.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), self.plan.autocast():
+            feats = self.backbone.forward_taps(x, [self.config.tap])[self.config.tap]
+        feats = feats.float()
+        if self.config.normalize:
+            feats = torch.nn.functional.normalize(feats, dim=1)
+        out = feats.cpu().numpy().astype(np.float32, copy=False)
+        if self.provenance["dim"] is None:
+            self.provenance["dim"] = int(out.shape[1])
+        return out
+
+    # -- images ------------------------------------------------------------------------------
+    def embed(self, images: Iterable[ImageSource], ids: Sequence[str] | None = None,
+              skip_bad: bool = False, progress: bool = False) -> Embeddings:
+        """Embed images in batches. A bad image raises ImageDecodeError naming it, or with
+        ``skip_bad`` is listed in ``Embeddings.skipped`` and the rest are embedded."""
+        images = list(images)
+        names = list(ids) if ids is not None else [describe(img) for img in images]
+        if len(names) != len(images):
+            raise InvalidInputError(f"got {len(images)} images but {len(names)} ids")
+        kept: list[str] = []
+        skipped: list[tuple[str, str]] = []
+        chunks: list[np.ndarray] = []
+        bs = self.config.batch_size
+        starts = range(0, len(images), bs)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, total=len(starts), unit="batch", desc=self.backbone.name)
+        for start in starts:
+            # decode one batch at a time so memory stays flat however many images there are
+            tensors = []
+            for img, name in zip(images[start:start + bs], names[start:start + bs]):
+                try:
+                    tensors.append(self.transform(load_image(img, name, self.config.max_pixels)))
+                    kept.append(name)
+                except ImageDecodeError as exc:
+                    if not skip_bad:
+                        raise
+                    skipped.append((name, exc.reason))
+            if tensors:
+                chunks.append(self.embed_tensor(torch.stack(tensors)))
+        dim = self.provenance["dim"] or self.backbone.cfg.dim
+        vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+        return Embeddings(vectors, tuple(kept), dict(self.provenance), tuple(skipped))

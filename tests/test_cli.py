@@ -1,0 +1,80 @@
+"""The command line as a user runs it: a real process, real photos, exit codes and stderr."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+CAT_CLASSES = {"tabby, tabby cat", "tiger cat", "Egyptian cat"}
+
+
+def run(*args, check_rc=None):
+    proc = subprocess.run([sys.executable, "-m", "embedsvc", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+    if check_rc is not None:
+        assert proc.returncode == check_rc, proc.stderr
+    return proc
+
+
+def test_models_table_lists_backbones_and_weight_status():
+    out = run("models", "--json", check_rc=0).stdout
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["effnet-lite0 (default)"]["weights"] == "present"
+    assert rows["effnet-lite0 (default)"]["dim"] == "1280"
+    assert rows["effnet-lite2"]["input"] == "260"
+    assert run("models", check_rc=0).stdout.startswith("NAME")
+
+
+def test_predict_top5_finds_the_cat_and_the_espresso(photos):
+    out = run("predict", photos["chelsea"], photos["coffee"], "--top", "5", "--json", check_rc=0).stdout
+    preds = {p["id"]: [t["label"] for t in p["top"]] for p in json.loads(out)}
+    assert len(preds[str(photos["chelsea"])]) == 5
+    assert CAT_CLASSES & set(preds[str(photos["chelsea"])])
+    assert {"espresso", "cup"} & set(preds[str(photos["coffee"])])
+    human = run("predict", photos["chelsea"], "--top", "3", check_rc=0).stdout
+    assert human.splitlines()[0] == str(photos["chelsea"]) and "1. " in human
+
+
+def test_embed_writes_vectors_and_provenance(photos, tmp_path):
+    out = tmp_path / "v.npy"
+    proc = run("embed", photos["chelsea"], photos["coffee"], "--out", out, check_rc=0)
+    assert "wrote 2 x 1280" in proc.stdout
+    v = np.load(out)
+    meta = json.loads((tmp_path / "v.npy.json").read_text())
+    assert v.shape == (2, 1280) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert meta["ids"] == [str(photos["chelsea"]), str(photos["coffee"])]
+    assert meta["provenance"]["backbone"] == "effnet-lite0" and len(meta["provenance"]["weights_sha256"]) == 64
+
+
+@pytest.mark.parametrize("kind", ["missing", "not-an-image", "truncated"])
+def test_bad_input_exits_non_zero_with_one_line(photos, tmp_path, kind):
+    bad = tmp_path / f"{kind}.jpg"
+    if kind == "not-an-image":
+        bad.write_text("hello")
+    elif kind == "truncated":
+        data = photos["chelsea"].read_bytes()
+        bad.write_bytes(data[: len(data) // 3])
+    proc = run("embed", photos["coffee"], bad, "--out", tmp_path / "o.npy")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("embedsvc: error:") and str(bad) in lines[0]
+    assert not (tmp_path / "o.npy").exists()  # nothing half-written
+
+
+def test_skip_bad_embeds_the_others(photos, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "v.npy"
+    proc = run("embed", photos["chelsea"], bad, photos["coffee"], "--skip-bad", "--out", out, check_rc=0)
+    assert f"skipped '{bad}'" in proc.stderr
+    meta = json.loads((tmp_path / "v.npy.json").read_text())
+    assert np.load(out).shape == (2, 1280) and meta["skipped"][0][0] == str(bad)
+    assert str(bad) not in meta["ids"]
+
+
+def test_usage_errors_and_unknown_backbone(photos):
+    assert run("embed").returncode == 2
+    assert run("embed", photos["chelsea"], "--batch-size", "0").returncode == 2
+    proc = run("embed", photos["chelsea"], "--backbone", "nope")
+    assert proc.returncode == 1 and "available: effnet-lite0" in proc.stderr
