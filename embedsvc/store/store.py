@@ -1,0 +1,243 @@
+"""An embedding store on disk.
+
+    STORE/manifest.json            provenance (backbone, weights sha256, preprocessing, dim, tap,
+                                   normalized), dtype, count, and the list of committed shards
+    STORE/shards/NNNNN.npy         (n, D) float32 or float16 vectors, memory-mappable
+    STORE/shards/NNNNN.jsonl       one row per vector: id, path, label, split, domain, sha256,
+                                   width, height
+    STORE/shards/NNNNN.skipped.jsonl   inputs of that shard that were not stored, with the reason
+    STORE/errors.jsonl             all skipped inputs of all runs (rewritten after each run)
+
+A shard is committed by rewriting ``manifest.json`` atomically after its files are on disk; files
+of a shard the manifest does not list are leftovers of a killed run and are overwritten. So a
+store is always either the state before a shard or after it, never in between.
+"""
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..atomic import atomic_write_bytes
+from ..embeddings import BINDING_KEYS, check_compatible
+from ..errors import EmbedsvcError, IncompatibleError, InvalidInputError, NotFoundError
+
+FORMAT_VERSION = 1
+DTYPES = ("float32", "float16")
+
+
+class StoreLockedError(EmbedsvcError):
+    """Another process is writing to this store."""
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    name: str
+    count: int  # vectors stored
+    first_id: int
+    inputs: int  # records this shard accounted for (stored + skipped)
+
+
+class EmbeddingStore:
+    def __init__(self, root: Path, manifest: dict[str, Any]):
+        self.root = root
+        self.manifest = manifest
+        self._meta_cache: list[dict] | None = None
+
+    # -- opening ------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "EmbeddingStore":
+        root = Path(path)
+        mf = root / "manifest.json"
+        if not mf.is_file():
+            raise NotFoundError(f"no embedding store at {str(root)!r} (manifest.json missing)")
+        manifest = json.loads(mf.read_text())
+        if manifest.get("format") != FORMAT_VERSION:
+            raise IncompatibleError(
+                f"store {str(root)!r} has format {manifest.get('format')!r}; "
+                f"this embedsvc reads format {FORMAT_VERSION}"
+            )
+        return cls(root, manifest)
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike, provenance: dict[str, Any],
+                       dtype: str = "float32") -> "EmbeddingStore":
+        """Open the store at ``path``, refusing it if it was made another way, or create it."""
+        root = Path(path)
+        if dtype not in DTYPES:
+            raise InvalidInputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        if (root / "manifest.json").is_file():
+            store = cls.open(root)
+            store._remove_leftovers()
+            check_compatible(store.provenance, provenance, f"store {str(root)!r}")
+            if store.dtype != dtype:
+                raise IncompatibleError(
+                    f"store {str(root)!r} holds {store.dtype} vectors; asked to add {dtype}")
+            return store
+        if root.exists() and any(p.name != ".lock" for p in root.iterdir()):
+            raise InvalidInputError(f"{str(root)!r} exists, is not empty and is not a store")
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        manifest = {
+            "format": FORMAT_VERSION,
+            "provenance": {k: provenance[k] for k in provenance},
+            "dtype": dtype,
+            "count": 0,
+            "shards": [],
+            "created": now,
+            "updated": now,
+        }
+        (root / "shards").mkdir(parents=True, exist_ok=True)
+        store = cls(root, manifest)
+        store._write_manifest()
+        return store
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return self.manifest["provenance"]
+
+    @property
+    def binding(self) -> dict[str, Any]:
+        return {k: self.provenance.get(k) for k in BINDING_KEYS}
+
+    @property
+    def dim(self) -> int:
+        return int(self.provenance["dim"])
+
+    @property
+    def dtype(self) -> str:
+        return self.manifest["dtype"]
+
+    @property
+    def count(self) -> int:
+        return int(self.manifest["count"])
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def shards(self) -> list[ShardInfo]:
+        return [ShardInfo(**s) for s in self.manifest["shards"]]
+
+    # -- reading ------------------------------------------------------------------------------
+    def _shard_path(self, name: str, kind: str) -> Path:
+        suffix = {"vectors": ".npy", "meta": ".jsonl", "skipped": ".skipped.jsonl"}[kind]
+        return self.root / "shards" / f"{name}{suffix}"
+
+    def iter_vectors(self) -> Iterator[np.ndarray]:
+        """Each shard's vectors, memory-mapped (no copy until used)."""
+        for s in self.shards:
+            yield np.load(self._shard_path(s.name, "vectors"), mmap_mode="r", allow_pickle=False)
+
+    def vectors(self, dtype=np.float32) -> np.ndarray:
+        """All vectors as one (count, dim) array in row-id order."""
+        parts = [np.asarray(v, dtype=dtype) for v in self.iter_vectors()]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype)
+
+    def metadata(self) -> list[dict]:
+        """Every row's metadata, index = row id."""
+        if self._meta_cache is None:
+            rows: list[dict] = []
+            for s in self.shards:
+                with open(self._shard_path(s.name, "meta")) as f:
+                    rows.extend(json.loads(line) for line in f if line.strip())
+            self._meta_cache = rows
+        return self._meta_cache
+
+    def row(self, row_id: int) -> dict:
+        if not 0 <= row_id < self.count:
+            raise NotFoundError(f"store has rows 0..{self.count - 1}; no row {row_id}")
+        return self.metadata()[row_id]
+
+    def vector(self, row_id: int) -> np.ndarray:
+        self.row(row_id)  # bounds check with a clear message
+        for s, vecs in zip(self.shards, self.iter_vectors()):
+            if s.first_id <= row_id < s.first_id + s.count:
+                return np.asarray(vecs[row_id - s.first_id], dtype=np.float32)
+        raise NotFoundError(f"row {row_id} not found in any shard")
+
+    def skipped(self) -> list[dict]:
+        rows: list[dict] = []
+        for s in self.shards:
+            p = self._shard_path(s.name, "skipped")
+            if p.is_file():
+                rows.extend(json.loads(line) for line in p.read_text().splitlines() if line.strip())
+        return rows
+
+    def done_paths(self) -> set[str]:
+        """Inputs this store has already accounted for, stored or skipped."""
+        return {r["path"] for r in self.metadata()} | {r["path"] for r in self.skipped()}
+
+    def hashes(self) -> dict[str, int]:
+        """sha256 of the file bytes → first row id with that content."""
+        out: dict[str, int] = {}
+        for r in self.metadata():
+            out.setdefault(r["sha256"], r["id"])
+        return out
+
+    # -- writing ------------------------------------------------------------------------------
+    def append_shard(self, vectors: np.ndarray, rows: list[dict], skipped: list[dict]) -> ShardInfo:
+        """Write one shard and commit it. ``rows`` get their ids assigned here."""
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise IncompatibleError(f"store holds {self.dim}-d vectors, got shape {vectors.shape}")
+        if len(rows) != len(vectors):
+            raise InvalidInputError(f"{len(vectors)} vectors but {len(rows)} metadata rows")
+        name = f"{len(self.manifest['shards']):05d}"
+        first = self.count
+        for i, row in enumerate(rows):
+            row["id"] = first + i
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(vectors, dtype=self.dtype))
+        atomic_write_bytes(self._shard_path(name, "vectors"), buf.getvalue())
+        atomic_write_bytes(self._shard_path(name, "meta"), jsonl_bytes(rows))
+        atomic_write_bytes(self._shard_path(name, "skipped"), jsonl_bytes(skipped))
+        info = ShardInfo(name, len(rows), first, len(rows) + len(skipped))
+        self.manifest["shards"].append(info.__dict__)
+        self.manifest["count"] = first + len(rows)
+        self.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._write_manifest()  # the commit point
+        if self._meta_cache is not None:
+            self._meta_cache.extend(rows)
+        return info
+
+    def _remove_leftovers(self) -> None:
+        """Temp files of a killed writer; call only with the store's lock held."""
+        for tmp in (self.root / "shards").glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    def _write_manifest(self) -> None:
+        atomic_write_bytes(self.root / "manifest.json", json.dumps(self.manifest, indent=2).encode())
+
+
+def jsonl_bytes(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+
+
+class StoreLock:
+    """An exclusive flock: two writers on one store would both append shard N."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def __enter__(self) -> "StoreLock":
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise StoreLockedError(f"store {str(self.path.parent)!r} is being written by another process") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)

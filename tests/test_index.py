@@ -1,0 +1,64 @@
+"""FAISS indexes on real embeddings: recall, incremental updates, persistence, binding."""
+import numpy as np
+import pytest
+
+from embedsvc.errors import IncompatibleError, InvalidInputError
+from embedsvc.index import VectorIndex, build_index, plan_index
+from embedsvc.index.store_index import build_store_index, update_store_index
+from embedsvc.index.vector_index import exact_neighbors, held_out_queries, recall_at_k
+
+
+def test_auto_plan_follows_count_and_budget():
+    assert plan_index(5_000, 1280).kind == "flat"
+    assert plan_index(100_000, 1280).kind == "hnsw"
+    assert plan_index(10_000_000, 1280, memory_budget_bytes=4 << 30).kind == "ivfpq"
+    with pytest.raises(InvalidInputError, match="auto, flat, hnsw, ivf, ivfpq"):
+        plan_index(10, 8, kind="lsh")
+
+
+@pytest.mark.parametrize("kind,min_recall", [("flat", 1.0), ("hnsw", 0.95), ("ivf", 0.95), ("ivfpq", 0.3)])
+def test_each_kind_finds_true_neighbours(fmnist_store, kind, min_recall):
+    x = fmnist_store.vectors()
+    vi = build_index(x, kind=kind, recall_target=0.95)
+    q = held_out_queries(x, 200, seed=1)  # other queries than the tuning ones
+    recall = recall_at_k(vi.search(q, 10)[1], exact_neighbors(x, q, 10))
+    assert recall >= min_recall, (kind, recall, vi.infos)
+    scores, ids = vi.search(x[:5], 1)
+    assert list(ids[:, 0]) == [0, 1, 2, 3, 4] and np.allclose(scores[:, 0], 1, atol=1e-3) or kind == "ivfpq"
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_add_and_remove_without_rebuild(fmnist_store, tmp_path, kind):
+    x = fmnist_store.vectors()
+    vi = build_index(x[:3000], kind=kind)
+    assert vi.remove([0, 1, 2]) == 3
+    ids = vi.search(x[:3], 5)[1]
+    assert not set(ids.ravel().tolist()) & {0, 1, 2}
+    vi.add(x[3000:3100], np.arange(3000, 3100))
+    assert vi.search(x[3050:3051], 1)[1][0, 0] == 3050 and vi.ntotal == 3097
+    vi.save(tmp_path / "i")
+    back = VectorIndex.load(tmp_path / "i", mmap=True)
+    assert back.ntotal == 3097 and back.search(x[3050:3051], 1)[1][0, 0] == 3050
+    assert not set(back.search(x[:3], 5)[1].ravel().tolist()) & {0, 1, 2}
+
+
+def test_store_index_is_bound_to_its_store(fmnist_store, tmp_path):
+    vi = build_store_index(fmnist_store, name="t", kind="hnsw")
+    assert vi.infos["rows_indexed"] == fmnist_store.count and vi.infos["recall_at_k"] >= 0.95
+    d = fmnist_store.root / "indexes" / "t"
+    assert (d / "index.faiss").is_file() and (d / "index_infos.json").is_file()
+    other = {**fmnist_store.binding, "weights_sha256": "f" * 64}
+    with pytest.raises(IncompatibleError, match="weights_sha256"):
+        VectorIndex.load(d, expect_binding=other)
+    _, added = update_store_index(fmnist_store, "t")
+    assert added == 0
+
+
+def test_bad_queries_are_refused(fmnist_store):
+    vi = build_index(fmnist_store.vectors()[:100], kind="flat")
+    with pytest.raises(InvalidInputError, match="1280-d"):
+        vi.search(np.zeros((1, 7), np.float32))
+    with pytest.raises(InvalidInputError, match="NaN"):
+        vi.search(np.full((1, 1280), np.nan, np.float32))
+    with pytest.raises(InvalidInputError, match="k must be"):
+        vi.search(np.zeros((1, 1280), np.float32), k=0)

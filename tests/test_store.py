@@ -1,0 +1,125 @@
+"""Embedding stores: resumable after SIGKILL, safe with bad files, bound to their backbone."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from embedsvc.errors import IncompatibleError
+from embedsvc.store import EmbedDatasetConfig, EmbeddingStore, embed_dataset
+
+
+@pytest.fixture(scope="module")
+def digits_manifest(tmp_path_factory):
+    """320 real digit images (scikit-learn's load_digits) listed in a CSV manifest."""
+    from embedsvc.datasets.fetch import fetch_dataset
+
+    root = tmp_path_factory.mktemp("digits")
+    fetch_dataset("digits", root)
+    files = sorted((root / "train").rglob("*.png"))[::4][:320]
+    manifest = root / "subset.csv"
+    manifest.write_text("path,label,split\n" + "".join(f"{p},{p.parent.name},train\n" for p in files))
+    return manifest
+
+
+def _run_cli(*args):
+    return subprocess.Popen([sys.executable, "-m", "embedsvc", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_store_layout_and_metadata(fmnist_store):
+    s = fmnist_store
+    assert s.count == 4500 and s.dim == 1280 and s.dtype == "float32"
+    v = s.vectors()
+    assert v.shape == (4500, 1280) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)
+    row = s.row(0)
+    assert set(row) >= {"id", "path", "label", "split", "sha256", "width", "height"}
+    assert row["width"] == row["height"] == 28 and len(row["sha256"]) == 64
+    m = json.loads((s.root / "manifest.json").read_text())
+    assert m["provenance"]["backbone"] == "effnet-lite0" and m["count"] == 4500
+    assert {r["split"] for r in s.metadata()} == {"train", "test"}
+
+
+def test_killed_run_resumes_with_every_row_exactly_once(digits_manifest, tmp_path):
+    clean = tmp_path / "clean"
+    embed_dataset(digits_manifest, clean, EmbedDatasetConfig(shard_size=64), progress=False)
+
+    killed = tmp_path / "killed"
+    proc = _run_cli("embed-dataset", digits_manifest, "--out", killed, "--shard-size", "64", "--quiet")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        mf = killed / "manifest.json"
+        if mf.is_file() and len(json.loads(mf.read_text())["shards"]) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = EmbeddingStore.open(killed)
+    assert 0 < partial.count < 320, "the kill should land part-way"
+
+    proc = _run_cli("embed-dataset", digits_manifest, "--out", killed, "--shard-size", "64", "--quiet")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"{partial.count} of 320 inputs were already done" in out
+
+    a, b = EmbeddingStore.open(clean), EmbeddingStore.open(killed)
+    assert [r["path"] for r in b.metadata()] == [r["path"] for r in a.metadata()]
+    assert [r["id"] for r in b.metadata()] == list(range(320))
+    assert np.array_equal(a.vectors(), b.vectors())
+    assert not list((killed / "shards").glob(".*.tmp"))
+
+
+def test_bad_files_are_skipped_and_listed(tmp_path, photos):
+    src = tmp_path / "src" / "things"
+    src.mkdir(parents=True)
+    (src / "cat.png").write_bytes(photos["chelsea"].read_bytes())
+    (src / "zero.png").write_bytes(b"")
+    (src / "text.jpg").write_text("not an image")
+    data = photos["coffee"].read_bytes()
+    (src / "truncated.png").write_bytes(data[: len(data) // 2])
+    Image.new("L", (9000, 9000)).save(src / "bomb.png")  # 81 MP in a small file
+    (src / "coffee.png").write_bytes(data)
+    report = embed_dataset(tmp_path / "src", tmp_path / "store", progress=False)
+    store = EmbeddingStore.open(tmp_path / "store")
+    assert sorted(os.path.basename(r["path"]) for r in store.metadata()) == ["cat.png", "coffee.png"]
+    reasons = {os.path.basename(r["path"]): r["reason"] for r in report.skipped}
+    assert set(reasons) == {"zero.png", "text.jpg", "truncated.png", "bomb.png"}
+    assert "0 bytes" in reasons["zero.png"] and "exceeds the limit" in reasons["bomb.png"]
+    listed = [json.loads(l) for l in (tmp_path / "store" / "errors.jsonl").read_text().splitlines()]
+    assert {os.path.basename(r["path"]) for r in listed} == set(reasons)
+    # a rerun does not retry or duplicate anything
+    again = embed_dataset(tmp_path / "src", tmp_path / "store", progress=False)
+    assert again.added == 0 and again.already_done == 6 and EmbeddingStore.open(tmp_path / "store").count == 2
+
+
+def test_dedup_by_content_hash_and_float16(tmp_path, photos):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        (src / name).write_bytes(photos["rocket"].read_bytes())
+    (src / "c.png").write_bytes(photos["coffee"].read_bytes())
+    r = embed_dataset(src, tmp_path / "s", EmbedDatasetConfig(dedup=True, dtype="float16"),
+                      progress=False)
+    assert r.added == 2 and r.skipped == [{"path": str((src / "b.png").resolve()),
+                                          "reason": "duplicate of row 0"}]
+    s = EmbeddingStore.open(tmp_path / "s")
+    assert np.load(s.root / "shards" / "00000.npy").dtype == np.float16
+    assert s.vectors().dtype == np.float32
+
+
+def test_refuses_vectors_from_another_backbone(tmp_path, photos):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.png").write_bytes(photos["chelsea"].read_bytes())
+    embed_dataset(src, tmp_path / "s", progress=False)
+    before = (tmp_path / "s" / "manifest.json").read_bytes()
+    with pytest.raises(IncompatibleError, match="backbone"):
+        embed_dataset(src, tmp_path / "s", EmbedDatasetConfig(backbone="effnet-lite1"), progress=False)
+    with pytest.raises(IncompatibleError, match="dim=1280|tap"):
+        embed_dataset(src, tmp_path / "s", EmbedDatasetConfig(tap="late"), progress=False)
+    assert (tmp_path / "s" / "manifest.json").read_bytes() == before
