@@ -181,6 +181,47 @@ def cmd_search(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- heads --------------------------------------------------------------------------------------
+def cmd_train_head(args: argparse.Namespace) -> int:
+    from classifiers.heads.train import TrainHeadConfig, train_head
+
+    config = TrainHeadConfig(kind=args.kind, eval_split=args.eval_split, shots=args.shots,
+                             seed=args.seed, class_weight=args.class_weight,
+                             learning_curve=args.learning_curve)
+    head = train_head(args.store, args.out, config, progress=not args.quiet)
+    m = head.metrics
+    print(f"{head.kind} head: {head.training['train_examples']} training examples, "
+          f"{len(head.classes)} classes, fitted in {m['fit_seconds']:.1f} s")
+    print(f"  evaluated on {m['n']} ({head.training['split']})")
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy"):
+        if key in m:
+            print(f"  {key:<18} {m[key]:.4f}")
+    print(f"wrote {args.out} (head.json, params.npz) and {args.out}/report/report.md")
+    return EXIT_OK
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from classifiers.heads.classify import HeadClassifier
+
+    clf = HeadClassifier(args.head, device=args.device)
+    results, emb = clf.classify(args.images, ids=args.images, top=args.top,
+                                abstain_below=args.abstain_below, skip_bad=args.skip_bad)
+    _report_skipped(emb)
+    if not results:
+        _err("no image could be classified")
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps([{"id": r.id, "label": r.label, "probability": round(r.probability, 6),
+                           "ood_score": round(r.ood_score, 6), "abstained": r.abstained,
+                           "top": [{"label": l, "probability": round(p, 6)} for l, p in r.top]}
+                          for r in results], indent=2))
+        return EXIT_OK
+    for r in results:
+        tops = ", ".join(f"{l} {p:.1%}" for l, p in r.top)
+        print(f"{r.id}\t{r.label}\t{r.probability:.3f}\tood={r.ood_score:.3f}\t[{tops}]")
+    return EXIT_OK
+
+
 # -- parser -----------------------------------------------------------------------------------
 def _positive_int(text: str) -> int:
     try:
@@ -251,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", "-b", default=DEFAULT_BACKBONE)
     p.add_argument("--weights", metavar="PATH")
     p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--workers", type=int, default=1, help="decode threads ahead of the model")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decode threads ahead of the model (default: auto, 0 on a 2-core CPU)")
     p.add_argument("--shard-size", type=_positive_int, default=4096)
     p.add_argument("--float16", action="store_true", help="store vectors as float16")
     p.add_argument("--dedup", action="store_true", help="skip files whose bytes are already stored")
@@ -276,6 +318,33 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("store")
     u.add_argument("--name", default="default")
     u.set_defaults(func=cmd_index_update)
+
+    from classifiers.heads.kinds import HEAD_KINDS
+
+    p = sub.add_parser("train-head", help="train a classifier head on a store's embeddings")
+    p.add_argument("store")
+    p.add_argument("--kind", choices=list(HEAD_KINDS), default="logreg")
+    p.add_argument("--out", "-o", required=True, help="head folder to write")
+    p.add_argument("--eval-split", default="test",
+                   help="split to evaluate on (default test; a stratified hold-out if absent)")
+    p.add_argument("--shots", type=_positive_int, help="labelled examples per class (few-shot)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--class-weight", choices=["balanced"], help="reweight imbalanced classes")
+    p.add_argument("--learning-curve", action="store_true",
+                   help="also accuracy vs labels per class (1, 2, 5, ... all), table and PNG")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train_head)
+
+    p = sub.add_parser("classify", help="classify images with a trained head")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--head", required=True, help="head folder (from train-head)")
+    p.add_argument("--top", type=_positive_int, default=5)
+    p.add_argument("--abstain-below", type=float, metavar="P",
+                   help="answer 'unknown' when the top probability is below P")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--skip-bad", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("search", help="nearest neighbours in a store")
     p.add_argument("store")

@@ -109,3 +109,19 @@ class FeatureExtractor:
         dim = self.provenance["dim"] or self.backbone.cfg.dim
         vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
         return Embeddings(vectors, tuple(kept), dict(self.provenance), tuple(skipped))
+
+
+def extractor_for(provenance: dict, device: str = "auto") -> FeatureExtractor:
+    """A FeatureExtractor that makes features exactly as ``provenance`` describes (a store's or a
+    head's): same backbone, checked by weights hash, same tap and normalisation."""
+    from .backbones import create_backbone
+    from .errors import IncompatibleError
+
+    backbone = create_backbone(provenance["backbone"])
+    if backbone.cfg.weights_sha256 != provenance["weights_sha256"]:
+        raise IncompatibleError(
+            f"features were made with {provenance['backbone']} weights "
+            f"{provenance['weights_sha256'][:12]}…, but this machine has "
+            f"{backbone.cfg.weights_sha256[:12]}…")
+    return FeatureExtractor(backbone, ExtractConfig(
+        tap=provenance["tap"], normalize=provenance["normalized"], device=device))

@@ -11,9 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .backbones import create_backbone
-from .errors import IncompatibleError, InvalidInputError
-from .extract import ExtractConfig, FeatureExtractor
+from .errors import InvalidInputError
+from .extract import FeatureExtractor, extractor_for
 from .images import ImageSource
 from .index.store_index import DEFAULT_INDEX, index_dir
 from .index.vector_index import VectorIndex, build_index
@@ -56,15 +55,7 @@ class StoreSearcher:
     def extractor(self) -> FeatureExtractor:
         """The store's own backbone and settings, verified by weights hash."""
         if self._extractor is None:
-            prov = self.store.provenance
-            backbone = create_backbone(prov["backbone"])
-            if backbone.cfg.weights_sha256 != prov["weights_sha256"]:
-                raise IncompatibleError(
-                    f"store was embedded with {prov['backbone']} weights "
-                    f"{prov['weights_sha256'][:12]}…, but this machine has "
-                    f"{backbone.cfg.weights_sha256[:12]}…")
-            self._extractor = FeatureExtractor(
-                backbone, ExtractConfig(tap=prov["tap"], normalize=prov["normalized"]))
+            self._extractor = extractor_for(self.store.provenance)
         return self._extractor
 
     def search_vectors(self, queries: np.ndarray, k: int = 10,

@@ -1,0 +1,116 @@
+"""A trained head on disk, without pickle.
+
+    HEAD/head.json    kind, classes in column order, hyper-parameters, metrics, a summary of the
+                      training data, and the provenance of the features it takes (backbone,
+                      weights sha256, preprocessing, dim, tap, normalisation)
+    HEAD/params.npz   the learned arrays (numeric dtypes only; loaded with allow_pickle=False)
+
+Loading reads numbers and JSON only: nothing from the files is executed. A head refuses
+features whose provenance differs from its own.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedsvc.atomic import atomic_write_bytes
+from embedsvc.embeddings import BINDING_KEYS, Embeddings, check_compatible
+from embedsvc.errors import IncompatibleError, InvalidInputError, NotFoundError
+
+from .kinds import HEAD_KINDS
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Head:
+    """A fitted head kind plus what it was trained on."""
+
+    estimator: Any
+    provenance: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.estimator.kind
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(c) for c in self.estimator.classes_]
+
+    def check(self, provenance: dict[str, Any]) -> None:
+        check_compatible(self.provenance, provenance, f"{self.kind} head")
+
+    def predict_proba(self, emb: Embeddings) -> np.ndarray:
+        self.check(emb.provenance)
+        return self.estimator.predict_proba(emb.vectors)
+
+    def ood_scores(self, emb: Embeddings, proba: np.ndarray | None = None) -> np.ndarray:
+        """0 = looks like the training data, 1 = unlike it. kNN heads: 1 - cosine similarity
+        to the nearest training vector; others: 1 - the highest class probability."""
+        if hasattr(self.estimator, "nearest_similarity"):
+            return 1.0 - self.estimator.nearest_similarity(emb.vectors)
+        proba = self.predict_proba(emb) if proba is None else proba
+        return 1.0 - proba.max(axis=1)
+
+    # -- persistence ------------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> Path:
+        d = Path(directory)
+        arrays, params = self.estimator.to_state()
+        for name, a in arrays.items():
+            if np.asarray(a).dtype == object:
+                raise InvalidInputError(f"head array {name!r} is not numeric; refusing to save")
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        meta = {
+            "format": FORMAT_VERSION,
+            "kind": self.kind,
+            "classes": self.classes,
+            "params": params,
+            "provenance": {k: self.provenance.get(k) for k in BINDING_KEYS},
+            "metrics": self.metrics,
+            "training": self.training,
+        }
+        atomic_write_bytes(d / "params.npz", buf.getvalue())
+        atomic_write_bytes(d / "head.json", json.dumps(meta, indent=2).encode())  # last: commit
+        return d
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "Head":
+        d = Path(directory)
+        if not (d / "head.json").is_file():
+            raise NotFoundError(f"no head at {str(d)!r} (head.json missing)")
+        try:
+            meta = json.loads((d / "head.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"{d / 'head.json'} is not valid JSON: {exc.msg}") from None
+        if meta.get("format") != FORMAT_VERSION:
+            raise IncompatibleError(f"head {str(d)!r} has format {meta.get('format')!r}")
+        kind = meta.get("kind")
+        if kind not in HEAD_KINDS:
+            raise InvalidInputError(f"head {str(d)!r} has unknown kind {kind!r}")
+        arrays = _load_arrays(d / "params.npz")
+        classes = np.asarray([str(c) for c in meta["classes"]])
+        estimator = HEAD_KINDS[kind].from_state(classes, arrays, meta["params"])
+        return cls(estimator, meta["provenance"], meta.get("metrics", {}), meta.get("training", {}))
+
+
+def _load_arrays(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise NotFoundError(f"head parameters {str(path)!r} are missing")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as exc:  # numpy's refusal of object arrays (pickles)
+        raise InvalidInputError(
+            f"refusing to load {str(path)!r}: it holds pickled objects ({exc})") from None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidInputError(f"{str(path)!r} is not a valid .npz file ({exc})") from None

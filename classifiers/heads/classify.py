@@ -1,0 +1,63 @@
+"""Images → a trained head's answers: label, probability, top-k, out-of-distribution score,
+and ``unknown`` when the head is not sure enough."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from embedsvc.embeddings import Embeddings
+from embedsvc.errors import InvalidInputError
+from embedsvc.extract import FeatureExtractor, extractor_for
+from embedsvc.images import ImageSource
+
+from .artifact import Head
+
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Classification:
+    id: str
+    label: str  # UNKNOWN when abstaining
+    probability: float
+    top: tuple[tuple[str, float], ...]
+    ood_score: float
+    abstained: bool
+
+
+def classify_embeddings(head: Head, emb: Embeddings, top: int = 5,
+                        abstain_below: float | None = None) -> list[Classification]:
+    if top < 1:
+        raise InvalidInputError(f"top must be >= 1, got {top}")
+    if abstain_below is not None and not 0.0 <= abstain_below <= 1.0:
+        raise InvalidInputError(f"abstain threshold must be in [0, 1], got {abstain_below}")
+    proba = head.predict_proba(emb)
+    ood = head.ood_scores(emb, proba)
+    classes = head.classes
+    out = []
+    for id_, p, o in zip(emb.ids, proba, ood):
+        order = np.argsort(-p, kind="stable")[:top]
+        best = float(p[order[0]])
+        abstain = abstain_below is not None and best < abstain_below
+        out.append(Classification(
+            id=id_, label=UNKNOWN if abstain else classes[order[0]], probability=best,
+            top=tuple((classes[j], float(p[j])) for j in order), ood_score=float(o),
+            abstained=abstain))
+    return out
+
+
+class HeadClassifier:
+    """A saved head plus the backbone its features come from, ready for images."""
+
+    def __init__(self, head: Head | str | os.PathLike, device: str = "auto"):
+        self.head = head if isinstance(head, Head) else Head.load(head)
+        self.extractor: FeatureExtractor = extractor_for(self.head.provenance, device)
+
+    def classify(self, images: Sequence[ImageSource], ids: Sequence[str] | None = None,
+                 top: int = 5, abstain_below: float | None = None,
+                 skip_bad: bool = False) -> tuple[list[Classification], Embeddings]:
+        emb = self.extractor.embed(images, ids=ids, skip_bad=skip_bad)
+        return classify_embeddings(self.head, emb, top, abstain_below), emb

@@ -1,0 +1,386 @@
+"""Head kinds: scikit-learn estimators (fit / predict / predict_proba) whose learned state is
+plain arrays, so a head is saved as .npz + JSON and loaded without unpickling anything.
+
+Every kind keeps ``classes_`` (labels in column order of ``predict_proba``), and answers
+``to_state() -> (arrays, params)`` / ``from_state(arrays, params)``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from embedsvc.errors import InvalidInputError
+
+C_GRID = tuple(float(c) for c in np.logspace(-3, 2, 6))  # 0.001 .. 100, as CLIP linear probes
+
+
+def _check_X(X, dim: int | None = None) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise InvalidInputError(f"features must be 2-d (n, dim), got shape {X.shape}")
+    if dim is not None and X.shape[1] != dim:
+        raise InvalidInputError(f"head was trained on {dim}-d features, got {X.shape[1]}-d")
+    if not np.isfinite(X).all():
+        raise InvalidInputError("features contain NaN or infinity")
+    return X
+
+
+def _check_Xy(X, y) -> tuple[np.ndarray, np.ndarray]:
+    X = _check_X(X)
+    y = np.asarray(y)
+    if y.shape != (len(X),):
+        raise InvalidInputError(f"{len(X)} feature rows but labels of shape {y.shape}")
+    if len(np.unique(y)) < 2:
+        raise InvalidInputError("a head needs at least 2 classes in its training data")
+    return X, y.astype(str)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class _Standardized:
+    """Feature standardisation kept inside the head (mean / scale arrays)."""
+
+    def _fit_scaler(self, X: np.ndarray) -> np.ndarray:
+        self.mean_ = X.mean(axis=0)
+        scale = X.std(axis=0)
+        self.scale_ = np.where(scale > 1e-12, scale, 1.0).astype(np.float32)
+        return self._scale(X)
+
+    def _scale(self, X: np.ndarray) -> np.ndarray:
+        return (X - self.mean_) / self.scale_
+
+
+class _PlattOvR:
+    """Per-class Platt scaling of one-vs-rest decision values, fitted on cross-validated
+    decision values (data the classifier was not fitted on), as CalibratedClassifierCV does."""
+
+    def _fit_platt(self, make_model, Z: np.ndarray, y: np.ndarray, cv: int, seed: int) -> None:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+        folds = min(cv, int(np.bincount(np.unique(y, return_inverse=True)[1]).min()))
+        if folds >= 2:
+            splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+            dec = cross_val_predict(make_model(), Z, y, cv=splitter, method="decision_function")
+        else:  # too few examples per class to hold any out
+            dec = make_model().fit(Z, y).decision_function(Z)
+        dec = _two_columns(dec)
+        self.platt_a_ = np.ones(len(self.classes_), np.float32)
+        self.platt_b_ = np.zeros(len(self.classes_), np.float32)
+        for k, c in enumerate(self.classes_):
+            lr = LogisticRegression(C=1e4).fit(dec[:, k:k + 1], (y == c).astype(int))
+            self.platt_a_[k], self.platt_b_[k] = lr.coef_[0, 0], lr.intercept_[0]
+
+    def _platt_proba(self, dec: np.ndarray) -> np.ndarray:
+        p = 1.0 / (1.0 + np.exp(-(_two_columns(dec) * self.platt_a_ + self.platt_b_)))
+        return p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
+
+
+def _two_columns(dec: np.ndarray) -> np.ndarray:
+    """Binary classifiers give one decision column; make it one per class."""
+    dec = np.asarray(dec, dtype=np.float64)
+    return np.stack([-dec, dec], axis=1) if dec.ndim == 1 else dec
+
+
+# -- logistic regression ------------------------------------------------------------------------
+class LogRegHead(_Standardized, ClassifierMixin, BaseEstimator):
+    """Multinomial logistic regression; C picked by stratified cross-validation over a log grid."""
+
+    kind = "logreg"
+
+    def __init__(self, Cs: tuple[float, ...] = C_GRID, cv: int = 3, class_weight: str | None = None,
+                 max_iter: int = 1000, random_state: int = 0):
+        self.Cs = Cs
+        self.cv = cv
+        self.class_weight = class_weight
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def fit(self, X, y) -> "LogRegHead":
+        from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+
+        X, y = _check_Xy(X, y)
+        Z = self._fit_scaler(X)
+        folds = min(self.cv, int(np.bincount(np.unique(y, return_inverse=True)[1]).min()))
+        if folds >= 2 and len(self.Cs) > 1:
+            model = LogisticRegressionCV(Cs=list(self.Cs), cv=folds, class_weight=self.class_weight,
+                                         max_iter=self.max_iter, random_state=self.random_state,
+                                         l1_ratios=(0.0,), scoring="accuracy",
+                                         use_legacy_attributes=False)
+            model.fit(Z, y)
+            self.C_ = float(np.ravel(model.C_)[0])
+        else:  # too few examples per class to cross-validate: take the middle of the grid
+            self.C_ = float(self.Cs[len(self.Cs) // 2])
+            model = LogisticRegression(C=self.C_, class_weight=self.class_weight,
+                                       max_iter=self.max_iter).fit(Z, y)
+        self.classes_ = model.classes_
+        self.coef_ = model.coef_.astype(np.float32)
+        self.intercept_ = model.intercept_.astype(np.float32)
+        if len(self.classes_) == 2:  # sklearn keeps one row for binary; make it two-column
+            self.coef_ = np.vstack([-self.coef_, self.coef_]) / 2
+            self.intercept_ = np.array([-self.intercept_[0], self.intercept_[0]], np.float32) / 2
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        check_is_fitted(self, "coef_")
+        return self._scale(_check_X(X, self.coef_.shape[1])) @ self.coef_.T + self.intercept_
+
+    def predict_proba(self, X) -> np.ndarray:
+        return _softmax(self.decision_function(X))
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+    def to_state(self):
+        return ({"mean": self.mean_, "scale": self.scale_, "coef": self.coef_,
+                 "intercept": self.intercept_},
+                {"C": self.C_, "class_weight": self.class_weight})
+
+    @classmethod
+    def from_state(cls, classes, arrays, params):
+        h = cls(class_weight=params.get("class_weight"))
+        h.classes_, h.C_ = classes, params["C"]
+        h.mean_, h.scale_ = arrays["mean"], arrays["scale"]
+        h.coef_, h.intercept_ = arrays["coef"], arrays["intercept"]
+        return h
+
+
+# -- linear SVM with calibrated probabilities ----------------------------------------------------
+class LinearSVMHead(_PlattOvR, _Standardized, ClassifierMixin, BaseEstimator):
+    """One-vs-rest linear SVM with Platt-calibrated probabilities."""
+
+    kind = "linear-svm"
+
+    def __init__(self, C: float = 0.01, cv: int = 3, class_weight: str | None = None,
+                 random_state: int = 0):
+        self.C = C
+        self.cv = cv
+        self.class_weight = class_weight
+        self.random_state = random_state
+
+    def _svc(self):
+        from sklearn.svm import LinearSVC
+
+        return LinearSVC(C=self.C, class_weight=self.class_weight, random_state=self.random_state,
+                         max_iter=5000)
+
+    def fit(self, X, y) -> "LinearSVMHead":
+        X, y = _check_Xy(X, y)
+        Z = self._fit_scaler(X)
+        svc = self._svc().fit(Z, y)
+        self.classes_ = svc.classes_
+        self.coef_ = svc.coef_.astype(np.float32)
+        self.intercept_ = svc.intercept_.astype(np.float32)
+        self._fit_platt(self._svc, Z, y, self.cv, self.random_state)
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        check_is_fitted(self, "coef_")
+        Z = self._scale(_check_X(X, self.coef_.shape[1]))
+        return _two_columns((Z @ self.coef_.T + self.intercept_).squeeze(1)
+                            if self.coef_.shape[0] == 1 else Z @ self.coef_.T + self.intercept_)
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self._platt_proba(self.decision_function(X))
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+    def to_state(self):
+        return ({"mean": self.mean_, "scale": self.scale_, "coef": self.coef_,
+                 "intercept": self.intercept_, "platt_a": self.platt_a_, "platt_b": self.platt_b_},
+                {"C": self.C, "class_weight": self.class_weight})
+
+    @classmethod
+    def from_state(cls, classes, arrays, params):
+        h = cls(C=params["C"], class_weight=params.get("class_weight"))
+        h.classes_ = classes
+        for name in ("mean", "scale", "coef", "intercept", "platt_a", "platt_b"):
+            setattr(h, f"{name}_", arrays[name])
+        return h
+
+
+# -- RBF SVM ------------------------------------------------------------------------------------
+class RBFSVMHead(_PlattOvR, _Standardized, ClassifierMixin, BaseEstimator):
+    """Kernel SVM (RBF), one-vs-rest decision values, Platt-calibrated probabilities. The fitted
+    libsvm model is kept as its arrays (support vectors, dual coefficients, intercepts) and
+    rebuilt on load."""
+
+    kind = "svm"
+    _ARRAYS = ("support_", "support_vectors_", "_n_support", "dual_coef_", "intercept_",
+               "_dual_coef_", "_intercept_", "class_weight_", "n_iter_", "_probA", "_probB")
+
+    def __init__(self, C: float = 10.0, gamma: str | float = "scale", cv: int = 3,
+                 class_weight: str | None = None, random_state: int = 0):
+        self.C = C
+        self.gamma = gamma
+        self.cv = cv
+        self.class_weight = class_weight
+        self.random_state = random_state
+
+    def _svc(self, gamma=None):
+        from sklearn.svm import SVC
+
+        return SVC(C=self.C, kernel="rbf", gamma=self.gamma if gamma is None else gamma,
+                   class_weight=self.class_weight, decision_function_shape="ovr")
+
+    def fit(self, X, y) -> "RBFSVMHead":
+        X, y = _check_Xy(X, y)
+        Z = self._fit_scaler(X)
+        self.svc_ = self._svc().fit(Z, y)
+        self.classes_ = self.svc_.classes_
+        self._fit_platt(self._svc, Z, y, self.cv, self.random_state)
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        check_is_fitted(self, "svc_")
+        return self.svc_.decision_function(self._scale(_check_X(X, self.svc_.shape_fit_[1])))
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self._platt_proba(self.decision_function(X))
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(_two_columns(self.decision_function(X)), axis=1)]
+
+    def to_state(self):
+        arrays = {"mean": self.mean_, "scale": self.scale_, "platt_a": self.platt_a_,
+                  "platt_b": self.platt_b_, "svc_shape_fit": np.asarray(self.svc_.shape_fit_)}
+        arrays.update({f"svc{name}": np.asarray(getattr(self.svc_, name)) for name in self._ARRAYS})
+        return arrays, {"C": self.C, "gamma_value": float(self.svc_._gamma),
+                        "class_weight": self.class_weight}
+
+    @classmethod
+    def from_state(cls, classes, arrays, params):
+        h = cls(C=params["C"], class_weight=params.get("class_weight"))
+        h.classes_, h.mean_, h.scale_ = classes, arrays["mean"], arrays["scale"]
+        h.platt_a_, h.platt_b_ = arrays["platt_a"], arrays["platt_b"]
+        svc = h._svc(gamma=params["gamma_value"])
+        for name in cls._ARRAYS:
+            setattr(svc, name, arrays[f"svc{name}"])
+        svc.classes_ = classes
+        svc._gamma = params["gamma_value"]
+        svc.shape_fit_ = tuple(int(v) for v in arrays["svc_shape_fit"])
+        svc._sparse = False
+        svc.fit_status_ = 0
+        svc.n_features_in_ = svc.shape_fit_[1]
+        h.svc_ = svc
+        return h
+
+
+# -- k nearest neighbours -----------------------------------------------------------------------
+class KNNHead(ClassifierMixin, BaseEstimator):
+    """Cosine k-NN over the training vectors (FAISS inner product on unit vectors), votes
+    weighted by exp(similarity / temperature)."""
+
+    kind = "knn"
+
+    def __init__(self, k: int = 20, temperature: float = 0.07):
+        self.k = k
+        self.temperature = temperature
+
+    @staticmethod
+    def _unit(X):
+        return X / np.clip(np.linalg.norm(X, axis=1, keepdims=True), 1e-12, None)
+
+    def fit(self, X, y) -> "KNNHead":
+        X, y = _check_Xy(X, y)
+        if self.k < 1:
+            raise InvalidInputError(f"k must be >= 1, got {self.k}")
+        self.classes_, self.y_ = np.unique(y, return_inverse=True)
+        self.vectors_ = self._unit(X).astype(np.float32)
+        self._index = None
+        return self
+
+    def _search(self, X):
+        import faiss
+
+        check_is_fitted(self, "vectors_")
+        if getattr(self, "_index", None) is None:
+            self._index = faiss.IndexFlatIP(self.vectors_.shape[1])
+            self._index.add(self.vectors_)
+        q = np.ascontiguousarray(self._unit(_check_X(X, self.vectors_.shape[1])))
+        return self._index.search(q, min(self.k, len(self.vectors_)))
+
+    def predict_proba(self, X) -> np.ndarray:
+        sims, idx = self._search(X)
+        w = np.exp((sims - sims[:, :1]) / self.temperature)
+        votes = np.zeros((len(idx), len(self.classes_)))
+        np.add.at(votes, (np.repeat(np.arange(len(idx)), idx.shape[1]), self.y_[idx].ravel()), w.ravel())
+        return votes / votes.sum(axis=1, keepdims=True)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def nearest_similarity(self, X) -> np.ndarray:
+        return self._search(X)[0][:, 0]
+
+    def to_state(self):
+        return {"vectors": self.vectors_, "y": self.y_.astype(np.int64)}, \
+            {"k": self.k, "temperature": self.temperature}
+
+    @classmethod
+    def from_state(cls, classes, arrays, params):
+        h = cls(k=params["k"], temperature=params["temperature"])
+        h.classes_, h.vectors_, h.y_ = classes, arrays["vectors"], arrays["y"]
+        h._index = None
+        return h
+
+
+# -- nearest class centroid ----------------------------------------------------------------------
+class CentroidHead(ClassifierMixin, BaseEstimator):
+    """Nearest class mean by cosine; probabilities softmax(sim / T), T fitted on the training set."""
+
+    kind = "centroid"
+
+    def fit(self, X, y) -> "CentroidHead":
+        X, y = _check_Xy(X, y)
+        self.classes_, inv = np.unique(y, return_inverse=True)
+        U = KNNHead._unit(X)
+        C = np.stack([U[inv == k].mean(axis=0) for k in range(len(self.classes_))])
+        self.centroids_ = KNNHead._unit(C).astype(np.float32)
+        sims = U @ self.centroids_.T
+        temps = np.logspace(-3, 0, 31)
+        nll = [-np.mean(np.log(_softmax(sims / t)[np.arange(len(inv)), inv] + 1e-12)) for t in temps]
+        self.temperature_ = float(temps[int(np.argmin(nll))])
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        check_is_fitted(self, "centroids_")
+        return KNNHead._unit(_check_X(X, self.centroids_.shape[1])) @ self.centroids_.T
+
+    def predict_proba(self, X) -> np.ndarray:
+        return _softmax(self.decision_function(X) / self.temperature_)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+    def to_state(self):
+        return {"centroids": self.centroids_}, {"temperature": self.temperature_}
+
+    @classmethod
+    def from_state(cls, classes, arrays, params):
+        h = cls()
+        h.classes_, h.centroids_, h.temperature_ = classes, arrays["centroids"], params["temperature"]
+        return h
+
+
+HEAD_KINDS: dict[str, type] = {c.kind: c for c in
+                               (LogRegHead, LinearSVMHead, RBFSVMHead, KNNHead, CentroidHead)}
+
+
+def make_head(kind: str, class_weight: str | None = None, **params: Any):
+    if kind not in HEAD_KINDS:
+        raise InvalidInputError(f"unknown head kind {kind!r}; available: {', '.join(HEAD_KINDS)}")
+    cls = HEAD_KINDS[kind]
+    if class_weight is not None:
+        if "class_weight" not in cls().get_params():
+            raise InvalidInputError(f"head kind {kind!r} does not take class weights")
+        params["class_weight"] = class_weight
+    return cls(**params)

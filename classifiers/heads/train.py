@@ -1,0 +1,147 @@
+"""``train-head``: fit a head on a store's train split, evaluate it honestly, write the report."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedsvc.atomic import atomic_write_bytes
+from embedsvc.errors import InvalidInputError
+from embedsvc.store import EmbeddingStore
+
+from .artifact import Head
+from .evaluate import confusion_png, learning_curve_png, metrics
+from .kinds import HEAD_KINDS, make_head
+
+LEARNING_CURVE_SHOTS = (1, 2, 5, 10, 20, 50, 100)
+
+
+@dataclass(frozen=True)
+class TrainHeadConfig:
+    kind: str = "logreg"
+    eval_split: str = "test"
+    train_split: str = "train"
+    shots: int | None = None  # labelled examples per class (few-shot); None = all
+    seed: int = 0
+    class_weight: str | None = None  # "balanced" for imbalanced data
+    holdout: float = 0.2  # stratified hold-out when the store has no splits
+    learning_curve: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in HEAD_KINDS:
+            raise InvalidInputError(f"unknown head kind {self.kind!r}; available: {', '.join(HEAD_KINDS)}")
+        if self.shots is not None and self.shots < 1:
+            raise InvalidInputError(f"shots must be >= 1, got {self.shots}")
+        if self.class_weight not in (None, "balanced"):
+            raise InvalidInputError(f"class_weight must be 'balanced' or unset, got {self.class_weight!r}")
+        if not 0.0 < self.holdout < 1.0:
+            raise InvalidInputError(f"holdout must be in (0, 1), got {self.holdout}")
+
+
+def few_shot(y: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """Indices of ``shots`` examples per class (all of a class that has fewer), seeded."""
+    rng = np.random.default_rng(seed)
+    picked = [rng.permutation(np.flatnonzero(y == c))[:shots] for c in np.unique(y)]
+    return np.sort(np.concatenate(picked))
+
+
+def split_store(store: EmbeddingStore, config: TrainHeadConfig):
+    """(X_train, y_train, X_eval, y_eval, how the split was made)."""
+    meta = store.metadata()
+    labelled = np.array([i for i, r in enumerate(meta) if r.get("label") is not None])
+    if len(labelled) == 0:
+        raise InvalidInputError(f"store {str(store.root)!r} has no labelled rows to train a head on")
+    X = store.vectors()[labelled]
+    y = np.array([meta[i]["label"] for i in labelled], dtype=str)
+    splits = np.array([meta[i].get("split") for i in labelled], dtype=object)
+    tr, ev = splits == config.train_split, splits == config.eval_split
+    if tr.any() and ev.any():
+        how = f"store splits: train={config.train_split!r}, eval={config.eval_split!r}"
+    else:
+        from sklearn.model_selection import train_test_split
+
+        idx = np.arange(len(y))
+        tr_idx, ev_idx = train_test_split(idx, test_size=config.holdout, random_state=config.seed,
+                                          stratify=y)
+        tr, ev = np.isin(idx, tr_idx), np.isin(idx, ev_idx)
+        how = f"stratified hold-out of {config.holdout:.0%} (the store has no {config.eval_split!r} split)"
+    return X[tr], y[tr], X[ev], y[ev], how
+
+
+def train_head(store_path: str | Path, out: str | Path,
+               config: TrainHeadConfig = TrainHeadConfig(), progress: bool = True) -> Head:
+    store = EmbeddingStore.open(store_path)
+    Xtr, ytr, Xev, yev, how = split_store(store, config)
+    if config.shots is not None:
+        keep = few_shot(ytr, config.shots, config.seed)
+        Xtr, ytr = Xtr[keep], ytr[keep]
+    t0 = time.perf_counter()
+    est = make_head(config.kind, config.class_weight).fit(Xtr, ytr)
+    fit_s = time.perf_counter() - t0
+    m = metrics(est, Xev, yev)
+    m["fit_seconds"] = round(fit_s, 3)
+    classes, counts = np.unique(ytr, return_counts=True)
+    training = {
+        "store": str(Path(store_path).resolve()),
+        "split": how,
+        "train_examples": int(len(ytr)),
+        "per_class": {str(c): int(n) for c, n in zip(classes, counts)},
+        "config": asdict(config),
+    }
+    head = Head(est, store.provenance, m, training)
+    out = Path(out)
+    report = out / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    confusion_png(est, Xev, yev, report / "confusion.png",
+                  f"{config.kind} head — accuracy {m['accuracy']:.3f} on {m['n']} held-out")
+    curve = learning_curve(Xtr, ytr, Xev, yev, config, progress) if config.learning_curve else None
+    if curve:
+        learning_curve_png(curve, report / "learning_curve.png",
+                           f"{config.kind} head on {store.provenance['backbone']} features")
+    atomic_write_bytes(report / "report.md", render_report(head, curve).encode())
+    head.save(out)
+    return head
+
+
+def learning_curve(Xtr, ytr, Xev, yev, config: TrainHeadConfig, progress: bool) -> list[dict[str, Any]]:
+    smallest = int(np.unique(ytr, return_counts=True)[1].min())
+    steps = [s for s in LEARNING_CURVE_SHOTS if s < smallest] + [smallest]
+    rows = []
+    it = steps
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(steps, desc="learning curve", unit="step")
+    for shots in it:
+        keep = few_shot(ytr, shots, config.seed)
+        est = make_head(config.kind, config.class_weight).fit(Xtr[keep], ytr[keep])
+        rows.append({"shots": shots, "train_examples": int(len(keep)), **metrics(est, Xev, yev)})
+    return rows
+
+
+def render_report(head: Head, curve: list[dict[str, Any]] | None) -> str:
+    m, t = head.metrics, head.training
+    lines = [
+        f"# {head.kind} head on {head.provenance['backbone']} embeddings", "",
+        f"- features: {head.provenance['backbone']} (weights sha256 "
+        f"{head.provenance['weights_sha256'][:12]}…), {head.provenance['dim']}-d, "
+        f"tap {head.provenance['tap']}, normalized={head.provenance['normalized']}",
+        f"- data: {t['train_examples']} training examples, {len(head.classes)} classes; {t['split']}",
+        "", "| metric | value |", "|---|---|",
+    ]
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy", "n", "fit_seconds"):
+        if key in m:
+            v = m[key]
+            lines.append(f"| {key} | {v:.4f} |" if isinstance(v, float) and key != "fit_seconds"
+                         else f"| {key} | {v} |")
+    lines += ["", "![confusion matrix](confusion.png)", ""]
+    if curve:
+        lines += ["## Learning curve", "", "| labels per class | train examples | accuracy | macro-F1 |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['shots']} | {r['train_examples']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} |"
+                  for r in curve]
+        lines += ["", "![learning curve](learning_curve.png)", ""]
+    return "\n".join(lines)
