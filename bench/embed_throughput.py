@@ -25,11 +25,12 @@ def naive(paths: list[str]) -> dict:
     import torch
     from PIL import Image
 
+    from timm.data import create_transform, resolve_model_data_config
+
     from embedsvc.backbones import create_backbone
-    from embedsvc.preprocess import build_transform
 
     model = create_backbone("effnet-lite0").eval()
-    tf = build_transform(model.cfg.preprocess)
+    tf = create_transform(**resolve_model_data_config(model.model), is_training=False)
     t0 = time.perf_counter()
     with torch.no_grad():
         for p in paths:

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 
 from .backbones.base import PRE_LOGITS, Backbone
+from .backbones.fuse import folded_copy
 from .embeddings import Embeddings
 from .errors import ImageDecodeError, InvalidInputError
 from .images import DEFAULT_MAX_PIXELS, ImageSource, describe, load_image
-from .preprocess import build_transform
+from .preprocess import build_transform, normalize
 from .runtime import DevicePlan, plan_device
 
 
@@ -46,10 +47,11 @@ class FeatureExtractor:
         self.backbone = backbone
         self.config = config
         self.plan: DevicePlan = plan_device(config.device, config.amp)
-        backbone.to(self.plan.device)
+        # an inference-only copy (BatchNorm folded, on the device, in its memory format): the
+        # caller's backbone stays as it was, trainable and on its own device
+        self.net = folded_copy(backbone, backbone.cfg.preprocess.input_size).to(self.plan.device)
         if self.plan.channels_last:
-            backbone.to(memory_format=torch.channels_last)
-        backbone.eval()
+            self.net.to(memory_format=torch.channels_last)
         self.transform = build_transform(backbone.cfg.preprocess)
         self.provenance = {
             **backbone.cfg.provenance(),
@@ -61,12 +63,13 @@ class FeatureExtractor:
 
     # -- tensors -----------------------------------------------------------------------------
     def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
-        """A preprocessed (N, 3, H, W) batch → (N, D) float32."""
-        x = batch.to(self.plan.device, non_blocking=True)
+        """A (N, 3, H, W) batch from ``self.transform`` (uint8, normalised here on the device)
+        or already normalised (float) → (N, D) float32."""
+        x = normalize(batch.to(self.plan.device, non_blocking=True), self.backbone.cfg.preprocess)
         if self.plan.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self.plan.autocast():
-            feats = self.backbone.forward_taps(x, [self.config.tap])[self.config.tap]
+            feats = self.net.forward_taps(x, [self.config.tap])[self.config.tap]
         feats = feats.float()
         if self.config.normalize:
             feats = torch.nn.functional.normalize(feats, dim=1)

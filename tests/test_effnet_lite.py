@@ -7,7 +7,7 @@ from classifiers.heads.imagenet import ImageNetHead
 from embedsvc.backbones import create_backbone
 from embedsvc.backbones.effnet_lite import convert_state_dict, weights_file
 from embedsvc.extract import ExtractConfig, FeatureExtractor
-from embedsvc.preprocess import build_transform
+from embedsvc.preprocess import build_transform, normalize
 
 CAT_CLASSES = {"tabby, tabby cat", "tiger cat", "Egyptian cat"}
 
@@ -20,12 +20,23 @@ def test_logits_match_the_independent_reference_implementation(lite0, photo_imag
                                    weights_only=True), strict=True)
     ref.eval()
     tf = build_transform(lite0.cfg.preprocess)
-    x = torch.stack([tf(photo_images[n].convert("RGB")) for n in ("chelsea", "coffee", "rocket")])
+    x = normalize(torch.stack([tf(photo_images[n].convert("RGB")) for n in ("chelsea", "coffee", "rocket")]),
+                  lite0.cfg.preprocess)
     with torch.inference_mode():
         ours = lite0.model(x)
         theirs = ref(x)
     assert ours.shape == theirs.shape == (3, 1000)
     assert torch.max(torch.abs(ours - theirs)).item() < 1e-4
+
+
+def test_our_preprocessing_equals_timms_eval_transform(lite0, photo_images):
+    from timm.data import create_transform, resolve_model_data_config
+
+    timm_tf = create_transform(**resolve_model_data_config(lite0.model), is_training=False)
+    ours = build_transform(lite0.cfg.preprocess)
+    for img in photo_images.values():
+        img = img.convert("RGB")
+        assert torch.equal(normalize(ours(img)[None], lite0.cfg.preprocess)[0], timm_tf(img))
 
 
 def test_mapping_rejects_a_model_with_other_stages():
