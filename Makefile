@@ -8,7 +8,7 @@ DEMO   ?= demo-out
 
 .PHONY: venv demo test bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(wildcard protos/*/*/*.proto) protos/build_backend.py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[dev]'

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -222,6 +223,23 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- service ------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from .service.config import ServeConfig
+    from .service.grpc_server import Server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServeConfig.load(args.config, port=args.port, host=args.host, data_dir=args.data_dir,
+                              default_backbone=args.backbone,
+                              auth_token=os.environ.get("EMBEDSVC_TOKEN") or None)
+    server = Server(config).start()
+    print(f"embedsvc serving on {config.host}:{server.port} (data dir {config.data_dir})", flush=True)
+    server.serve_until_signal()
+    return EXIT_OK
+
+
 # -- parser -----------------------------------------------------------------------------------
 def _positive_int(text: str) -> int:
     try:
@@ -345,6 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("serve", help="run the gRPC service")
+    p.add_argument("--config", help="serve.toml with ServeConfig fields")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
+    p.add_argument("--data-dir", help="folder with heads/ and indexes/")
+    p.add_argument("--backbone", help="default backbone, loaded at start")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("search", help="nearest neighbours in a store")
     p.add_argument("store")

@@ -62,19 +62,23 @@ class FeatureExtractor:
             self.provenance["dim"] = None  # filled on the first batch (depends on the stage)
 
     # -- tensors -----------------------------------------------------------------------------
-    def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
+    def embed_tensor(self, batch: torch.Tensor, tap: str | None = None,
+                     normalize_output: bool | None = None) -> np.ndarray:
         """A (N, 3, H, W) batch from ``self.transform`` (uint8, normalised here on the device)
-        or already normalised (float) → (N, D) float32."""
+        or already normalised (float) → (N, D) float32. ``tap`` / ``normalize_output`` override
+        the config for this call (the server batches one model for several kinds of request)."""
+        tap = self.config.tap if tap is None else tap
+        l2 = self.config.normalize if normalize_output is None else normalize_output
         x = normalize(batch.to(self.plan.device, non_blocking=True), self.backbone.cfg.preprocess)
         if self.plan.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self.plan.autocast():
-            feats = self.net.forward_taps(x, [self.config.tap])[self.config.tap]
+            feats = self.net.forward_taps(x, [tap])[tap]
         feats = feats.float()
-        if self.config.normalize:
+        if l2:
             feats = torch.nn.functional.normalize(feats, dim=1)
         out = feats.cpu().numpy().astype(np.float32, copy=False)
-        if self.provenance["dim"] is None:
+        if self.provenance["dim"] is None and tap == self.config.tap:
             self.provenance["dim"] = int(out.shape[1])
         return out
 

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of the ``embedsvc.v1`` API (built from protos/ at install time)."""

@@ -1,0 +1,193 @@
+"""The gRPC service, through the generated stubs, on a real server on a free localhost port."""
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from embedsvc.client import Client
+from embedsvc.errors import ResourceExhaustedError
+from embedsvc.extract import FeatureExtractor
+from embedsvc.service.batcher import BatchingConfig, DeadlineExceededError, DynamicBatcher
+from embedsvc.service.config import ServeConfig
+from embedsvc.service.grpc_server import Server
+from embedsvc.v1 import embedsvc_pb2 as pb
+from embedsvc.v1 import embedsvc_pb2_grpc as pb_grpc
+
+CAT_CLASSES = {"tabby, tabby cat", "tiger cat", "Egyptian cat"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data = tmp_path_factory.mktemp("serve")
+    srv = Server(ServeConfig(port=0, data_dir=str(data), max_images_per_request=8,
+                             max_bytes_per_image=2 << 20,
+                             batching=BatchingConfig(max_batch_size=16, max_queue_delay_ms=20))).start()
+    yield srv
+    srv.stop(grace=5)
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    yield pb_grpc.EmbeddingServiceStub(channel)
+    channel.close()
+
+
+def _img(path, id_=None):
+    return pb.Image(id=id_ or path.stem, data=path.read_bytes())
+
+
+def test_embed_matches_the_library_and_carries_provenance(stub, photos, lite0):
+    resp = stub.Embed(pb.EmbedRequest(images=[_img(photos["chelsea"]), _img(photos["coffee"])]))
+    got = np.array([v.values for v in resp.vectors], dtype=np.float32)
+    want = FeatureExtractor(lite0).embed([photos["chelsea"], photos["coffee"]]).vectors
+    assert [v.id for v in resp.vectors] == ["chelsea", "coffee"]
+    assert np.abs(got - want).max() < 1e-5
+    p = resp.provenance
+    assert p.backbone == "effnet-lite0" and p.dim == 1280 and p.normalized and p.tap == "pre_logits"
+    assert p.weights_sha256 == lite0.cfg.weights_sha256 and resp.timing.total_ms > 0
+    raw = stub.Embed(pb.EmbedRequest(images=[_img(photos["chelsea"])], options=pb.EmbedOptions(raw=True, tap="late")))
+    assert len(raw.vectors[0].values) == 320 and not raw.provenance.normalized
+
+
+def test_classify_with_the_builtin_imagenet_head(stub, photos):
+    resp = stub.Classify(pb.ClassifyRequest(images=[_img(photos["chelsea"]), _img(photos["coffee"])], top_k=5))
+    tops = {r.id: [t.label for t in r.top] for r in resp.results}
+    assert CAT_CLASSES & set(tops["chelsea"]) and {"espresso", "cup"} & set(tops["coffee"])
+    unsure = stub.Classify(pb.ClassifyRequest(images=[_img(photos["chelsea"])], abstain_below=0.99))
+    assert unsure.results[0].label == "unknown" and unsure.results[0].abstained
+
+
+def test_a_head_dropped_into_the_data_dir_is_served_without_restart(server, stub, fmnist_store, tmp_path):
+    from classifiers.heads import TrainHeadConfig, train_head
+
+    assert "fmnist" not in [h.name for h in stub.ListHeads(pb.ListHeadsRequest()).heads]
+    train_head(fmnist_store.root, tmp_path / "fmnist", TrainHeadConfig(kind="centroid"), progress=False)
+    shutil.copytree(tmp_path / "fmnist", server.core.data_dir / "heads" / "fmnist")
+    heads = {h.name: h for h in stub.ListHeads(pb.ListHeadsRequest()).heads}
+    assert heads["fmnist"].kind == "centroid" and len(heads["fmnist"].classes) == 10
+    row = next(r for r in fmnist_store.metadata() if r["split"] == "test" and r["label"] == "sneaker")
+    with open(row["path"], "rb") as f:
+        resp = stub.Classify(pb.ClassifyRequest(images=[pb.Image(id="s", data=f.read())], head="fmnist"))
+    assert resp.results[0].label == "sneaker"
+
+
+def test_listings_info_health_and_reflection(server, stub):
+    models = {m.name: m for m in stub.ListModels(pb.ListModelsRequest()).models}
+    assert models["effnet-lite0"].loaded and models["effnet-lite0"].dim == 1280
+    info = stub.GetInfo(pb.GetInfoRequest())
+    assert info.default_backbone == "effnet-lite0" and info.batching.max_batch_size == 16
+    assert info.max_images_per_request == 8 and "cpu" in info.device
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "embedsvc.v1.EmbeddingService"):
+        assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == \
+            health_pb2.HealthCheckResponse.SERVING
+    refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+    answer = next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    names = {s.name for s in answer.list_services_response.service}
+    assert {"embedsvc.v1.EmbeddingService", "grpc.health.v1.Health"} <= names
+    channel.close()
+
+
+def test_64_concurrent_clients_are_batched_together(server, photos):
+    data = photos["rocket"].read_bytes()
+    before = server.core.info()["batching"]
+    barrier = threading.Barrier(64)
+
+    def one(i):
+        with Client(f"127.0.0.1:{server.port}") as c:
+            barrier.wait()
+            vecs, _ = c.embed([data], ids=[f"c{i}"], timeout=120)
+            return vecs.shape
+
+    with ThreadPoolExecutor(64) as pool:
+        shapes = list(pool.map(one, range(64)))
+    assert shapes == [(1, 1280)] * 64
+    after = server.core.info()["batching"]
+    assert after["images"] - before["images"] == 64
+    assert after["batches"] - before["batches"] < 64 and after["largest_batch"] > 1
+
+
+@pytest.mark.parametrize("request_,code,text", [
+    (pb.EmbedRequest(images=[pb.Image(id="junk", data=b"not an image")]), grpc.StatusCode.INVALID_ARGUMENT, "junk"),
+    (pb.EmbedRequest(), grpc.StatusCode.INVALID_ARGUMENT, "no images"),
+    (pb.EmbedRequest(images=[pb.Image(id=str(i), data=b"x") for i in range(9)]), grpc.StatusCode.INVALID_ARGUMENT, "limit is 8"),
+    (pb.EmbedRequest(images=[pb.Image(id="big", data=b"\0" * (3 << 20))]), grpc.StatusCode.INVALID_ARGUMENT, "big"),
+    (pb.EmbedRequest(images=[pb.Image(id="a", data=b"x")], options=pb.EmbedOptions(backbone="nope")), grpc.StatusCode.NOT_FOUND, "available"),
+    (pb.EmbedRequest(images=[pb.Image(id="a", data=b"x")], options=pb.EmbedOptions(tap="nope")), grpc.StatusCode.INVALID_ARGUMENT, "tap"),
+])
+def test_bad_requests_get_their_status_and_the_server_keeps_serving(stub, photos, request_, code, text):
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.Embed(request_)
+    assert exc.value.code() == code and text in exc.value.details()
+    ok = stub.Embed(pb.EmbedRequest(images=[_img(photos["coffee"])]))
+    assert len(ok.vectors[0].values) == 1280
+
+
+def test_bomb_and_unknown_head(stub, tmp_path):
+    from PIL import Image
+
+    Image.new("L", (9000, 9000)).save(tmp_path / "bomb.png")
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.Embed(pb.EmbedRequest(images=[pb.Image(id="bomb", data=(tmp_path / "bomb.png").read_bytes())]))
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "exceeds the limit" in exc.value.details()
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.Classify(pb.ClassifyRequest(images=[pb.Image(id="a", data=b"x")], head="nope"))
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND and "imagenet" in exc.value.details()
+
+
+def test_embed_stream_answers_in_order_with_per_item_errors(stub, photos):
+    items = [pb.EmbedItem(image=_img(photos["chelsea"], "a")), pb.EmbedItem(image=pb.Image(id="bad", data=b"??")),
+             pb.EmbedItem(image=_img(photos["coffee"], "c"))]
+    out = list(stub.EmbedStream(iter(items)))
+    assert [r.vector.id for r in out] == ["a", "bad", "c"]
+    assert out[1].error and not out[1].vector.values and len(out[2].vector.values) == 1280
+
+
+def test_token_auth(tmp_path, photos):
+    srv = Server(ServeConfig(port=0, data_dir=str(tmp_path), auth_token="s3cret")).start()
+    try:
+        target = f"127.0.0.1:{srv.port}"
+        with pytest.raises(grpc.RpcError) as exc:
+            Client(target).embed([photos["coffee"]], timeout=60)
+        assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as exc:
+            Client(target, token="wrong").info(timeout=60)
+        assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        vecs, _ = Client(target, token="s3cret").embed([photos["coffee"]], timeout=60)
+        assert vecs.shape == (1, 1280)
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(target))
+        assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        srv.stop(grace=5)
+
+
+def test_batcher_refuses_when_full_and_drops_expired_requests():
+    release = threading.Event()
+
+    def slow(x):
+        release.wait(10)
+        return x.flatten(1).float().numpy()
+
+    b = DynamicBatcher(slow, BatchingConfig(max_batch_size=1, max_queue_delay_ms=0, max_queue_size=2))
+    t = torch.zeros(1, 2, 2, dtype=torch.uint8)
+    first = b.submit(t)  # taken by the worker, blocked in slow()
+    time.sleep(0.2)
+    expired = b.submit(t, deadline=time.monotonic() - 1)
+    b.submit(t)
+    with pytest.raises(ResourceExhaustedError, match="retry later"):
+        b.submit(t)
+    release.set()
+    assert first.result(10).shape == (4,)
+    with pytest.raises(DeadlineExceededError):
+        expired.result(10)
+    b.close()
+    assert b.stats()["expired"] == 1
