@@ -8,10 +8,13 @@ batched rate of the same model (what the service costs on top of the model).
 from __future__ import annotations
 
 import argparse
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -51,52 +54,59 @@ def main() -> int:
     from PIL import Image
 
     from embedsvc.client import Client
-    from embedsvc.service.batcher import BatchingConfig
-    from embedsvc.service.config import ServeConfig
-    from embedsvc.service.grpc_server import Server
 
     buf = io.BytesIO()
     Image.fromarray(skimage.data.rocket()).save(buf, format="JPEG", quality=90)
     data = buf.getvalue()
     with tempfile.TemporaryDirectory() as data_dir:
-        server = Server(ServeConfig(port=0, data_dir=data_dir, decode_workers=max(8, args.clients),
-                                    batching=BatchingConfig(args.max_batch_size,
-                                                            args.max_queue_delay_ms))).start()
-        target = f"127.0.0.1:{server.port}"
-        with Client(target) as warm:
-            for _ in range(3):
-                warm.embed([data], timeout=60)
-        before = server.core.info()["batching"]
-        latencies: list[list[float]] = [[] for _ in range(args.clients)]
-        stop = time.perf_counter() + args.seconds
+        # the server runs in its own process, as in production: the load generator's threads
+        # must not share its interpreter lock
+        toml = Path(data_dir) / "serve.toml"
+        toml.write_text(f"decode_workers = {max(8, args.clients)}\n[batching]\n"
+                        f"max_batch_size = {args.max_batch_size}\n"
+                        f"max_queue_delay_ms = {args.max_queue_delay_ms}\n")
+        server = subprocess.Popen([sys.executable, "-m", "embedsvc", "serve", "--port", "0",
+                                   "--data-dir", data_dir, "--config", str(toml)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            target = server.stdout.readline().split(" on ")[1].split()[0]
+            with Client(target) as warm:
+                for _ in range(3):
+                    warm.embed([data], timeout=60)
+                before = warm.info(timeout=30).batching
+            latencies: list[list[float]] = [[] for _ in range(args.clients)]
+            stop = time.perf_counter() + args.seconds
 
-        def client(i: int) -> None:
+            def client(i: int) -> None:
+                with Client(target) as c:
+                    while time.perf_counter() < stop:
+                        t0 = time.perf_counter()
+                        c.embed([data], ids=[f"{i}"], timeout=60)
+                        latencies[i].append(time.perf_counter() - t0)
+
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - t0
             with Client(target) as c:
-                while time.perf_counter() < stop:
-                    t0 = time.perf_counter()
-                    c.embed([data], ids=[f"{i}"], timeout=60)
-                    latencies[i].append(time.perf_counter() - t0)
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
-        after = server.core.info()["batching"]
-        server.stop(grace=5)
+                after = c.info(timeout=30).batching
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(60)
 
     lat = np.array([x for per in latencies for x in per]) * 1000
     served = len(lat) / wall
-    batches = after["batches"] - before["batches"]
-    mean_batch = (after["images"] - before["images"]) / max(1, batches)
+    batches = after.batches - before.batches
+    mean_batch = (after.images - before.images) / max(1, batches)
     model_rate, pipeline_rate = in_process_rates(data, args.max_batch_size, min(10.0, args.seconds))
     print(f"{args.clients} concurrent clients, 1 image per Embed request, {args.seconds:.0f} s, "
           f"max_batch_size={args.max_batch_size}, max_queue_delay_ms={args.max_queue_delay_ms:g}")
     print(f"  served              : {served:7.1f} img/s ({len(lat)} requests)")
     print(f"  latency p50 / p99   : {np.percentile(lat, 50):7.1f} / {np.percentile(lat, 99):.1f} ms")
-    print(f"  mean batch size     : {mean_batch:7.2f} (largest {after['largest_batch']})")
+    print(f"  mean batch size     : {mean_batch:7.2f} (largest {after.largest_batch})")
     print(f"  in-process, batch {args.max_batch_size}: {model_rate:7.1f} img/s model only, "
           f"{pipeline_rate:.1f} img/s with JPEG decoding")
     print(f"served / in-process model only    = {served / model_rate:.2f}")

@@ -198,6 +198,18 @@ def cmd_train_head(args: argparse.Namespace) -> int:
         if key in m:
             print(f"  {key:<18} {m[key]:.4f}")
     print(f"wrote {args.out} (head.json, params.npz) and {args.out}/report/report.md")
+    if args.register:
+        import shutil
+        from pathlib import Path
+
+        target = Path(args.register) / "heads" / Path(args.out).resolve().name
+        staging = target.with_name(f".{target.name}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(args.out, staging)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)  # a running server sees the whole head or none of it
+        print(f"registered as head {target.name!r} in {args.register} (a running server picks it up)")
     return EXIT_OK
 
 
@@ -225,18 +237,48 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 # -- service ------------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    import logging
-
     from .service.config import ServeConfig
     from .service.grpc_server import Server
+    from .service.logs import setup_json_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_json_logging()
     config = ServeConfig.load(args.config, port=args.port, host=args.host, data_dir=args.data_dir,
-                              default_backbone=args.backbone,
+                              default_backbone=args.backbone, metrics_port=args.metrics_port,
                               auth_token=os.environ.get("EMBEDSVC_TOKEN") or None)
     server = Server(config).start()
-    print(f"embedsvc serving on {config.host}:{server.port} (data dir {config.data_dir})", flush=True)
+    metrics = f", metrics on :{server.metrics_port}/metrics" if server.metrics_port else ""
+    print(f"embedsvc serving on {config.host}:{server.port} (data dir {config.data_dir}{metrics})",
+          flush=True)
     server.serve_until_signal()
+    return EXIT_OK
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    """Call a running server: the same answers as the local commands, over gRPC."""
+    import grpc
+
+    from .client import Client
+
+    with Client(args.server, token=os.environ.get("EMBEDSVC_TOKEN") or None) as c:
+        try:
+            if args.client_command == "embed":
+                vecs, resp = c.embed(args.images, backbone=args.backbone or "", timeout=args.timeout)
+                out = [{"id": v.id, "dim": len(v.values), "vector": [round(x, 6) for x in v.values]}
+                       for v in resp.vectors]
+            elif args.client_command == "classify":
+                out = c.classify(args.images, head=args.head, top_k=args.top,
+                                 abstain_below=args.abstain_below or 0.0, timeout=args.timeout)
+            elif args.client_command == "search":
+                out = c.search(args.index, image=args.image, k=args.k, timeout=args.timeout)
+            else:  # upsert
+                items = [{"id": args.first_id + n, "image": p, "metadata": {"path": str(p), **(
+                    {"label": args.label} if args.label else {})}} for n, p in enumerate(args.images)]
+                r = c.upsert(args.index, items, timeout=args.timeout)
+                out = {"upserted": r.upserted, "total": r.total}
+        except grpc.RpcError as exc:
+            _err(f"{exc.code().name}: {exc.details()}")
+            return EXIT_ERROR
+    print(json.dumps(out, indent=2))
     return EXIT_OK
 
 
@@ -350,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-weight", choices=["balanced"], help="reweight imbalanced classes")
     p.add_argument("--learning-curve", action="store_true",
                    help="also accuracy vs labels per class (1, 2, 5, ... all), table and PNG")
+    p.add_argument("--register", metavar="DATA_DIR",
+                   help="also install the head into a server's data dir (heads/<name of --out>)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_head)
 
@@ -370,7 +414,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
     p.add_argument("--data-dir", help="folder with heads/ and indexes/")
     p.add_argument("--backbone", help="default backbone, loaded at start")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this HTTP port")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("client", help="call a running embedsvc server")
+    csub = p.add_subparsers(dest="client_command", required=True, metavar="ACTION")
+    for name, help_ in (("embed", "embed images"), ("classify", "classify images with a head"),
+                        ("search", "nearest neighbours of an image in an index"),
+                        ("upsert", "add images to an index")):
+        c = csub.add_parser(name, help=help_)
+        c.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT")
+        c.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
+        if name in ("embed", "classify", "upsert"):
+            c.add_argument("images", nargs="+", metavar="IMAGE")
+        if name == "embed":
+            c.add_argument("--backbone")
+        if name == "classify":
+            c.add_argument("--head", default="imagenet")
+            c.add_argument("--top", type=_positive_int, default=5)
+            c.add_argument("--abstain-below", type=float)
+        if name in ("search", "upsert"):
+            c.add_argument("--index", required=True)
+        if name == "search":
+            c.add_argument("--image", required=True)
+            c.add_argument("-k", type=_positive_int, default=10)
+        if name == "upsert":
+            c.add_argument("--first-id", type=int, default=0, help="id of the first image")
+            c.add_argument("--label", help="label metadata for every image")
+        c.set_defaults(func=cmd_client)
 
     p = sub.add_parser("search", help="nearest neighbours in a store")
     p.add_argument("store")

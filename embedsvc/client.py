@@ -76,3 +76,73 @@ class Client:
     def heads(self, timeout: float | None = None) -> list[pb.HeadInfo]:
         return list(self.stub.ListHeads(pb.ListHeadsRequest(), timeout=timeout,
                                         metadata=self.metadata).heads)
+
+    def search(self, index: str, image: ImageInput | None = None,
+               vector: Sequence[float] | None = None, k: int = 10,
+               where: dict[str, str] | None = None, timeout: float | None = None) -> list[dict]:
+        req = pb.SearchRequest(index=index, k=k, where=where or {})
+        if image is not None:
+            req.image.CopyFrom(_image(0, image, "query"))
+        if vector is not None:
+            req.vector.CopyFrom(pb.Vector(values=list(map(float, vector))))
+        resp = self.stub.Search(req, timeout=timeout, metadata=self.metadata)
+        return [{"id": h.id, "score": h.score, "metadata": dict(h.metadata)} for h in resp.hits]
+
+    def upsert(self, index: str, items: Sequence[dict[str, Any]],
+               timeout: float | None = None) -> pb.UpsertResponse:
+        """items: {"id": int, "image": path or bytes, or "vector": floats, "metadata": dict}."""
+        msgs = []
+        for it in items:
+            m = pb.UpsertItem(id=int(it["id"]), metadata=it.get("metadata") or {})
+            if it.get("image") is not None:
+                m.image = _image(0, it["image"], None).data
+            elif it.get("vector") is not None:
+                m.vector.CopyFrom(pb.Vector(values=list(map(float, it["vector"]))))
+            msgs.append(m)
+        return self.stub.Upsert(pb.UpsertRequest(index=index, items=msgs), timeout=timeout,
+                                metadata=self.metadata)
+
+    def delete(self, index: str, ids: Sequence[int], timeout: float | None = None) -> pb.DeleteResponse:
+        return self.stub.Delete(pb.DeleteRequest(index=index, ids=list(ids)), timeout=timeout,
+                                metadata=self.metadata)
+
+    def indexes(self, timeout: float | None = None) -> list[pb.IndexInfo]:
+        return list(self.stub.ListIndexes(pb.ListIndexesRequest(), timeout=timeout,
+                                          metadata=self.metadata).indexes)
+
+
+class AsyncClient:
+    """The same calls for asyncio code: ``await AsyncClient(target).embed([...])``."""
+
+    def __init__(self, target: str, token: str | None = None, max_message_bytes: int = 64 << 20):
+        options = [("grpc.max_send_message_length", max_message_bytes),
+                   ("grpc.max_receive_message_length", max_message_bytes)]
+        self.channel = grpc.aio.insecure_channel(target, options)
+        self.stub = pb_grpc.EmbeddingServiceStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def embed(self, images: Sequence[ImageInput], ids: Sequence[str] | None = None,
+                    backbone: str = "", raw: bool = False, tap: str = "",
+                    timeout: float | None = None) -> np.ndarray:
+        resp = await self.stub.Embed(pb.EmbedRequest(
+            images=[_image(i, img, ids[i] if ids else None) for i, img in enumerate(images)],
+            options=pb.EmbedOptions(backbone=backbone, raw=raw, tap=tap)),
+            timeout=timeout, metadata=self.metadata)
+        return np.array([v.values for v in resp.vectors], dtype=np.float32)
+
+    async def classify(self, images: Sequence[ImageInput], head: str = "imagenet",
+                       top_k: int = 5, timeout: float | None = None) -> list[dict[str, Any]]:
+        resp = await self.stub.Classify(pb.ClassifyRequest(
+            images=[_image(i, img, None) for i, img in enumerate(images)], head=head, top_k=top_k),
+            timeout=timeout, metadata=self.metadata)
+        return [{"id": r.id, "label": r.label, "probability": r.probability,
+                 "top": [(t.label, t.probability) for t in r.top]} for r in resp.results]

@@ -1,8 +1,10 @@
-"""The README's first command: the default backbone at work on real photos.
+"""The README's first command: the whole product, end to end, on real data.
 
-Writes real photos (shipped inside scikit-image) to ``--out/images``, lists the backbones,
-classifies each photo with the built-in ImageNet head, embeds them and prints which photos the
-embedding space puts close together, with a similarity heat map saved as a PNG.
+1. the default backbone on real photos (scikit-image's): ImageNet labels, a similarity heat map;
+2. a real labelled dataset (scikit-learn's digits) written as PNG folders, embedded into a store;
+3. a logistic-regression head trained on the store, with its report;
+4. the gRPC server started on a free port with that head, answering Classify for the test split
+   and Search (after an Upsert of the training vectors) through the client; then a clean stop.
 """
 from __future__ import annotations
 
@@ -120,9 +122,69 @@ def main(argv=None) -> int:
                             {**emb.provenance, "normalized": True})
     npy = normalized.save(args.out / "embeddings.npy")
     print(f"\n== wrote {heat} and {npy} (+ provenance in {npy.name}.json)")
-    print("   try: .venv/bin/embedsvc predict "
-          f"{paths[0]} --top 5\n        .venv/bin/embedsvc embed {paths[1]} --tap middle")
+    run_product(args.out)
     return 0
+
+
+def run_product(out: Path) -> None:
+    """Dataset → store → head → server → Classify and Search over gRPC → clean stop."""
+    import shutil
+
+    import numpy as np
+
+    from classifiers.heads import TrainHeadConfig, train_head
+    from embedsvc.client import Client
+    from embedsvc.datasets.fetch import fetch_dataset
+    from embedsvc.service.config import ServeConfig
+    from embedsvc.service.grpc_server import Server
+    from embedsvc.store import EmbeddingStore, embed_dataset
+
+    data, store_dir, serve_dir = out / "digits", out / "digits-store", out / "serve"
+    counts = fetch_dataset("digits", data)
+    print(f"\n== wrote scikit-learn's digits to {data}: train {counts['train']}, test {counts['test']}")
+    report = embed_dataset(data, store_dir, progress=True)
+    store = EmbeddingStore.open(store_dir)
+    print(f"   embedded into {store_dir}: {store.count} vectors ({report.added} new, "
+          f"{report.images_per_s:.0f} img/s)")
+    head_dir = serve_dir / "heads" / "digits"
+    if head_dir.exists():
+        shutil.rmtree(head_dir)
+    head = train_head(store_dir, head_dir, TrainHeadConfig(kind="logreg"), progress=False)
+    print(f"== trained a logreg head: test accuracy {head.metrics['accuracy']:.3f} "
+          f"(report: {head_dir / 'report' / 'report.md'})")
+
+    server = Server(ServeConfig(port=0, data_dir=str(serve_dir))).start()
+    target = f"127.0.0.1:{server.port}"
+    print(f"== gRPC server listening on {target}")
+    try:
+        with Client(target) as client:
+            test = [r for r in store.metadata() if r["split"] == "test"]
+            correct = 0
+            for start in range(0, len(test), 64):
+                rows = test[start:start + 64]
+                answers = client.classify([r["path"] for r in rows], head="digits", top_k=1,
+                                          ids=[str(r["id"]) for r in rows], timeout=120)
+                correct += sum(a["label"] == r["label"] for a, r in zip(answers, rows))
+            print(f"   Classify over gRPC, {len(test)} test digits: accuracy {correct / len(test):.3f}")
+            train = [r for r in store.metadata() if r["split"] == "train"]
+            vectors = store.vectors()
+            for start in range(0, len(train), 64):
+                rows = train[start:start + 64]
+                client.upsert("digits", [{"id": r["id"], "vector": vectors[r["id"]],
+                                          "metadata": {"label": r["label"]}} for r in rows],
+                              timeout=120)
+            query = test[0]
+            hits = client.search("digits", image=query["path"], k=5, timeout=60)
+            labels = [h["metadata"]["label"] for h in hits]
+            print(f"   Upsert of {len(train)} training vectors; Search with a test '{query['label']}' → "
+                  f"neighbours labelled {labels}")
+            info = client.info(timeout=30)
+            print(f"   server batched {info.batching.images} images in {info.batching.batches} batches "
+                  f"(largest {info.batching.largest_batch}) on {info.device}")
+    finally:
+        server.stop(grace=10)
+    print("== server stopped cleanly")
+    print("   next: .venv/bin/embedsvc serve --data-dir demo-out/serve   (then 'embedsvc client ...')")
 
 
 if __name__ == "__main__":

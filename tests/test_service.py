@@ -26,7 +26,7 @@ CAT_CLASSES = {"tabby, tabby cat", "tiger cat", "Egyptian cat"}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("serve")
-    srv = Server(ServeConfig(port=0, data_dir=str(data), max_images_per_request=8,
+    srv = Server(ServeConfig(port=0, data_dir=str(data), max_images_per_request=8, metrics_port=0,
                              max_bytes_per_image=2 << 20,
                              batching=BatchingConfig(max_batch_size=16, max_queue_delay_ms=20))).start()
     yield srv
@@ -66,17 +66,35 @@ def test_classify_with_the_builtin_imagenet_head(stub, photos):
 
 
 def test_a_head_dropped_into_the_data_dir_is_served_without_restart(server, stub, fmnist_store, tmp_path):
-    from classifiers.heads import TrainHeadConfig, train_head
-
     assert "fmnist" not in [h.name for h in stub.ListHeads(pb.ListHeadsRequest()).heads]
-    train_head(fmnist_store.root, tmp_path / "fmnist", TrainHeadConfig(kind="centroid"), progress=False)
-    shutil.copytree(tmp_path / "fmnist", server.core.data_dir / "heads" / "fmnist")
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "embedsvc", "train-head", str(fmnist_store.root),
+                        "--kind", "centroid", "--out", str(tmp_path / "fmnist"), "--quiet",
+                        "--register", str(server.core.data_dir)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0 and "registered as head 'fmnist'" in p.stdout, p.stderr
     heads = {h.name: h for h in stub.ListHeads(pb.ListHeadsRequest()).heads}
     assert heads["fmnist"].kind == "centroid" and len(heads["fmnist"].classes) == 10
     row = next(r for r in fmnist_store.metadata() if r["split"] == "test" and r["label"] == "sneaker")
     with open(row["path"], "rb") as f:
         resp = stub.Classify(pb.ClassifyRequest(images=[pb.Image(id="s", data=f.read())], head="fmnist"))
     assert resp.results[0].label == "sneaker"
+
+
+def test_a_head_of_other_weights_is_a_failed_precondition(server, stub, fmnist_store, tmp_path, photos):
+    import json as _json
+
+    from classifiers.heads import TrainHeadConfig, train_head
+
+    train_head(fmnist_store.root, tmp_path / "foreign", TrainHeadConfig(kind="centroid"), progress=False)
+    meta = _json.loads((tmp_path / "foreign" / "head.json").read_text())
+    meta["provenance"]["weights_sha256"] = "0" * 64
+    (tmp_path / "foreign" / "head.json").write_text(_json.dumps(meta))
+    shutil.copytree(tmp_path / "foreign", server.core.data_dir / "heads" / "foreign")
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.Classify(pb.ClassifyRequest(images=[_img(photos["chelsea"])], head="foreign"))
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "000000000000" in exc.value.details()
 
 
 def test_listings_info_health_and_reflection(server, stub):
@@ -114,6 +132,17 @@ def test_64_concurrent_clients_are_batched_together(server, photos):
     after = server.core.info()["batching"]
     assert after["images"] - before["images"] == 64
     assert after["batches"] - before["batches"] < 64 and after["largest_batch"] > 1
+    # the same, as Prometheus sees it: some batches were larger than one image
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=30).read().decode()
+    metric = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+              if line.startswith("embedsvc_") and " " in line}
+    model = "effnet-lite0/pre_logits"
+    total = metric[f'embedsvc_batch_size_count{{model="{model}"}}']
+    single = metric[f'embedsvc_batch_size_bucket{{le="1.0",model="{model}"}}']
+    assert total > single, (total, single)
+    assert metric['embedsvc_requests_total{code="OK",method="Embed"}'] >= 64
 
 
 @pytest.mark.parametrize("request_,code,text", [
@@ -191,3 +220,142 @@ def test_batcher_refuses_when_full_and_drops_expired_requests():
         expired.result(10)
     b.close()
     assert b.stats()["expired"] == 1
+
+
+def test_upsert_search_delete_and_persistence(tmp_path, photos):
+    data = tmp_path / "data"
+    srv = Server(ServeConfig(port=0, data_dir=str(data))).start()
+    target = f"127.0.0.1:{srv.port}"
+    try:
+        with Client(target) as c:
+            with pytest.raises(grpc.RpcError) as exc:
+                c.search("photos", vector=[0.1] * 1280, timeout=60)
+            assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+            r = c.upsert("photos", [
+                {"id": 1, "image": photos["chelsea"], "metadata": {"label": "cat"}},
+                {"id": 2, "image": photos["coffee"], "metadata": {"label": "coffee"}},
+                {"id": 3, "image": photos["rocket"], "metadata": {"label": "rocket"}},
+            ], timeout=120)
+            assert r.upserted == 3 and r.total == 3
+            hits = c.search("photos", image=photos["chelsea"], k=2, timeout=60)
+            assert hits[0]["id"] == 1 and hits[0]["metadata"] == {"label": "cat"} and hits[0]["score"] > 0.99
+            assert [h["id"] for h in c.search("photos", image=photos["chelsea"], k=3,
+                                              where={"label": "rocket"}, timeout=60)] == [3]
+            vec, _ = c.embed([photos["coffee"]], timeout=60)
+            assert c.search("photos", vector=vec[0], k=1, timeout=60)[0]["id"] == 2
+            # a vector upsert replaces id 3; a wrong-sized one is refused and writes nothing
+            c.upsert("photos", [{"id": 3, "vector": vec[0], "metadata": {"label": "coffee-2"}}], timeout=60)
+            with pytest.raises(grpc.RpcError) as exc:
+                c.upsert("photos", [{"id": 9, "vector": [1.0, 2.0]}], timeout=60)
+            assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "1280-d" in exc.value.details()
+            assert c.delete("photos", [2, 77], timeout=60).deleted == 1
+            assert [(i.name, i.count) for i in c.indexes(timeout=60)] == [("photos", 2)]
+    finally:
+        srv.stop(grace=5)
+    srv = Server(ServeConfig(port=0, data_dir=str(data))).start()  # a restart keeps every write
+    try:
+        with Client(f"127.0.0.1:{srv.port}") as c:
+            hits = c.search("photos", image=photos["coffee"], k=5, timeout=60)
+            assert [h["id"] for h in hits][:1] == [3] and {h["id"] for h in hits} == {1, 3}
+            assert hits[0]["metadata"] == {"label": "coffee-2"}
+    finally:
+        srv.stop(grace=5)
+
+
+def test_sigterm_drains_in_flight_requests_and_keeps_acknowledged_upserts(tmp_path, photos):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    proc = subprocess.Popen([sys.executable, "-m", "embedsvc", "serve", "--port", "0",
+                             "--data-dir", str(data)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "serving on" in line, line
+        target = line.split(" on ")[1].split()[0]
+        with Client(target) as c:
+            c.upsert("kept", [{"id": 7, "image": photos["chelsea"], "metadata": {"label": "cat"}}],
+                     timeout=120)
+        payload = photos["rocket"].read_bytes()
+        results = []
+        ready = threading.Barrier(9)
+
+        def call():
+            with Client(target) as c:
+                grpc.channel_ready_future(c.channel).result(timeout=60)
+                ready.wait(60)
+                try:
+                    results.append(c.embed([payload] * 4, timeout=120)[0].shape)
+                except grpc.RpcError as exc:
+                    results.append(exc.code())
+
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for t in threads:
+            t.start()
+        ready.wait(60)
+        time.sleep(0.3)  # the requests are in flight (32 images take longer than this)
+        os.kill(proc.pid, signal.SIGTERM)
+        for t in threads:
+            t.join(120)
+        assert proc.wait(60) == 0
+        assert results.count((4, 1280)) == 8, results
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    srv = Server(ServeConfig(port=0, data_dir=str(data))).start()
+    try:
+        with Client(f"127.0.0.1:{srv.port}") as c:
+            assert c.search("kept", image=photos["chelsea"], k=1, timeout=60)[0]["id"] == 7
+    finally:
+        srv.stop(grace=5)
+
+
+def test_async_client_and_command_line_client(server, photos):
+    import asyncio
+    import json as _json
+    import subprocess
+    import sys
+
+    from embedsvc.client import AsyncClient
+
+    async def go():
+        async with AsyncClient(f"127.0.0.1:{server.port}") as c:
+            vecs = await c.embed([photos["chelsea"], photos["coffee"]], timeout=60)
+            labels = await c.classify([photos["coffee"]], top_k=3, timeout=60)
+            return vecs, labels
+
+    vecs, labels = asyncio.run(go())
+    assert vecs.shape == (2, 1280) and {"espresso", "cup"} & {l for l, _ in labels[0]["top"]}
+    target = f"127.0.0.1:{server.port}"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "embedsvc", "client", *map(str, a)],  # noqa: E731
+                                    capture_output=True, text=True, timeout=300)
+    p = run("classify", photos["chelsea"], "--server", target, "--top", "5")
+    assert p.returncode == 0, p.stderr
+    assert {"tabby, tabby cat", "tiger cat", "Egyptian cat"} & {t[0] for t in _json.loads(p.stdout)[0]["top"]}
+    p = run("upsert", photos["rocket"], photos["coffee"], "--server", target, "--index", "cli", "--label", "x")
+    assert p.returncode == 0 and _json.loads(p.stdout) == {"upserted": 2, "total": 2}, p.stderr
+    p = run("search", "--server", target, "--index", "cli", "--image", photos["coffee"], "-k", "1")
+    assert p.returncode == 0 and _json.loads(p.stdout)[0]["id"] == 1, p.stderr
+    p = run("search", "--server", target, "--index", "missing", "--image", photos["coffee"])
+    assert p.returncode == 1 and "NOT_FOUND" in p.stderr
+
+
+def test_tls(tmp_path, photos):
+    import subprocess
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    srv = Server(ServeConfig(host="localhost", port=0, data_dir=str(tmp_path / "d"),
+                             tls_cert=str(cert), tls_key=str(key))).start()
+    try:
+        with Client(f"localhost:{srv.port}", root_certificates=cert.read_bytes()) as c:
+            assert c.embed([photos["coffee"]], timeout=60)[0].shape == (1, 1280)
+        with Client(f"localhost:{srv.port}") as plain:  # no TLS: the handshake fails
+            with pytest.raises(grpc.RpcError):
+                plain.info(timeout=10)
+    finally:
+        srv.stop(grace=5)

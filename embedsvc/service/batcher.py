@@ -42,8 +42,9 @@ class _Item:
 
 class DynamicBatcher:
     def __init__(self, run_batch: Callable[[torch.Tensor], np.ndarray], config: BatchingConfig,
-                 name: str = "model"):
+                 name: str = "model", on_batch: Callable[[str, int], None] | None = None):
         self.run_batch = run_batch
+        self.on_batch = on_batch
         self.config = config
         self.name = name
         self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=config.max_queue_size)
@@ -124,5 +125,7 @@ class DynamicBatcher:
             return
         with self._lock:
             self.batch_sizes[len(items)] += 1
+        if self.on_batch is not None:
+            self.on_batch(self.name, len(items))
         for i, row in zip(items, out):
             i.future.set_result(row)

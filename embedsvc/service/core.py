@@ -25,7 +25,9 @@ from ..errors import IncompatibleError, InvalidInputError, NotFoundError
 from ..extract import ExtractConfig, FeatureExtractor
 from ..images import load_image
 from .batcher import DynamicBatcher
+from .collections import Collections
 from .config import ServeConfig
+from .metrics import ServiceMetrics
 
 IMAGENET_HEAD = "imagenet"
 
@@ -41,9 +43,10 @@ class ModelRunner:
     """One backbone on its device, with one dynamic batcher per layer tap. Batches produce raw
     (un-normalised) features; each request normalises its own rows if it asked to."""
 
-    def __init__(self, backbone: Backbone, config: ServeConfig):
+    def __init__(self, backbone: Backbone, config: ServeConfig, metrics: ServiceMetrics):
         self.backbone = backbone
         self.config = config
+        self.metrics = metrics
         self.extractor = FeatureExtractor(backbone, ExtractConfig(
             normalize=False, device=config.device, max_pixels=config.max_pixels_per_image))
         self._batchers: dict[str, DynamicBatcher] = {}
@@ -57,7 +60,8 @@ class ModelRunner:
             if tap not in self._batchers:
                 self._batchers[tap] = DynamicBatcher(
                     lambda x, tap=tap: self.extractor.embed_tensor(x, tap=tap, normalize_output=False),
-                    self.config.batching, name=f"{self.backbone.name}/{tap}")
+                    self.config.batching, name=f"{self.backbone.name}/{tap}",
+                    on_batch=self.metrics.observe_batch)
             return self._batchers[tap]
 
     def decode(self, item_id: str, data: bytes):
@@ -95,8 +99,11 @@ class EmbeddingCore:
         self._heads: dict[str, Any] = {}
         self._heads_stamp: tuple | None = None
         self._heads_lock = threading.Lock()
+        self.metrics = ServiceMetrics()
+        self.metrics.watch_queue(self.queue_depth)
         self.started = time.time()
         self.runner(config.default_backbone)  # load the default at start, fail fast if missing
+        self.collections = Collections(self.data_dir / "indexes")
 
     # -- backbones --------------------------------------------------------------------------------
     def runner(self, name: str | None = None) -> ModelRunner:
@@ -106,7 +113,7 @@ class EmbeddingCore:
                 self._runners.move_to_end(name)
                 return self._runners[name]
         resolve(name)  # NotFoundError with the list of names, before any loading
-        runner = ModelRunner(create_backbone(name), self.config)
+        runner = ModelRunner(create_backbone(name), self.config, self.metrics)
         evicted = []
         with self._runners_lock:
             if name in self._runners:  # another request loaded it meanwhile
@@ -119,6 +126,11 @@ class EmbeddingCore:
         for old in evicted:
             old.close()
         return runner
+
+    def queue_depth(self) -> int:
+        with self._runners_lock:
+            runners = list(self._runners.values())
+        return sum(r.stats()["queue_depth"] for r in runners)
 
     def loaded_backbones(self) -> list[str]:
         with self._runners_lock:
@@ -218,6 +230,77 @@ class EmbeddingCore:
         answers = classify_embeddings(h, emb, top_k, abstain_below)
         return [{"id": a.id, "label": a.label, "probability": a.probability, "top": list(a.top),
                  "ood_score": a.ood_score, "abstained": a.abstained} for a in answers], timing
+
+    # -- indexes ----------------------------------------------------------------------------------
+    def _binding(self, backbone: str | None = None) -> dict[str, Any]:
+        runner = self.runner(backbone)
+        return {**runner.backbone.cfg.provenance(), "tap": PRE_LOGITS, "normalized": True}
+
+    def list_indexes(self) -> list[dict[str, Any]]:
+        out = []
+        for name in self.collections.names():
+            c = self.collections.get(name)
+            out.append({"name": name, "kind": c.index.plan.kind, "backbone": c.binding["backbone"],
+                        "count": c.count})
+        return out
+
+    def _query_vector(self, values: Sequence[float], dim: int) -> np.ndarray:
+        q = np.asarray(values, dtype=np.float32).reshape(1, -1)
+        if q.shape[1] != dim:
+            raise InvalidInputError(f"the index holds {dim}-d vectors; got {q.shape[1]} values")
+        norm = float(np.linalg.norm(q))
+        if not np.isfinite(q).all() or norm == 0.0:
+            raise InvalidInputError("query vector must be finite and non-zero")
+        return q / norm
+
+    def search(self, index: str, image: tuple[str, bytes] | None = None,
+               vector: Sequence[float] | None = None, k: int = 10,
+               where: dict[str, str] | None = None, deadline: float | None = None):
+        coll = self.collections.get(index)
+        if (image is None) == (vector is None):
+            raise InvalidInputError("a search needs exactly one of image or vector")
+        if not 1 <= (k or 10) <= 10_000:
+            raise InvalidInputError(f"k must be in [1, 10000], got {k}")
+        if image is not None:
+            emb, _ = self.embed([image], coll.binding["backbone"], PRE_LOGITS, True, deadline)
+            coll.check(emb.provenance)
+            q = emb.vectors
+        else:
+            q = self._query_vector(vector, int(coll.binding["dim"]))
+        return coll.search(q, k or 10, dict(where or {}))
+
+    def upsert(self, index: str, items: Sequence[dict[str, Any]],
+               deadline: float | None = None) -> tuple[int, int]:
+        """Items: {"id", "image": bytes | None, "vector": list | None, "metadata": dict}.
+        Everything is validated and embedded before anything is written."""
+        self._check_count(len(items))
+        ids = [int(it["id"]) for it in items]
+        if len(set(ids)) != len(ids):
+            raise InvalidInputError("an Upsert names the same id twice")
+        binding = self._binding()
+        coll = self.collections.get_or_create(index, binding) if index else None
+        if coll is None:
+            raise InvalidInputError("Upsert needs an index name")
+        dim = int(coll.binding["dim"])
+        rows: list[np.ndarray | None] = [None] * len(items)
+        images = [(str(it["id"]), it["image"]) for it in items if it.get("image") is not None]
+        if images:
+            emb, _ = self.embed(images, coll.binding["backbone"], PRE_LOGITS, True, deadline)
+            coll.check(emb.provenance)
+            by_id = dict(zip(emb.ids, emb.vectors))
+            rows = [by_id.get(str(it["id"])) for it in items]
+        for n, it in enumerate(items):
+            if it.get("vector") is not None:
+                rows[n] = self._query_vector(it["vector"], dim)[0]
+            if rows[n] is None:
+                raise InvalidInputError(f"item {it['id']} has neither image nor vector")
+        coll.upsert(np.array(ids, dtype=np.int64), np.stack(rows),
+                    [dict(it.get("metadata") or {}) for it in items])
+        return len(items), coll.count
+
+    def delete(self, index: str, ids: Sequence[int]) -> tuple[int, int]:
+        coll = self.collections.get(index)
+        return coll.delete(np.asarray(list(ids), dtype=np.int64)), coll.count
 
     # -- info -------------------------------------------------------------------------------------
     def list_models(self) -> list[dict[str, Any]]:

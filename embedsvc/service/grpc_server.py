@@ -10,7 +10,6 @@ from concurrent import futures
 from typing import Any, Callable
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -36,18 +35,32 @@ STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
 )
 
 
+def status_of(exc: BaseException) -> grpc.StatusCode | None:
+    for cls, code in STATUS_OF:
+        if isinstance(exc, cls):
+            return code
+    return None
+
+
 def _rpc(method: Callable) -> Callable:
-    """Run a handler; turn core errors into the status code the table names."""
+    """Run a handler; turn core errors into the status code the table names; count the call."""
 
     def wrapper(self, request, context):
+        t0 = time.perf_counter()
+        code = grpc.StatusCode.OK
         try:
             return method(self, request, context)
         except Exception as exc:  # noqa: BLE001 - every error must become a status, not a crash
-            for cls, code in STATUS_OF:
-                if isinstance(exc, cls):
-                    context.abort(code, str(exc))
-            log.exception("internal error in %s", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+            code = status_of(exc)
+            if code is None:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("internal error in %s", method.__name__)
+                context.abort(code, f"internal error: {type(exc).__name__}")
+            context.abort(code, str(exc))
+        finally:
+            m = self.core.metrics
+            m.requests.labels(method.__name__, code.name).inc()
+            m.latency.labels(method.__name__).observe(time.perf_counter() - t0)
 
     wrapper.__name__ = method.__name__
     return wrapper
@@ -84,7 +97,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         emb, timing = self.core.embed(_images(request.images), o.backbone or None, o.tap,
                                       not o.raw, _deadline(context))
         return pb.EmbedResponse(
-            vectors=[pb.Vector(id=i, values=v) for i, v in zip(emb.ids, emb.vectors)],
+            vectors=[pb.Vector(id=i, values=v.tolist()) for i, v in zip(emb.ids, emb.vectors)],
             provenance=_provenance(emb.provenance), timing=_timing(timing))
 
     def EmbedStream(self, request_iterator, context):
@@ -95,13 +108,11 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
             try:
                 emb, _ = self.core.embed([(img_id, item.image.data)], options.backbone or None,
                                          options.tap, not options.raw, _deadline(context))
-                yield pb.EmbedResult(vector=pb.Vector(id=img_id, values=emb.vectors[0]))
+                yield pb.EmbedResult(vector=pb.Vector(id=img_id, values=emb.vectors[0].tolist()))
             except (InvalidInputError, DeadlineExceededError) as exc:  # this image only
                 yield pb.EmbedResult(vector=pb.Vector(id=img_id), error=str(exc))
             except EmbedsvcError as exc:
-                for cls, code in STATUS_OF:
-                    if isinstance(exc, cls):
-                        context.abort(code, str(exc))
+                context.abort(status_of(exc) or grpc.StatusCode.INTERNAL, str(exc))
 
     @_rpc
     def Classify(self, request, context):
@@ -113,6 +124,35 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
                               ood_score=r["ood_score"], abstained=r["abstained"],
                               top=[pb.LabelScore(label=l, probability=p) for l, p in r["top"]])
             for r in results])
+
+    @_rpc
+    def Search(self, request, context):
+        which = request.WhichOneof("query")
+        image = (request.image.id or "query", request.image.data) if which == "image" else None
+        vector = list(request.vector.values) if which == "vector" else None
+        hits = self.core.search(request.index, image, vector, request.k, dict(request.where),
+                                _deadline(context))
+        return pb.SearchResponse(hits=[pb.Hit(id=i, score=s, metadata=m) for i, s, m in hits])
+
+    @_rpc
+    def Upsert(self, request, context):
+        items = []
+        for it in request.items:
+            which = it.WhichOneof("content")
+            items.append({"id": it.id, "metadata": dict(it.metadata),
+                          "image": it.image if which == "image" else None,
+                          "vector": list(it.vector.values) if which == "vector" else None})
+        n, total = self.core.upsert(request.index, items, _deadline(context))
+        return pb.UpsertResponse(upserted=n, total=total)
+
+    @_rpc
+    def Delete(self, request, context):
+        n, total = self.core.delete(request.index, list(request.ids))
+        return pb.DeleteResponse(deleted=n, total=total)
+
+    @_rpc
+    def ListIndexes(self, request, context):
+        return pb.ListIndexesResponse(indexes=[pb.IndexInfo(**i) for i in self.core.list_indexes()])
 
     @_rpc
     def ListModels(self, request, context):
@@ -184,6 +224,8 @@ class Server:
             self.port = self.grpc.add_insecure_port(address)
         if self.port == 0:
             raise InvalidInputError(f"cannot listen on {address}")
+        self.metrics_port = (self.core.metrics.serve_http(config.metrics_port, config.host)
+                             if config.metrics_port is not None else None)
 
     def start(self) -> "Server":
         self.grpc.start()

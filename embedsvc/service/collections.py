@@ -1,0 +1,137 @@
+"""Named, writable vector collections served by the service (``DATA_DIR/indexes/NAME``).
+
+    index.faiss / index_infos.json / removed.npy    a VectorIndex (exact inner product; ids are
+                                                   the clients' int64 ids)
+    metadata.json                                  id → string metadata
+
+Every Upsert and Delete is persisted (atomically) before it is acknowledged, so an
+acknowledged write survives a restart. Rewriting the whole index per write is O(N): fine for
+the collections this is for; a write-ahead log is the next step for large ones.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_write_bytes
+from ..errors import IncompatibleError, InvalidInputError, NotFoundError
+from ..index.planner import IndexPlan
+from ..index.vector_index import VectorIndex
+
+
+def valid_name(name: str) -> str:
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise InvalidInputError(f"index name must be letters, digits, '-', '_' or '.', got {name!r}")
+    return name
+
+
+class Collection:
+    def __init__(self, root: Path, index: VectorIndex, metadata: dict[int, dict[str, str]]):
+        self.root = root
+        self.index = index
+        self.metadata = metadata
+        self.lock = threading.RLock()  # faiss indexes are not safe for concurrent add + search
+
+    @property
+    def binding(self) -> dict[str, Any]:
+        return self.index.binding
+
+    @classmethod
+    def create(cls, root: Path, binding: dict[str, Any]) -> "Collection":
+        import faiss
+
+        dim = int(binding["dim"])
+        plan = IndexPlan("flat", "IDMap2,Flat", None)  # exact, and removes ids natively
+        index = faiss.index_factory(dim, plan.factory, faiss.METRIC_INNER_PRODUCT)
+        infos = {"kind": plan.kind, "factory": plan.factory, "dim": dim}
+        return cls(root, VectorIndex(index, plan, binding, infos), {})
+
+    @classmethod
+    def load(cls, root: Path) -> "Collection":
+        index = VectorIndex.load(root, mmap=False)
+        meta_path = root / "metadata.json"
+        meta = {int(k): v for k, v in json.loads(meta_path.read_text()).items()} if meta_path.is_file() else {}
+        return cls(root, index, meta)
+
+    def _persist(self) -> None:
+        atomic_write_bytes(self.root / "metadata.json",
+                           json.dumps({str(k): v for k, v in self.metadata.items()}).encode())
+        self.index.save(self.root)  # index_infos.json is written last
+
+    def check(self, provenance: dict[str, Any]) -> None:
+        for key in ("backbone", "weights_sha256", "dim", "tap", "normalized"):
+            if self.binding.get(key) != provenance.get(key):
+                raise IncompatibleError(
+                    f"index {self.root.name!r} holds {key}={self.binding.get(key)!r}; "
+                    f"got {key}={provenance.get(key)!r}")
+
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray, metadata: list[dict[str, str]]) -> int:
+        with self.lock:
+            self.index.add(vectors, ids)
+            for i, m in zip(ids.tolist(), metadata):
+                self.metadata[int(i)] = dict(m)
+            self._persist()
+            return len(ids)
+
+    def delete(self, ids: np.ndarray) -> int:
+        with self.lock:
+            present = [int(i) for i in ids.tolist() if int(i) in self.metadata]
+            if present:
+                self.index.remove(np.array(present, dtype=np.int64))
+                for i in present:
+                    del self.metadata[i]
+                self._persist()
+            return len(present)
+
+    def search(self, query: np.ndarray, k: int, where: dict[str, str]) -> list[tuple[int, float, dict]]:
+        with self.lock:
+            fetch = k if not where else max(k * 20, 200)
+            scores, ids = self.index.search(query, min(fetch, max(1, self.index.ntotal)))
+        hits = []
+        for s, i in zip(scores[0], ids[0]):
+            if i < 0:
+                continue
+            m = self.metadata.get(int(i), {})
+            if all(m.get(key) == v for key, v in where.items()):
+                hits.append((int(i), float(s), m))
+            if len(hits) == k:
+                break
+        return hits
+
+    @property
+    def count(self) -> int:
+        return len(self.metadata)
+
+
+class Collections:
+    """All collections under one folder, loaded at start, created on first Upsert."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._lock = threading.Lock()
+        self._items: dict[str, Collection] = {}
+        if root.is_dir():
+            for infos in sorted(root.glob("*/index_infos.json")):
+                self._items[infos.parent.name] = Collection.load(infos.parent)
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._items)
+
+    def get(self, name: str) -> Collection:
+        with self._lock:
+            if name not in self._items:
+                raise NotFoundError(f"no index named {name!r}; available: "
+                                    f"{', '.join(sorted(self._items)) or 'none (Upsert creates one)'}")
+            return self._items[name]
+
+    def get_or_create(self, name: str, binding: dict[str, Any]) -> Collection:
+        valid_name(name)
+        with self._lock:
+            if name not in self._items:
+                self._items[name] = Collection.create(self.root / name, binding)
+            return self._items[name]

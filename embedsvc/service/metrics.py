@@ -1,0 +1,36 @@
+"""Prometheus metrics of the service, on their own registry (so several servers in one process,
+as in tests, do not collide), exposed over HTTP when ``metrics_port`` is set."""
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("embedsvc_requests_total", "RPCs by method and status code",
+                                ("method", "code"), registry=self.registry)
+        self.latency = Histogram("embedsvc_request_seconds", "RPC latency by method", ("method",),
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("embedsvc_batch_size", "images per model batch", ("model",),
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
+        self.images = Counter("embedsvc_images_total", "images through the models (rate = img/s)",
+                              ("model",), registry=self.registry)
+        self.queue_depth = Gauge("embedsvc_queue_depth", "images waiting for a batch",
+                                 registry=self.registry)
+
+    def observe_batch(self, model: str, size: int) -> None:
+        self.batch_size.labels(model).observe(size)
+        self.images.labels(model).inc(size)
+
+    def watch_queue(self, depth: Callable[[], float]) -> None:
+        self.queue_depth.set_function(depth)
+
+    def serve_http(self, port: int, host: str = "127.0.0.1") -> int:
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return server.server_address[1]
