@@ -65,22 +65,9 @@ class StoreSearcher:
         if bad:
             raise InvalidInputError(f"can filter on {', '.join(FILTER_KEYS)}; not on {sorted(bad)}")
         meta = self.store.metadata()
-        # with a filter, ask for more and keep the first k that match
-        fetch = k if not where else min(self.index.ntotal, max(k * 20, 200))
-        scores, ids = self.index.search(queries, fetch)
-        results = []
-        for row_s, row_i in zip(scores, ids):
-            hits = []
-            for s, i in zip(row_s, row_i):
-                if i < 0:
-                    continue
-                m = meta[int(i)]
-                if all(m.get(key) == v for key, v in where.items()):
-                    hits.append(Hit(int(i), float(s), m))
-                if len(hits) == k:
-                    break
-            results.append(hits)
-        return results
+        keep = (lambda i: all(meta[i].get(key) == v for key, v in where.items())) if where else None
+        return [[Hit(i, score, meta[i]) for i, score in hits]
+                for hits in self.index.search_where(queries, k, keep)]
 
     def search_images(self, images: Sequence[ImageSource], k: int = 10,
                       where: dict[str, str] | None = None) -> list[list[Hit]]:

@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -91,6 +91,23 @@ class VectorIndex:
             scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
             ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
         return scores[:, :k], ids[:, :k]
+
+    def search_where(self, queries: np.ndarray, k: int,
+                     keep: Callable[[int], bool] | None = None) -> list[list[tuple[int, float]]]:
+        """Top-k (id, score) per query among ids that ``keep`` accepts: asks the index for more
+        (20k, at least 200) and filters, since FAISS knows nothing of metadata."""
+        fetch = k if keep is None else min(max(1, self.ntotal), max(k * 20, 200))
+        scores, ids = self.search(queries, fetch)
+        out = []
+        for row_s, row_i in zip(scores, ids):
+            hits: list[tuple[int, float]] = []
+            for s, i in zip(row_s, row_i):
+                if i >= 0 and (keep is None or keep(int(i))):
+                    hits.append((int(i), float(s)))
+                    if len(hits) == k:
+                        break
+            out.append(hits)
+        return out
 
     def _drop_removed(self, scores, ids, k):
         out_s = np.full((len(ids), k), -np.inf, np.float32)

@@ -89,18 +89,11 @@ class Collection:
 
     def search(self, query: np.ndarray, k: int, where: dict[str, str]) -> list[tuple[int, float, dict]]:
         with self.lock:
-            fetch = k if not where else max(k * 20, 200)
-            scores, ids = self.index.search(query, min(fetch, max(1, self.index.ntotal)))
-        hits = []
-        for s, i in zip(scores[0], ids[0]):
-            if i < 0:
-                continue
-            m = self.metadata.get(int(i), {})
-            if all(m.get(key) == v for key, v in where.items()):
-                hits.append((int(i), float(s), m))
-            if len(hits) == k:
-                break
-        return hits
+            meta = self.metadata
+            keep = (lambda i: all(meta.get(i, {}).get(key) == v for key, v in where.items())
+                    ) if where else None
+            hits = self.index.search_where(query, k, keep)[0]
+            return [(i, score, meta.get(i, {})) for i, score in hits]
 
     @property
     def count(self) -> int:
