@@ -359,3 +359,15 @@ def test_tls(tmp_path, photos):
                 plain.info(timeout=10)
     finally:
         srv.stop(grace=5)
+
+
+def test_oversized_message_is_refused_and_the_server_lives_on(tmp_path, photos):
+    srv = Server(ServeConfig(port=0, data_dir=str(tmp_path), max_message_bytes=1 << 20)).start()
+    try:
+        with Client(f"127.0.0.1:{srv.port}") as c:
+            with pytest.raises(grpc.RpcError) as exc:
+                c.embed([b"\0" * (2 << 20)], timeout=60)
+            assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert c.embed([photos["coffee"]], timeout=60)[0].shape == (1, 1280)
+    finally:
+        srv.stop(grace=5)
