@@ -103,7 +103,7 @@ def test_dedup_by_content_hash_and_float16(tmp_path, photos):
     for name in ("a.png", "b.png"):
         (src / name).write_bytes(photos["rocket"].read_bytes())
     (src / "c.png").write_bytes(photos["coffee"].read_bytes())
-    r = embed_dataset(src, tmp_path / "s", EmbedDatasetConfig(dedup=True, dtype="float16"),
+    r = embed_dataset(src, tmp_path / "s", EmbedDatasetConfig(dedup=True, dtype="float16", workers=2),
                       progress=False)
     assert r.added == 2 and r.skipped == [{"path": str((src / "b.png").resolve()),
                                           "reason": "duplicate of row 0"}]
