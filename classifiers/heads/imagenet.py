@@ -73,6 +73,11 @@ class ImageNetHead:
         p = np.exp(logits)
         return p / p.sum(axis=1, keepdims=True)
 
+    def ood_scores(self, embeddings: Embeddings, proba: np.ndarray | None = None) -> np.ndarray:
+        """1 - the top class probability (the same contract as trained heads)."""
+        proba = self.predict_proba(embeddings) if proba is None else proba
+        return 1.0 - proba.max(axis=1)
+
     def predict(self, embeddings: Embeddings, top: int = 5) -> list[Prediction]:
         if not 1 <= top <= len(self.classes):
             raise InvalidInputError(f"top must be in [1, {len(self.classes)}], got {top}")

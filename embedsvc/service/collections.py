@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..errors import IncompatibleError, InvalidInputError, NotFoundError
+from ..embeddings import check_compatible
+from ..errors import InvalidInputError, NotFoundError
 from ..index.planner import IndexPlan
 from ..index.vector_index import VectorIndex
 
@@ -63,11 +64,7 @@ class Collection:
         self.index.save(self.root)  # index_infos.json is written last
 
     def check(self, provenance: dict[str, Any]) -> None:
-        for key in ("backbone", "weights_sha256", "dim", "tap", "normalized"):
-            if self.binding.get(key) != provenance.get(key):
-                raise IncompatibleError(
-                    f"index {self.root.name!r} holds {key}={self.binding.get(key)!r}; "
-                    f"got {key}={provenance.get(key)!r}")
+        check_compatible(self.binding, provenance, f"index {self.root.name!r}")
 
     def upsert(self, ids: np.ndarray, vectors: np.ndarray, metadata: list[dict[str, str]]) -> int:
         with self.lock:

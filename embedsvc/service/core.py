@@ -6,7 +6,6 @@ request limits. The servicer only converts messages and maps errors to status co
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import OrderedDict
@@ -127,10 +126,20 @@ class EmbeddingCore:
             old.close()
         return runner
 
-    def queue_depth(self) -> int:
+    def batching_stats(self) -> dict[str, int]:
+        """Batcher statistics summed over the loaded backbones (largest_batch: the maximum)."""
         with self._runners_lock:
             runners = list(self._runners.values())
-        return sum(r.stats()["queue_depth"] for r in runners)
+        total = {"batches": 0, "images": 0, "largest_batch": 0, "queue_depth": 0}
+        for r in runners:
+            s = r.stats()
+            for key in ("batches", "images", "queue_depth"):
+                total[key] += s[key]
+            total["largest_batch"] = max(total["largest_batch"], s["largest_batch"])
+        return total
+
+    def queue_depth(self) -> int:
+        return self.batching_stats()["queue_depth"]
 
     def loaded_backbones(self) -> list[str]:
         with self._runners_lock:
@@ -204,30 +213,23 @@ class EmbeddingCore:
         top_k = top_k or 5
         if head == IMAGENET_HEAD:
             runner = self.runner(self.config.default_backbone)
-            emb, timing = self.embed(images, runner.backbone.name, PRE_LOGITS, False, deadline)
             h = ImageNetHead.from_backbone(runner.backbone)
-            results = []
-            for pred in h.predict(emb, top=min(top_k, len(h.classes))):
-                best = pred.probability
-                abstain = abstain_below is not None and best < abstain_below
-                results.append({"id": pred.id, "label": "unknown" if abstain else pred.label,
-                                "probability": best, "top": list(pred.top),
-                                "ood_score": 1.0 - best, "abstained": abstain})
-            return results, timing
-        heads = self._scan_heads()
-        if head not in heads:
-            raise NotFoundError(f"no head named {head!r}; available: "
-                                f"{', '.join([IMAGENET_HEAD, *sorted(heads)])}")
-        h = heads[head]
-        runner = self.runner(h.provenance["backbone"])
-        if runner.backbone.cfg.weights_sha256 != h.provenance["weights_sha256"]:
-            raise IncompatibleError(
-                f"head {head!r} was trained on {h.provenance['backbone']} weights "
-                f"{h.provenance['weights_sha256'][:12]}…, the server has "
-                f"{runner.backbone.cfg.weights_sha256[:12]}…")
-        emb, timing = self.embed(images, runner.backbone.name, h.provenance["tap"],
-                                 h.provenance["normalized"], deadline)
-        answers = classify_embeddings(h, emb, top_k, abstain_below)
+            emb, timing = self.embed(images, runner.backbone.name, PRE_LOGITS, False, deadline)
+        else:
+            heads = self._scan_heads()
+            if head not in heads:
+                raise NotFoundError(f"no head named {head!r}; available: "
+                                    f"{', '.join([IMAGENET_HEAD, *sorted(heads)])}")
+            h = heads[head]
+            runner = self.runner(h.provenance["backbone"])
+            if runner.backbone.cfg.weights_sha256 != h.provenance["weights_sha256"]:
+                raise IncompatibleError(
+                    f"head {head!r} was trained on {h.provenance['backbone']} weights "
+                    f"{h.provenance['weights_sha256'][:12]}…, the server has "
+                    f"{runner.backbone.cfg.weights_sha256[:12]}…")
+            emb, timing = self.embed(images, runner.backbone.name, h.provenance["tap"],
+                                     h.provenance["normalized"], deadline)
+        answers = classify_embeddings(h, emb, min(top_k, len(h.classes)), abstain_below)
         return [{"id": a.id, "label": a.label, "probability": a.probability, "top": list(a.top),
                  "ood_score": a.ood_score, "abstained": a.abstained} for a in answers], timing
 
@@ -311,20 +313,12 @@ class EmbeddingCore:
                 for e in list_backbones()]
 
     def info(self) -> dict[str, Any]:
-        runners = {}
-        with self._runners_lock:
-            runners = dict(self._runners)
-        stats = {"batches": 0, "images": 0, "largest_batch": 0}
-        for r in runners.values():
-            s = r.stats()
-            stats["batches"] += s["batches"]
-            stats["images"] += s["images"]
-            stats["largest_batch"] = max(stats["largest_batch"], s["largest_batch"])
+        stats = self.batching_stats()
         default = self.runner(self.config.default_backbone)
         return {"version": __version__, "device": default.extractor.plan.describe(),
                 "default_backbone": self.config.default_backbone,
-                "loaded_backbones": list(runners), "batching": stats,
-                "provenance_json": json.dumps(default.backbone.cfg.provenance())}
+                "loaded_backbones": self.loaded_backbones(),
+                "batching": {k: stats[k] for k in ("batches", "images", "largest_batch")}}
 
     def close(self) -> None:
         with self._runners_lock:
