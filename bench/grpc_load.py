@@ -8,6 +8,7 @@ batched rate of the same model (what the service costs on top of the model).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -19,25 +20,45 @@ from pathlib import Path
 import numpy as np
 
 
-def in_process_rates(data: bytes, batch: int, seconds: float) -> tuple[float, float]:
-    """(model only on decoded batches, decode + model) images/s in this process."""
-    import torch
+class InProcess:
+    """The same model in this process, fed whole batches: the rate the service is held to."""
 
-    from embedsvc.backbones import create_backbone
-    from embedsvc.extract import ExtractConfig, FeatureExtractor
-    from embedsvc.images import load_image
+    def __init__(self, data: bytes, batch: int):
+        import torch
 
-    fe = FeatureExtractor(create_backbone("effnet-lite0"), ExtractConfig(batch_size=batch))
-    x = torch.stack([fe.transform(load_image(data))] * batch)
-    fe.embed_tensor(x)
-    rates = []
-    for step in (lambda: fe.embed_tensor(x), lambda: fe.embed([data] * batch)):
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            step()
-            n += batch
-        rates.append(n / (time.perf_counter() - t0))
-    return rates[0], rates[1]
+        from embedsvc.backbones import create_backbone
+        from embedsvc.extract import ExtractConfig, FeatureExtractor
+        from embedsvc.images import load_image
+
+        self.fe = FeatureExtractor(create_backbone("effnet-lite0"), ExtractConfig(batch_size=batch))
+        self.data, self.batch = data, batch
+        self.x = torch.stack([self.fe.transform(load_image(data))] * batch)
+        self.fe.embed_tensor(self.x)
+        self.counts = {"model": [0, 0.0], "pipeline": [0, 0.0]}
+
+    def measure(self, seconds: float) -> None:
+        """Add `seconds` of each: model only on decoded batches, and bytes → decode → model."""
+        steps = {"model": lambda: self.fe.embed_tensor(self.x),
+                 "pipeline": lambda: self.fe.embed([self.data] * self.batch)}
+        for name, step in steps.items():
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                step()
+                n += self.batch
+            self.counts[name][0] += n
+            self.counts[name][1] += time.perf_counter() - t0
+
+    def rate(self, name: str) -> float:
+        n, seconds = self.counts[name]
+        return n / seconds
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc (Linux)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -46,6 +67,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--max-batch-size", type=int, default=16)
     ap.add_argument("--max-queue-delay-ms", type=float, default=10.0)
+    ap.add_argument("--server-env", nargs="*", default=[], metavar="NAME=VALUE")
     args = ap.parse_args()
 
     import io
@@ -58,6 +80,10 @@ def main() -> int:
     buf = io.BytesIO()
     Image.fromarray(skimage.data.rocket()).save(buf, format="JPEG", quality=90)
     data = buf.getvalue()
+    # the in-process rates are measured half before and half after the load, so a drift of the
+    # machine's speed during the run affects both sides of the ratio alike
+    in_process = InProcess(data, args.max_batch_size)
+    in_process.measure(min(5.0, args.seconds / 4))
     with tempfile.TemporaryDirectory() as data_dir:
         # the server runs in its own process, as in production: the load generator's threads
         # must not share its interpreter lock
@@ -67,7 +93,8 @@ def main() -> int:
                         f"max_queue_delay_ms = {args.max_queue_delay_ms}\n")
         server = subprocess.Popen([sys.executable, "-m", "embedsvc", "serve", "--port", "0",
                                    "--data-dir", data_dir, "--config", str(toml)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                  env={**os.environ, **dict(e.split("=", 1) for e in args.server_env)})
         try:
             target = server.stdout.readline().split(" on ")[1].split()[0]
             with Client(target) as warm:
@@ -85,12 +112,14 @@ def main() -> int:
                         latencies[i].append(time.perf_counter() - t0)
 
             threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+            cpu0, scpu0 = time.process_time(), _cpu_seconds(server.pid)
             t0 = time.perf_counter()
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
             wall = time.perf_counter() - t0
+            client_cpu, server_cpu = time.process_time() - cpu0, _cpu_seconds(server.pid) - scpu0
             with Client(target) as c:
                 after = c.info(timeout=30).batching
         finally:
@@ -101,11 +130,13 @@ def main() -> int:
     served = len(lat) / wall
     batches = after.batches - before.batches
     mean_batch = (after.images - before.images) / max(1, batches)
-    model_rate, pipeline_rate = in_process_rates(data, args.max_batch_size, min(10.0, args.seconds))
+    in_process.measure(min(5.0, args.seconds / 4))
+    model_rate, pipeline_rate = in_process.rate("model"), in_process.rate("pipeline")
     print(f"{args.clients} concurrent clients, 1 image per Embed request, {args.seconds:.0f} s, "
           f"max_batch_size={args.max_batch_size}, max_queue_delay_ms={args.max_queue_delay_ms:g}")
     print(f"  served              : {served:7.1f} img/s ({len(lat)} requests)")
     print(f"  latency p50 / p99   : {np.percentile(lat, 50):7.1f} / {np.percentile(lat, 99):.1f} ms")
+    print(f"  CPU cores busy      : server {server_cpu / wall:.2f}, load generator {client_cpu / wall:.2f}")
     print(f"  mean batch size     : {mean_batch:7.2f} (largest {after.largest_batch})")
     print(f"  in-process, batch {args.max_batch_size}: {model_rate:7.1f} img/s model only, "
           f"{pipeline_rate:.1f} img/s with JPEG decoding")

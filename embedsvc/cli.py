@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from .malloc import tune_malloc
@@ -199,17 +200,84 @@ def cmd_train_head(args: argparse.Namespace) -> int:
             print(f"  {key:<18} {m[key]:.4f}")
     print(f"wrote {args.out} (head.json, params.npz) and {args.out}/report/report.md")
     if args.register:
-        import shutil
-        from pathlib import Path
+        _register_head(args.out, args.register, Path(args.out).resolve().name)
+    return EXIT_OK
 
-        target = Path(args.register) / "heads" / Path(args.out).resolve().name
-        staging = target.with_name(f".{target.name}.tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(args.out, staging)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)  # a running server sees the whole head or none of it
-        print(f"registered as head {target.name!r} in {args.register} (a running server picks it up)")
+
+def _register_head(head_dir: str | Path, data_dir: str, name: str) -> None:
+    """Install a head folder into a server's data dir as heads/NAME."""
+    import shutil
+
+    target = Path(data_dir) / "heads" / name
+    staging = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(head_dir, staging)
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)  # a running server sees the whole head or none of it
+    print(f"registered as head {target.name!r} in {data_dir} (a running server picks it up)")
+
+
+# -- fine-tuning ----------------------------------------------------------------------------------
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from classifiers.finetune import FinetuneConfig, finetune
+
+    if args.resume:
+        result = finetune("", args.resume, resume=True, progress=not args.quiet)
+    else:
+        if not args.data or not args.out:
+            _err("finetune needs DATA and --out RUN_DIR (or --resume RUN_DIR)")
+            return EXIT_USAGE
+        config = FinetuneConfig(
+            backbone=args.backbone, strategy=args.strategy, epochs=args.epochs,
+            batch_size=args.batch_size, image_size=args.image_size, lr=args.lr,
+            layer_decay=args.layer_decay, partial_stages=args.partial_stages,
+            unfreeze_every=args.unfreeze_every, probe_epochs=args.probe_epochs,
+            label_smoothing=args.label_smoothing, val_split=args.val_split, patience=args.patience,
+            augment=not args.no_augment, seed=args.seed, device=args.device)
+        result = finetune(args.data, args.out, config, progress=not args.quiet)
+    print(f"run {result.run_dir}: {result.strategy}, {result.epochs_run} epochs"
+          + (" (stopped early)" if result.stopped_early else "")
+          + (f", best validation accuracy {result.best_val_acc:.4f} at epoch {result.best_epoch}"
+             if result.best_val_acc is not None else ""))
+    print(f"  backbone name : {result.backbone_name}")
+    print(f"  metrics       : {result.run_dir / 'metrics.csv'}, {result.run_dir / 'curves.png'}")
+    if args.register:
+        _register_head(result.run_dir / "head", args.register, result.run_dir.resolve().name)
+    return EXIT_OK
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from classifiers.finetune import interpolate_run
+
+    out = interpolate_run(args.run_dir, args.alpha, args.out)
+    print(f"wrote {out}: {1 - args.alpha:g} x pretrained + {args.alpha:g} x fine-tuned; "
+          f"use it as --backbone finetuned:{out.resolve()}")
+    if args.register:
+        _register_head(out / "head", args.register, out.resolve().name)
+    return EXIT_OK
+
+
+def cmd_advise(args: argparse.Namespace) -> int:
+    from classifiers.finetune import advise
+
+    rec = advise(args.data, args.target, args.backbone, progress=not args.quiet)
+    counts = rec.per_class
+    print(f"{sum(counts.values())} labelled images in {len(counts)} classes "
+          f"({min(counts.values())}..{max(counts.values())} per class)")
+    if rec.gap is not None:
+        g = rec.gap
+        print(f"domain gap to {args.target}: proxy A-distance {g.proxy_a_distance:.2f} ({g.level}), "
+              f"mean-embedding cosine {g.centroid_cosine:.3f}, on {g.n_source} + {g.n_target} images")
+    print(f"recommended strategy: {rec.strategy}")
+    for reason in rec.reasons:
+        print(f"  - {reason}")
+    print("run it:")
+    print(f"  {rec.command(args.data, args.backbone)}")
+    if rec.strategy == "linear":
+        print("  or, cheaper, a head on stored embeddings:")
+        print(f"  embedsvc embed-dataset {args.data} --backbone {args.backbone} --out store && "
+              f"embedsvc train-head store --out head")
     return EXIT_OK
 
 
@@ -396,6 +464,49 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also install the head into a server's data dir (heads/<name of --out>)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_head)
+
+    from classifiers.finetune.config import STRATEGIES, FinetuneConfig
+
+    d = FinetuneConfig()
+    p = sub.add_parser("finetune", help="fine-tune a backbone on labelled images (a resumable run)")
+    p.add_argument("data", nargs="?", help="class folders or a manifest with labels")
+    p.add_argument("--out", "-o", help="run directory to write")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly")
+    p.add_argument("--backbone", "-b", default=d.backbone)
+    p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy)
+    p.add_argument("--epochs", type=_positive_int, default=d.epochs)
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    p.add_argument("--image-size", type=_positive_int, help="train at this input size (px)")
+    p.add_argument("--lr", type=float, default=d.lr, help="the classifier's peak learning rate")
+    p.add_argument("--layer-decay", type=float, default=d.layer_decay,
+                   help="learning-rate factor per stage group towards the input (1 = one rate)")
+    p.add_argument("--partial-stages", type=_positive_int, default=d.partial_stages)
+    p.add_argument("--unfreeze-every", type=_positive_int, default=d.unfreeze_every,
+                   help="gradual: epochs between unfreezing the next stage group")
+    p.add_argument("--probe-epochs", type=int, default=d.probe_epochs, help="lp-ft: linear-probe epochs")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--val-split", type=float, default=d.val_split)
+    p.add_argument("--patience", type=int, default=d.patience, help="early stopping; 0 = off")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--register", metavar="DATA_DIR", help="also install the run's head into a server's data dir")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("interpolate", help="WiSE-FT: mix a run's weights with the pretrained ones")
+    p.add_argument("run_dir")
+    p.add_argument("--alpha", type=float, required=True, help="0 = pretrained, 1 = fine-tuned")
+    p.add_argument("--out", "-o", help="new run directory (default RUN_DIR-wiseALPHA)")
+    p.add_argument("--register", metavar="DATA_DIR")
+    p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("advise", help="which fine-tuning strategy for this data (and target)")
+    p.add_argument("data")
+    p.add_argument("--target", help="target-domain images: measures the domain gap on embeddings")
+    p.add_argument("--backbone", "-b", default=d.backbone)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_advise)
 
     p = sub.add_parser("classify", help="classify images with a trained head")
     p.add_argument("images", nargs="+", metavar="IMAGE")

@@ -144,6 +144,18 @@ class LogRegHead(_Standardized, ClassifierMixin, BaseEstimator):
                 {"C": self.C_, "class_weight": self.class_weight})
 
     @classmethod
+    def from_linear(cls, classes, weight: np.ndarray, bias: np.ndarray) -> "LogRegHead":
+        """A softmax layer trained elsewhere (a fine-tuning run's classifier) as a head: raw
+        features, no scaling."""
+        weight = np.asarray(weight, np.float32)
+        h = cls()
+        h.classes_, h.C_ = np.asarray([str(c) for c in classes]), None  # not fitted here
+        h.mean_ = np.zeros(weight.shape[1], np.float32)
+        h.scale_ = np.ones(weight.shape[1], np.float32)
+        h.coef_, h.intercept_ = weight, np.asarray(bias, np.float32)
+        return h
+
+    @classmethod
     def from_state(cls, classes, arrays, params):
         h = cls(class_weight=params.get("class_weight"))
         h.classes_, h.C_ = classes, params["C"]

@@ -52,7 +52,13 @@ class Backbone(nn.Module):
         raise InvalidInputError(f"backbone {self.name!r} offers only the pre_logits tap")
 
     def imagenet_classifier(self) -> nn.Linear | None:
-        """The 1000-way ImageNet layer on top of the pre-logits, if these weights have one."""
+        """The 1000-way ImageNet layer on top of the pre-logits, if these weights have one
+        (never for a fine-tuned backbone: its features moved away from that layer)."""
+        if "finetuned_from" in self.cfg.extra:
+            return None
+        return self._imagenet_classifier()
+
+    def _imagenet_classifier(self) -> nn.Linear | None:
         return None
 
     def layer_groups(self) -> list[tuple[str, list[str]]]:

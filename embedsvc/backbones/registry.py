@@ -76,6 +76,7 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | None = None) ->
 
 def _register_builtins() -> None:
     from . import effnet_lite
+    from .finetuned import build_finetuned
     from .open_clip_backbone import build_open_clip
     from .timm_backbone import build_timm
     from .torchvision_backbone import build_torchvision
@@ -102,6 +103,10 @@ def _register_builtins() -> None:
     register_family("open_clip", BackboneEntry(
         "open_clip:<arch>[@tag]", "open_clip",
         "open_clip image tower; weights from --weights or the HF cache", build_open_clip))
+    register_family("finetuned", BackboneEntry(
+        "finetuned:RUN_DIR", "embedsvc",
+        "a backbone adapted by `embedsvc finetune` (or `interpolate`), from its run directory",
+        build_finetuned))
 
 
 _register_builtins()

@@ -42,7 +42,7 @@ class TimmBackbone(Backbone):
         captured[PRE_LOGITS] = pre_logits
         return {t: captured[t] for t in taps}
 
-    def imagenet_classifier(self) -> nn.Linear | None:
+    def _imagenet_classifier(self) -> nn.Linear | None:
         head = self.model.get_classifier()
         if isinstance(head, nn.Linear) and head.out_features == 1000:
             return head

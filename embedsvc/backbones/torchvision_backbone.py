@@ -35,7 +35,7 @@ class TorchvisionBackbone(Backbone):
             handle.remove()
         return captured[0].flatten(1)
 
-    def imagenet_classifier(self) -> nn.Linear | None:
+    def _imagenet_classifier(self) -> nn.Linear | None:
         return self._classifier if self._classifier.out_features == 1000 else None
 
 

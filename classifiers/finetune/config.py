@@ -1,0 +1,70 @@
+"""What a fine-tuning job is asked to do: one frozen dataclass, saved in every checkpoint so a
+resumed run continues with exactly the settings it started with."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from embedsvc.backbones.registry import DEFAULT_BACKBONE
+from embedsvc.errors import InvalidInputError
+
+STRATEGIES = ("linear", "partial", "full", "gradual", "lp-ft", "auto")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    backbone: str = DEFAULT_BACKBONE
+    strategy: str = "partial"
+    epochs: int = 10
+    batch_size: int = 32
+    image_size: int | None = None  # None: the backbone's own input size
+    # optimisation: AdamW, linear warm-up then cosine decay, per step
+    lr: float = 1e-3  # the classifier's; backbone groups get lr * layer_decay ** depth
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    # discriminative learning rates: each stage group from the top down gets this factor once
+    # more (1.0 = one rate for all); `full` uses it to keep the early layers near pretrained
+    layer_decay: float = 0.7
+    # strategy knobs
+    partial_stages: int = 2  # `partial`: how many stage groups from the top train
+    unfreeze_every: int = 1  # `gradual`: epochs between unfreezing the next group down
+    probe_epochs: int = 2  # `lp-ft`: epochs of linear probe before everything trains
+    update_frozen_bn: bool = False  # frozen stages keep their BatchNorm statistics
+    augment: bool = True  # random crop (padded) and horizontal flip while training
+    dropout: float = 0.2  # before the classifier
+    # validation and stopping
+    val_split: float = 0.1
+    patience: int = 3  # epochs without a better validation accuracy before stopping; 0 = never
+    seed: int = 0
+    device: str = "auto"
+    amp: bool | None = None  # None: bf16/fp16 autocast on CUDA, float32 on CPU
+    max_images_in_memory: int = 200_000  # decoded once and kept (uint8); beyond that, refuse
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise InvalidInputError(f"unknown strategy {self.strategy!r}; available: {', '.join(STRATEGIES)}")
+        checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
+                  "lr": self.lr > 0, "weight_decay": self.weight_decay >= 0,
+                  "warmup_epochs": self.warmup_epochs >= 0,
+                  "label_smoothing": 0 <= self.label_smoothing < 1,
+                  "layer_decay": 0 < self.layer_decay <= 1, "partial_stages": self.partial_stages >= 1,
+                  "unfreeze_every": self.unfreeze_every >= 1, "probe_epochs": self.probe_epochs >= 0,
+                  "dropout": 0 <= self.dropout < 1, "val_split": 0 <= self.val_split < 1,
+                  "patience": self.patience >= 0,
+                  "image_size": self.image_size is None or self.image_size >= 32}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise InvalidInputError(f"bad fine-tuning setting {bad[0]}={getattr(self, bad[0])!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FinetuneConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def replace(self, **changes: Any) -> "FinetuneConfig":
+        return dataclasses.replace(self, **changes)

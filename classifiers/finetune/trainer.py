@@ -1,0 +1,375 @@
+"""A fine-tuning job: strategy → per-epoch freeze state and learning rates → AdamW steps with
+warm-up + cosine, label smoothing, early stopping on a validation split, a checkpoint per epoch,
+and at the end a self-describing run directory that loads as ``finetuned:RUN_DIR``.
+
+Run directory while training and after:
+
+    RUN_DIR/run_config.json           the settings (a resumed run reads these, not new flags)
+    RUN_DIR/checkpoints/epoch_NNN.pt  model, optimizer, scaler, history, early-stopping state
+    RUN_DIR/checkpoints/best_NNN.safetensors   weights of the best validation epoch so far
+    RUN_DIR/metrics.csv, curves.png   one row / point per epoch
+    RUN_DIR/model.safetensors, head/, finetuned.json   written when the run ends (json last)
+
+Exact resume: everything random in epoch E (batch order, augmentation, dropout) is seeded from
+(seed, E); the freeze state and learning rate are recomputed from (epoch, step); the optimizer
+state and the best-so-far weights come from the checkpoint. So a run killed after epoch E and
+resumed ends with the weights an uninterrupted run would have (bitwise on CPU).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from embedsvc.atomic import atomic_write_bytes
+from embedsvc.backbones import create_backbone
+from embedsvc.backbones.base import PRE_LOGITS
+from embedsvc.backbones.finetuned import FORMAT_VERSION, HEAD_DIR, RUN_JSON, WEIGHTS, canonical_name
+from embedsvc.backbones.weights import sha256_file
+from embedsvc.errors import InvalidInputError
+from embedsvc.preprocess import normalize
+from embedsvc.runtime import DevicePlan, plan_device
+
+from .config import FinetuneConfig
+from .data import (VAL_SPLITS, LabelledImages, decode_records, epoch_batches, labelled_records,
+                   steps_per_epoch, train_val_split)
+from .freezing import train_mode
+from .model import FinetuneNet, no_weight_decay, set_trainable_depth
+from .report import curves_png, write_metrics_csv
+from .schedule import lr_factor, lr_multiplier, trainable_depth
+
+CONFIG_JSON = "run_config.json"
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    backbone_name: str  # finetuned:/abs/RUN_DIR
+    strategy: str
+    best_epoch: int
+    best_val_acc: float | None
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- pieces ---------------------------------------------------------------------------------------
+def run_preprocess(backbone, image_size: int | None):
+    import dataclasses
+
+    pre = backbone.cfg.preprocess
+    if image_size is None or image_size == pre.image_size:
+        return pre
+    return dataclasses.replace(pre, input_size=(pre.input_size[0], image_size, image_size))
+
+
+def make_optimizer(groups, cfg: FinetuneConfig) -> torch.optim.AdamW:
+    """Two AdamW groups per depth (decayed weights, undecayed biases/norms), each remembering
+    its depth so the schedule can scale its rate."""
+    param_groups = []
+    for depth, (_name, ps) in enumerate(groups):
+        for decay in (True, False):
+            sel = [p for p in ps if no_weight_decay(p) != decay]
+            if sel:
+                param_groups.append({"params": sel, "depth": depth,
+                                     "weight_decay": cfg.weight_decay if decay else 0.0,
+                                     "lr": cfg.lr * lr_multiplier(cfg, depth)})
+    return torch.optim.AdamW(param_groups, lr=cfg.lr)
+
+
+def set_lrs(opt: torch.optim.Optimizer, cfg: FinetuneConfig, factor: float) -> float:
+    for g in opt.param_groups:
+        g["lr"] = cfg.lr * lr_multiplier(cfg, g["depth"]) * factor
+    return cfg.lr * factor
+
+
+@torch.inference_mode()
+def predict_logits(net: FinetuneNet, data: LabelledImages, plan: DevicePlan, batch_size: int = 128,
+                   progress: bool = False) -> torch.Tensor:
+    net.eval()
+    pre = net.backbone.cfg.preprocess
+    out = []
+    for start in tqdm(range(0, len(data), batch_size), desc="eval", disable=not progress, leave=False):
+        x = _to_input(data.images[start:start + batch_size], pre, plan)
+        with plan.autocast():
+            out.append(net(x).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, net.classifier.out_features)
+
+
+def _to_input(x: torch.Tensor, pre, plan: DevicePlan) -> torch.Tensor:
+    x = normalize(x.to(plan.device, non_blocking=True), pre)
+    return x.contiguous(memory_format=torch.channels_last) if plan.channels_last else x
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save
+
+    atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in state.items()}))
+
+
+def _latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted((run_dir / CHECKPOINTS).glob("epoch_*.pt"))
+    return found[-1] if found else None
+
+
+# -- the job --------------------------------------------------------------------------------------
+class FinetuneJob:
+    def __init__(self, data: str, run_dir: str | os.PathLike, config: FinetuneConfig | None = None,
+                 resume: bool = False, progress: bool = True):
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.resume = resume
+        if resume:
+            path = self.run_dir / CONFIG_JSON
+            if not path.is_file():
+                raise InvalidInputError(f"nothing to resume in {str(self.run_dir)!r} ({CONFIG_JSON} missing)")
+            saved = json.loads(path.read_text())
+            self.config = FinetuneConfig.from_dict(saved["config"])
+            self.data_source = saved["data"]
+            self.saved_strategy = saved["strategy"]
+        else:
+            if (self.run_dir / CONFIG_JSON).exists():
+                raise InvalidInputError(f"{str(self.run_dir)!r} already holds a run; pass --resume to "
+                                        f"continue it or choose another --out")
+            self.config = config or FinetuneConfig()
+            self.data_source = str(Path(data).resolve()) if Path(data).exists() else data
+
+    def _say(self, msg: str) -> None:
+        if self.progress:
+            print(msg, flush=True)
+
+    def _load_data(self, preprocess) -> tuple[LabelledImages, LabelledImages | None]:
+        cfg = self.config
+        records = labelled_records(self.data_source)
+        train_recs = [r for r in records if r.split in (None, "train")]
+        val_recs = [r for r in records if r.split in VAL_SPLITS]
+        if not train_recs:
+            raise InvalidInputError(f"{self.data_source}: no training images (split train or none)")
+        classes = sorted({r.label for r in train_recs})
+        if len(classes) < 2:
+            raise InvalidInputError(f"{self.data_source}: fine-tuning needs at least 2 classes, found {classes}")
+        unknown = sorted({r.label for r in val_recs} - set(classes))
+        if unknown:
+            raise InvalidInputError(f"validation labels {unknown} do not occur in the training split")
+        n = len(train_recs) + len(val_recs)
+        train = decode_records(train_recs, preprocess, classes, self.progress, cfg.max_images_in_memory)
+        if val_recs:
+            return train, decode_records(val_recs, preprocess, classes, self.progress, cfg.max_images_in_memory - n)
+        tr, va = train_val_split(train.labels.numpy(), cfg.val_split, cfg.seed)
+        return train.subset(tr), (train.subset(va) if len(va) else None)
+
+    def _resolve_strategy(self, n_train: int, n_classes: int) -> str:
+        if self.resume:
+            return self.saved_strategy
+        if self.config.strategy != "auto":
+            return self.config.strategy
+        from .advisor import recommend
+
+        rec = recommend(n_train, n_classes)
+        self._say(f"strategy auto → {rec.strategy}: {rec.reasons[0]}")
+        return rec.strategy
+
+    def run(self) -> RunResult:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        backbone = create_backbone(cfg.backbone)
+        parent = {"backbone": backbone.name, "weights_sha256": backbone.cfg.weights_sha256}
+        preprocess = run_preprocess(backbone, cfg.image_size)
+        backbone.cfg = backbone.cfg.replace(preprocess=preprocess)
+        train, val = self._load_data(preprocess)
+        strategy = self._resolve_strategy(len(train), len(train.classes))
+        if not self.resume:
+            atomic_write_bytes(self.run_dir / CONFIG_JSON, json.dumps(
+                {"config": cfg.to_dict(), "data": self.data_source, "strategy": strategy,
+                 "classes": train.classes, "parent": parent}, indent=2).encode())
+
+        plan = plan_device(cfg.device, cfg.amp)
+        torch.manual_seed(cfg.seed)  # the new classifier's initial weights
+        net = FinetuneNet(backbone, len(train.classes), cfg.dropout)
+        groups = net.groups_from_top()
+        net.to(plan.device)
+        if plan.channels_last:
+            net.to(memory_format=torch.channels_last)
+        opt = make_optimizer(groups, cfg)
+        scaler = torch.amp.GradScaler(plan.device.type, enabled=plan.amp_dtype == torch.float16)
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        spe = steps_per_epoch(len(train), cfg.batch_size)
+        if spe == 0:
+            raise InvalidInputError(f"{len(train)} training images is too few for one batch")
+
+        state = {"epoch": -1, "history": [], "best_acc": None, "best_epoch": -1, "best_file": None,
+                 "bad_epochs": 0, "stopped_early": False}
+        if self.resume:
+            ckpt_path = _latest_checkpoint(self.run_dir)
+            if ckpt_path is not None:
+                ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+                net.load_state_dict(ckpt["model"])
+                opt.load_state_dict(ckpt["optimizer"])
+                scaler.load_state_dict(ckpt["scaler"])
+                state = ckpt["state"]
+                self._say(f"resuming {self.run_dir} after epoch {state['epoch'] + 1} of {cfg.epochs}")
+
+        self._say(f"fine-tuning {backbone.name} ({strategy}) on {len(train)} images, "
+                  f"{len(val) if val is not None else 0} for validation, {len(train.classes)} classes, "
+                  f"{preprocess.image_size} px, {plan.describe()}")
+        for epoch in range(state["epoch"] + 1, cfg.epochs):
+            if state["stopped_early"]:
+                break
+            row = self._train_epoch(net, groups, opt, scaler, loss_fn, train, plan, strategy, epoch, spe)
+            if val is not None:
+                logits = predict_logits(net, val, plan)
+                row["val_loss"] = float(nn.functional.cross_entropy(logits, val.labels))
+                row["val_acc"] = float((logits.argmax(1) == val.labels).float().mean())
+            score = row.get("val_acc", -float(row["train_loss"]))
+            if state["best_acc"] is None or score > state["best_acc"]:
+                state["best_acc"], state["best_epoch"], state["bad_epochs"] = score, epoch, 0
+                best_file = f"best_{epoch + 1:03d}.safetensors"
+                _save_safetensors(net.state_dict(), self.run_dir / CHECKPOINTS / best_file)
+                state["best_file"] = best_file
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch
+            state["history"].append(row)
+            if val is not None and cfg.patience and state["bad_epochs"] >= cfg.patience:
+                state["stopped_early"] = True
+            self._checkpoint(net, opt, scaler, state)
+            write_metrics_csv(state["history"], self.run_dir / "metrics.csv")
+            curves_png(state["history"], self.run_dir / "curves.png",
+                       f"{backbone.name} · {strategy} · {len(train)} images")
+            self._say(self._epoch_line(row, cfg.epochs))
+            if state["stopped_early"]:
+                self._say(f"early stop: no better validation accuracy for {cfg.patience} epochs")
+        return self._finish(net, state, strategy, parent, train.classes, val, plan)
+
+    def _train_epoch(self, net, groups, opt, scaler, loss_fn, train, plan, strategy, epoch, spe):
+        cfg = self.config
+        depth = trainable_depth(cfg, strategy, epoch, len(groups) - 1)
+        set_trainable_depth(groups, depth)
+        net.train()
+        train_mode(net.backbone, cfg.update_frozen_bn)
+        torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout / drop-path of this epoch
+        pre = net.backbone.cfg.preprocess
+        total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+        lr = 0.0
+        bar = tqdm(total=len(train), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img",
+                   disable=not self.progress, leave=False)
+        for i, (x, y) in enumerate(epoch_batches(train, cfg.batch_size, cfg.seed, epoch, cfg.augment)):
+            lr = set_lrs(opt, cfg, lr_factor(cfg, epoch * spe + i, spe))
+            x, y = _to_input(x, pre, plan), y.to(plan.device)
+            with plan.autocast():
+                logits = net(x)
+                loss = loss_fn(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            total_loss += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            bar.update(len(y))
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        bar.close()
+        seconds = time.perf_counter() - t0
+        trainable = sum(p.numel() for _, ps in groups for p in ps if p.requires_grad)
+        return {"epoch": epoch + 1, "trainable_groups": depth, "trainable_params": trainable, "lr": lr,
+                "train_loss": total_loss / max(1, seen), "train_acc": correct / max(1, seen),
+                "val_loss": None, "val_acc": None, "seconds": seconds,
+                "images_per_s": seen / max(seconds, 1e-9)}
+
+    @staticmethod
+    def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+        val = f" val loss {row['val_loss']:.3f} acc {row['val_acc']:.4f}" if row.get("val_acc") is not None else ""
+        return (f"epoch {row['epoch']}/{epochs}: {row['trainable_groups']} groups training "
+                f"({row['trainable_params']:,} params), train loss {row['train_loss']:.3f} "
+                f"acc {row['train_acc']:.4f}{val}, {row['images_per_s']:.0f} img/s")
+
+    def _checkpoint(self, net, opt, scaler, state) -> None:
+        ckpt_dir = self.run_dir / CHECKPOINTS
+        path = ckpt_dir / f"epoch_{state['epoch'] + 1:03d}.pt"
+        _atomic_torch_save({"model": net.state_dict(), "optimizer": opt.state_dict(),
+                            "scaler": scaler.state_dict(), "state": state}, path)
+        # older epochs and superseded bests go only once the new checkpoint is on disk
+        for old in ckpt_dir.glob("epoch_*.pt"):
+            if old != path:
+                old.unlink(missing_ok=True)
+        for old in ckpt_dir.glob("best_*.safetensors"):
+            if old.name != state["best_file"]:
+                old.unlink(missing_ok=True)
+
+    def _finish(self, net, state, strategy, parent, classes, val, plan) -> RunResult:
+        from safetensors.torch import load_file
+
+        from classifiers.heads import Head
+        from classifiers.heads.kinds import LogRegHead
+
+        if state["best_file"]:
+            net.load_state_dict(load_file(str(self.run_dir / CHECKPOINTS / state["best_file"])))
+        net.cpu()
+        _save_safetensors(net.backbone.model.state_dict(), self.run_dir / WEIGHTS)
+        name = canonical_name(self.run_dir)
+        pre = net.backbone.cfg.preprocess
+        best = state["history"][state["best_epoch"]] if state["history"] else {}
+        metrics = {"best_epoch": state["best_epoch"] + 1, "val_acc": best.get("val_acc"),
+                   "val_loss": best.get("val_loss"), "train_acc": best.get("train_acc"),
+                   "epochs_run": len(state["history"]), "stopped_early": state["stopped_early"]}
+        provenance = {"backbone": name, "weights_sha256": sha256_file(self.run_dir / WEIGHTS),
+                      "preprocess": pre.to_dict(), "dim": net.backbone.cfg.dim, "tap": PRE_LOGITS,
+                      "normalized": False}
+        head = Head(LogRegHead.from_linear(classes, net.classifier.weight.detach().numpy(),
+                                           net.classifier.bias.detach().numpy()),
+                    provenance, metrics={"accuracy": metrics["val_acc"]} if metrics["val_acc"] is not None else {},
+                    training={"source": "finetune", "run_dir": str(self.run_dir.resolve()),
+                              "strategy": strategy})
+        head.save(self.run_dir / HEAD_DIR)
+        meta = {"format": FORMAT_VERSION, "parent": parent, "preprocess": pre.to_dict(),
+                "classes": classes, "strategy": strategy, "config": self.config.to_dict(),
+                "data": self.data_source, "metrics": metrics}
+        atomic_write_bytes(self.run_dir / RUN_JSON, json.dumps(meta, indent=2).encode())  # commit
+        self._say(f"best epoch {metrics['best_epoch']}"
+                  + (f", validation accuracy {metrics['val_acc']:.4f}" if metrics["val_acc"] is not None else "")
+                  + f"; use it as --backbone {name} (its classifier: --head {self.run_dir / HEAD_DIR})")
+        return RunResult(self.run_dir, name, strategy, metrics["best_epoch"], metrics["val_acc"],
+                         metrics["epochs_run"], state["stopped_early"], state["history"])
+
+
+def finetune(data: str, run_dir: str | os.PathLike, config: FinetuneConfig | None = None,
+             resume: bool = False, progress: bool = True) -> RunResult:
+    return FinetuneJob(data, run_dir, config, resume, progress).run()
+
+
+def evaluate_run(run_dir: str | os.PathLike, data: LabelledImages, device: str = "auto") -> float:
+    """Accuracy of a finished run's backbone + classifier on decoded images (same classes)."""
+    from classifiers.heads import Head
+
+    from embedsvc.backbones.finetuned import build_finetuned
+
+    run_dir = Path(run_dir)
+    backbone = build_finetuned(canonical_name(run_dir))
+    head = Head.load(run_dir / HEAD_DIR)
+    net = FinetuneNet(backbone, len(head.classes))
+    with torch.no_grad():
+        net.classifier.weight.copy_(torch.from_numpy(np.asarray(head.estimator.coef_)))
+        net.classifier.bias.copy_(torch.from_numpy(np.asarray(head.estimator.intercept_)))
+    if head.classes != data.classes:
+        raise InvalidInputError(f"run classes {head.classes} differ from the data's {data.classes}")
+    plan = plan_device(device)
+    net.to(plan.device)
+    logits = predict_logits(net, data, plan)
+    return float((logits.argmax(1) == data.labels).float().mean())
