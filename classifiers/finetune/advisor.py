@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embedsvc.backbones.registry import DEFAULT_BACKBONE
+from embedsvc.errors import InvalidInputError
 
 SMALL, LARGE = 500, 5000  # the guide's boundaries, in labelled images
 GAP_MODERATE, GAP_LARGE = 0.5, 1.5  # proxy A-distance
@@ -104,20 +105,24 @@ def domain_gap(source: str, target: str, backbone: str = DEFAULT_BACKBONE, max_p
     from embedsvc.extract import ExtractConfig, FeatureExtractor
 
     rng = np.random.default_rng(seed)
-
-    def sample(src: str) -> list[str]:
-        paths = [r.path for r in scan_source(src)]
-        if len(paths) > max_per_set:
-            paths = [paths[i] for i in np.sort(rng.choice(len(paths), max_per_set, replace=False))]
-        return paths
-
     fe = FeatureExtractor(create_backbone(backbone), ExtractConfig())
-    a = fe.embed(sample(source), skip_bad=True, progress=progress).vectors
-    b = fe.embed(sample(target), skip_bad=True, progress=progress).vectors
+    a_paths = [r.path for r in scan_source(source)]
+    b_paths = [r.path for r in scan_source(target)]
+    # equal sizes: with unequal sets a classifier that always says "the larger" looks good
+    n = min(len(a_paths), len(b_paths), max_per_set)
+    if n < 4:
+        raise InvalidInputError(f"the domain gap needs at least 4 images in each set, got {n}")
+
+    def sample(paths: list[str]) -> list[str]:
+        return [paths[i] for i in np.sort(rng.choice(len(paths), n, replace=False))]
+
+    a = fe.embed(sample(a_paths), skip_bad=True, progress=progress).vectors
+    b = fe.embed(sample(b_paths), skip_bad=True, progress=progress).vectors
     X = np.concatenate([a, b])
     y = np.r_[np.zeros(len(a)), np.ones(len(b))]
     folds = int(min(5, len(a), len(b)))
-    acc = cross_val_score(LogisticRegression(C=1.0, max_iter=2000), X, y, cv=folds).mean()
+    acc = cross_val_score(LogisticRegression(C=1.0, max_iter=2000), X, y, cv=folds,
+                          scoring="balanced_accuracy").mean()
     err = float(1.0 - acc)
     ca, cb = a.mean(0), b.mean(0)
     cos = float(ca @ cb / (np.linalg.norm(ca) * np.linalg.norm(cb) + 1e-12))

@@ -41,7 +41,7 @@ from embedsvc.runtime import DevicePlan, plan_device
 from .config import FinetuneConfig
 from .data import (VAL_SPLITS, LabelledImages, decode_records, epoch_batches, labelled_records,
                    steps_per_epoch, train_val_split)
-from .freezing import train_mode
+from .freezing import stage_report, train_mode
 from .model import FinetuneNet, no_weight_decay, set_trainable_depth
 from .report import curves_png, write_metrics_csv
 from .schedule import lr_factor, lr_multiplier, trainable_depth
@@ -229,6 +229,9 @@ class FinetuneJob:
         self._say(f"fine-tuning {backbone.name} ({strategy}) on {len(train)} images, "
                   f"{len(val) if val is not None else 0} for validation, {len(train.classes)} classes, "
                   f"{preprocess.image_size} px, {plan.describe()}")
+        if state["epoch"] + 1 < cfg.epochs:  # what trains first, stage by stage
+            set_trainable_depth(groups, trainable_depth(cfg, strategy, state["epoch"] + 1, len(groups) - 1))
+            self._say(stage_report(backbone).table() + f"\nclassifier {net.classifier.weight.numel() + net.classifier.bias.numel():>12,} trainable")
         for epoch in range(state["epoch"] + 1, cfg.epochs):
             if state["stopped_early"]:
                 break
