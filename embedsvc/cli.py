@@ -231,7 +231,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         config = FinetuneConfig(
             backbone=args.backbone, strategy=args.strategy, epochs=args.epochs,
             batch_size=args.batch_size, image_size=args.image_size, lr=args.lr,
-            layer_decay=args.layer_decay, partial_stages=args.partial_stages,
+            backbone_lr_ratio=args.backbone_lr_ratio, layer_decay=args.layer_decay, partial_stages=args.partial_stages,
             unfreeze_every=args.unfreeze_every, probe_epochs=args.probe_epochs,
             label_smoothing=args.label_smoothing, val_split=args.val_split, patience=args.patience,
             augment=not args.no_augment, seed=args.seed, device=args.device)
@@ -478,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
     p.add_argument("--image-size", type=_positive_int, help="train at this input size (px)")
     p.add_argument("--lr", type=float, default=d.lr, help="the classifier's peak learning rate")
+    p.add_argument("--backbone-lr-ratio", type=float, default=d.backbone_lr_ratio,
+                   help="the last backbone stage's rate relative to --lr")
     p.add_argument("--layer-decay", type=float, default=d.layer_decay,
                    help="learning-rate factor per stage group towards the input (1 = one rate)")
     p.add_argument("--partial-stages", type=_positive_int, default=d.partial_stages)

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from classifiers.finetune import FinetuneConfig, finetune, interpolate_run, recommend
-from classifiers.finetune.schedule import lr_factor, trainable_depth
+from classifiers.finetune.schedule import lr_factor, lr_multiplier, trainable_depth
 from embedsvc.backbones import create_backbone
 
 SIZE = 64
@@ -57,6 +57,8 @@ def test_schedules_of_every_strategy():
     assert [trainable_depth(cfg, "full", e, n) for e in range(3)] == [9, 9, 9]
     assert [trainable_depth(cfg, "gradual", e, n) for e in range(0, 20, 2)] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 9]
     assert [trainable_depth(cfg, "lp-ft", e, n) for e in range(5)] == [1, 1, 1, 9, 9]
+    d = FinetuneConfig(backbone_lr_ratio=0.5, layer_decay=0.8)
+    assert [lr_multiplier(d, k) for k in range(3)] == pytest.approx([1.0, 0.5, 0.4])
     factors = [lr_factor(cfg, s, 10) for s in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[9:], factors[10:])) and factors[-1] < 0.01

@@ -20,12 +20,15 @@ class FinetuneConfig:
     batch_size: int = 32
     image_size: int | None = None  # None: the backbone's own input size
     # optimisation: AdamW, linear warm-up then cosine decay, per step
-    lr: float = 1e-3  # the classifier's; backbone groups get lr * layer_decay ** depth
+    lr: float = 1e-3  # the new classifier's peak rate
+    # the last backbone stage group gets lr * backbone_lr_ratio: pretrained weights need smaller
+    # steps than a freshly initialised layer
+    backbone_lr_ratio: float = 0.7
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
-    # discriminative learning rates: each stage group from the top down gets this factor once
-    # more (1.0 = one rate for all); `full` uses it to keep the early layers near pretrained
+    # discriminative learning rates: each stage group further down gets this factor once more
+    # (1.0 = one rate for the whole backbone), keeping the early, general layers near pretrained
     layer_decay: float = 0.7
     # strategy knobs
     partial_stages: int = 2  # `partial`: how many stage groups from the top train
@@ -36,7 +39,7 @@ class FinetuneConfig:
     dropout: float = 0.2  # before the classifier
     # validation and stopping
     val_split: float = 0.1
-    patience: int = 3  # epochs without a better validation accuracy before stopping; 0 = never
+    patience: int = 5  # epochs without a better validation score before stopping; 0 = never
     seed: int = 0
     device: str = "auto"
     amp: bool | None = None  # None: bf16/fp16 autocast on CUDA, float32 on CPU
@@ -47,6 +50,7 @@ class FinetuneConfig:
             raise InvalidInputError(f"unknown strategy {self.strategy!r}; available: {', '.join(STRATEGIES)}")
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
                   "lr": self.lr > 0, "weight_decay": self.weight_decay >= 0,
+                  "backbone_lr_ratio": 0 < self.backbone_lr_ratio <= 10,
                   "warmup_epochs": self.warmup_epochs >= 0,
                   "label_smoothing": 0 <= self.label_smoothing < 1,
                   "layer_decay": 0 < self.layer_decay <= 1, "partial_stages": self.partial_stages >= 1,

@@ -30,9 +30,12 @@ def trainable_depth(cfg: FinetuneConfig, strategy: str, epoch: int, num_backbone
 
 
 def lr_multiplier(cfg: FinetuneConfig, depth: int) -> float:
-    """Discriminative learning rates: the classifier gets the base rate, each group further
-    down a factor ``layer_decay`` less (ULMFiT / BEiT layer decay)."""
-    return cfg.layer_decay ** depth
+    """Discriminative learning rates: the classifier gets the base rate, the last backbone group
+    ``backbone_lr_ratio`` of it, and each group further down a factor ``layer_decay`` less
+    (ULMFiT's discriminative fine-tuning, BEiT's layer decay)."""
+    if depth == 0:
+        return 1.0
+    return cfg.backbone_lr_ratio * cfg.layer_decay ** (depth - 1)
 
 
 def lr_factor(cfg: FinetuneConfig, step: int, steps_per_epoch: int) -> float:

@@ -214,7 +214,7 @@ class FinetuneJob:
         if spe == 0:
             raise InvalidInputError(f"{len(train)} training images is too few for one batch")
 
-        state = {"epoch": -1, "history": [], "best_acc": None, "best_epoch": -1, "best_file": None,
+        state = {"epoch": -1, "history": [], "best_score": None, "best_epoch": -1, "best_file": None,
                  "bad_epochs": 0, "stopped_early": False}
         if self.resume:
             ckpt_path = _latest_checkpoint(self.run_dir)
@@ -240,9 +240,11 @@ class FinetuneJob:
                 logits = predict_logits(net, val, plan)
                 row["val_loss"] = float(nn.functional.cross_entropy(logits, val.labels))
                 row["val_acc"] = float((logits.argmax(1) == val.labels).float().mean())
-            score = row.get("val_acc", -float(row["train_loss"]))
-            if state["best_acc"] is None or score > state["best_acc"]:
-                state["best_acc"], state["best_epoch"], state["bad_epochs"] = score, epoch, 0
+            # accuracy first, then loss: on a small validation set accuracy often ties, and the
+            # later epoch with the lower loss is the better pick
+            score = ([row["val_acc"], -row["val_loss"]] if val is not None else [-row["train_loss"]])
+            if state["best_score"] is None or score > state["best_score"]:
+                state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch, 0
                 best_file = f"best_{epoch + 1:03d}.safetensors"
                 _save_safetensors(net.state_dict(), self.run_dir / CHECKPOINTS / best_file)
                 state["best_file"] = best_file
