@@ -1,9 +1,15 @@
 """Load on a local embedsvc server: N concurrent clients, each sending single-image Embed
-requests back to back, for a fixed time. Prints served images/s, p50 / p99 latency, the mean
-batch size the dynamic batcher formed, and the ratio of served images/s to the in-process
-batched rate of the same model (what the service costs on top of the model).
+requests back to back, for a fixed time. Prints served images/s, p50 / p99 latency, how busy
+the server and the load generator kept the CPU, the mean batch size the dynamic batcher formed,
+and the served rate against the in-process batched rate of the same model.
+
+The in-process rate that the service is held to is the same work in one process, batched:
+JPEG bytes → decode → preprocess → effnet-lite0, max_batch_size images per call (the service
+cannot skip decoding, its requests are bytes). The model-only rate on already decoded batches is
+printed beside it. Both are measured half before and half after the load.
 
     .venv/bin/python bench/grpc_load.py [--clients 16] [--seconds 20] [--max-batch-size 16]
+        [--server-env NAME=VALUE ...]   (e.g. OMP_WAIT_POLICY=PASSIVE, EMBEDSVC_MALLOC_TUNING=0)
 """
 from __future__ import annotations
 

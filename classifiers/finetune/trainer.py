@@ -34,7 +34,7 @@ from embedsvc.backbones import create_backbone
 from embedsvc.backbones.base import PRE_LOGITS
 from embedsvc.backbones.finetuned import FORMAT_VERSION, HEAD_DIR, RUN_JSON, WEIGHTS, canonical_name
 from embedsvc.backbones.weights import sha256_file
-from embedsvc.errors import InvalidInputError
+from embedsvc.errors import IncompatibleError, InvalidInputError
 from embedsvc.preprocess import normalize
 from embedsvc.runtime import DevicePlan, plan_device
 
@@ -144,6 +144,7 @@ class FinetuneJob:
             self.config = FinetuneConfig.from_dict(saved["config"])
             self.data_source = saved["data"]
             self.saved_strategy = saved["strategy"]
+            self.saved_parent = saved["parent"]
         else:
             if (self.run_dir / CONFIG_JSON).exists():
                 raise InvalidInputError(f"{str(self.run_dir)!r} already holds a run; pass --resume to "
@@ -168,10 +169,10 @@ class FinetuneJob:
         unknown = sorted({r.label for r in val_recs} - set(classes))
         if unknown:
             raise InvalidInputError(f"validation labels {unknown} do not occur in the training split")
-        n = len(train_recs) + len(val_recs)
         train = decode_records(train_recs, preprocess, classes, self.progress, cfg.max_images_in_memory)
         if val_recs:
-            return train, decode_records(val_recs, preprocess, classes, self.progress, cfg.max_images_in_memory - n)
+            return train, decode_records(val_recs, preprocess, classes, self.progress,
+                                         cfg.max_images_in_memory - len(train_recs))
         tr, va = train_val_split(train.labels.numpy(), cfg.val_split, cfg.seed)
         return train.subset(tr), (train.subset(va) if len(va) else None)
 
@@ -191,6 +192,10 @@ class FinetuneJob:
         torch.manual_seed(cfg.seed)
         backbone = create_backbone(cfg.backbone)
         parent = {"backbone": backbone.name, "weights_sha256": backbone.cfg.weights_sha256}
+        if self.resume and parent != self.saved_parent:
+            raise IncompatibleError(f"{self.run_dir} started from {self.saved_parent['backbone']} weights "
+                                    f"{self.saved_parent['weights_sha256'][:12]}…, this machine has "
+                                    f"{parent['weights_sha256'][:12]}…; cannot resume exactly")
         preprocess = run_preprocess(backbone, cfg.image_size)
         backbone.cfg = backbone.cfg.replace(preprocess=preprocess)
         train, val = self._load_data(preprocess)

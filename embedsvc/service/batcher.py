@@ -12,7 +12,6 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import Future
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -43,10 +42,8 @@ class _Item:
 
 class DynamicBatcher:
     def __init__(self, run_batch: Callable[[torch.Tensor], np.ndarray], config: BatchingConfig,
-                 name: str = "model", on_batch: Callable[[str, int], None] | None = None,
-                 gate: Callable[[], AbstractContextManager] = nullcontext):
+                 name: str = "model", on_batch: Callable[[str, int], None] | None = None):
         self.run_batch = run_batch
-        self.gate = gate
         self.on_batch = on_batch
         self.config = config
         self.name = name
@@ -99,43 +96,25 @@ class DynamicBatcher:
             batch.append(item)
         return batch, stop
 
-    def _top_up(self, batch: list[_Item]) -> bool:
-        """Add what was queued while the batch waited for the gate; True if told to stop."""
-        while len(batch) < self.config.max_batch_size:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return False
-            if item is None:
-                return True
-            batch.append(item)
-        return False
-
     def _loop(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
                 return
             batch, stop = self._collect(first)
-            with self.gate():
-                if not stop:
-                    stop = self._top_up(batch)
-                self._run_live(batch)
+            now = time.monotonic()
+            live = []
+            for item in batch:
+                if item.deadline is not None and item.deadline < now:
+                    item.future.set_exception(DeadlineExceededError(
+                        f"deadline passed after {1000 * (now - item.enqueued):.0f} ms in the queue"))
+                    self.expired += 1
+                elif item.future.set_running_or_notify_cancel():
+                    live.append(item)
+            if live:
+                self._run(live)
             if stop:
                 return
-
-    def _run_live(self, batch: list[_Item]) -> None:
-        now = time.monotonic()
-        live = []
-        for item in batch:
-            if item.deadline is not None and item.deadline < now:
-                item.future.set_exception(DeadlineExceededError(
-                    f"deadline passed after {1000 * (now - item.enqueued):.0f} ms in the queue"))
-                self.expired += 1
-            elif item.future.set_running_or_notify_cancel():
-                live.append(item)
-        if live:
-            self._run(live)
 
     def _run(self, items: list[_Item]) -> None:
         try:

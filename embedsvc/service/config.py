@@ -23,8 +23,6 @@ class ServeConfig:
     max_loaded_backbones: int = 2  # LRU: others are loaded on demand and evicted
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     decode_workers: int = 8  # gRPC handler threads (decoding happens there, off the batcher)
-    # decoding and CPU inference take turns (service/cpu_gate.py); None: on when the model is on CPU
-    cpu_gate: bool | None = None
     max_images_per_request: int = 64
     max_bytes_per_image: int = 16 << 20
     max_pixels_per_image: int = DEFAULT_MAX_PIXELS

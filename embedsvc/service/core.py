@@ -26,7 +26,6 @@ from ..images import load_image
 from .batcher import DynamicBatcher
 from .collections import Collections
 from .config import ServeConfig
-from .cpu_gate import CpuGate
 from .metrics import ServiceMetrics
 
 IMAGENET_HEAD = "imagenet"
@@ -49,8 +48,6 @@ class ModelRunner:
         self.metrics = metrics
         self.extractor = FeatureExtractor(backbone, ExtractConfig(
             normalize=False, device=config.device, max_pixels=config.max_pixels_per_image))
-        gate = config.cpu_gate if config.cpu_gate is not None else self.extractor.plan.device.type == "cpu"
-        self.gate = CpuGate(enabled=gate)
         self._batchers: dict[str, DynamicBatcher] = {}
         self._lock = threading.Lock()
 
@@ -63,16 +60,14 @@ class ModelRunner:
                 self._batchers[tap] = DynamicBatcher(
                     lambda x, tap=tap: self.extractor.embed_tensor(x, tap=tap, normalize_output=False),
                     self.config.batching, name=f"{self.backbone.name}/{tap}",
-                    on_batch=self.metrics.observe_batch, gate=self.gate.batch)
+                    on_batch=self.metrics.observe_batch)
             return self._batchers[tap]
 
     def decode(self, item_id: str, data: bytes):
         if len(data) > self.config.max_bytes_per_image:
             raise InvalidInputError(f"image {item_id!r} is {len(data)} bytes; the limit is "
                                     f"{self.config.max_bytes_per_image}")
-        with self.gate.decoding():
-            image = load_image(data, item_id, self.config.max_pixels_per_image)
-            return self.extractor.transform(image)
+        return self.extractor.transform(load_image(data, item_id, self.config.max_pixels_per_image))
 
     def stats(self) -> dict[str, int]:
         total = {"batches": 0, "images": 0, "largest_batch": 0, "expired": 0, "queue_depth": 0}
