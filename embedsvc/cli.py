@@ -234,7 +234,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             backbone_lr_ratio=args.backbone_lr_ratio, layer_decay=args.layer_decay, partial_stages=args.partial_stages,
             unfreeze_every=args.unfreeze_every, probe_epochs=args.probe_epochs,
             label_smoothing=args.label_smoothing, val_split=args.val_split, patience=args.patience,
-            augment=not args.no_augment, seed=args.seed, device=args.device)
+            augment=not args.no_augment, update_frozen_bn=args.update_frozen_bn, seed=args.seed,
+            device=args.device)
         result = finetune(args.data, args.out, config, progress=not args.quiet)
     print(f"run {result.run_dir}: {result.strategy}, {result.epochs_run} epochs"
           + (" (stopped early)" if result.stopped_early else "")
@@ -490,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-split", type=float, default=d.val_split)
     p.add_argument("--patience", type=int, default=d.patience, help="early stopping; 0 = off")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--update-frozen-bn", action="store_true",
+                   help="let frozen stages' BatchNorm statistics follow the new data")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device)
     p.add_argument("--register", metavar="DATA_DIR", help="also install the run's head into a server's data dir")
