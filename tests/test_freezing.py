@@ -61,3 +61,17 @@ def test_freeze_by_pattern_and_errors(backbone):
     with pytest.raises(InvalidInputError, match="stage groups"):
         freeze_stages(backbone, 99)
     assert freeze_stages(backbone, len(backbone.layer_groups())).trainable == 0
+
+
+def test_update_frozen_bn_lets_their_statistics_follow_the_data(backbone, photo_images):
+    freeze_stages(backbone, 5)
+    tf = build_transform(backbone.cfg.preprocess)
+    x = normalize(torch.stack([tf(im.convert("RGB")) for im in photo_images.values()]), backbone.cfg.preprocess)
+    bn = frozen_batchnorms(backbone)[0]
+    before = bn.running_mean.clone()
+    train_mode(backbone, update_frozen_bn=True)
+    assert bn.training
+    with torch.no_grad():
+        backbone(x)
+    assert not torch.equal(bn.running_mean, before)  # statistics moved, weights still frozen
+    assert not any(p.requires_grad for p in bn.parameters())
