@@ -65,6 +65,7 @@ def main() -> int:
 
     from classifiers.finetune import FinetuneConfig, evaluate_run, finetune
     from classifiers.finetune.data import decode_records, labelled_records
+    from classifiers.finetune.trainer import run_preprocess
     from embedsvc.backbones import create_backbone
     from embedsvc.datasets.fetch import fetch_dataset
 
@@ -89,8 +90,6 @@ def main() -> int:
             print(f"logreg head on frozen 224-px embeddings: {native:.4f} ({sec:.0f} s)", flush=True)
 
         backbone = create_backbone("effnet-lite0")
-        from classifiers.finetune.trainer import run_preprocess
-
         test_records = labelled_records(str(test_csv))
         classes = sorted({r.label for r in labelled_records(str(train_csv))})
         test = decode_records(test_records, run_preprocess(backbone, args.image_size), classes)

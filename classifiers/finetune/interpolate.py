@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from embedsvc.atomic import atomic_write_bytes
-from embedsvc.backbones import create_backbone
-from embedsvc.backbones.finetuned import HEAD_DIR, RUN_JSON, WEIGHTS, canonical_name, read_run
+from embedsvc.backbones.finetuned import (HEAD_DIR, RUN_JSON, WEIGHTS, canonical_name, load_parent,
+                                          read_run, save_weights)
 from embedsvc.backbones.weights import sha256_file
 from embedsvc.errors import IncompatibleError, InvalidInputError
 
@@ -35,7 +35,7 @@ def interpolate_weights(pretrained: dict[str, torch.Tensor], finetuned: dict[str
 
 
 def interpolate_run(run_dir: str | Path, alpha: float, out: str | Path | None = None) -> Path:
-    from safetensors.torch import load_file, save
+    from safetensors.torch import load_file
 
     from classifiers.heads import Head
 
@@ -48,12 +48,9 @@ def interpolate_run(run_dir: str | Path, alpha: float, out: str | Path | None = 
         raise InvalidInputError("--out must differ from the run directory")
     if (out / RUN_JSON).exists():
         raise InvalidInputError(f"{str(out)!r} already holds a run; choose another --out")
-    parent = create_backbone(meta["parent"]["backbone"])
-    if parent.cfg.weights_sha256 != meta["parent"]["weights_sha256"]:
-        raise IncompatibleError(f"the parent weights of {run_dir} differ from this machine's "
-                                f"{meta['parent']['backbone']}")
+    parent = load_parent(meta, run_dir)
     mixed = interpolate_weights(parent.model.state_dict(), load_file(str(run_dir / WEIGHTS)), alpha)
-    atomic_write_bytes(out / WEIGHTS, save({k: v.contiguous() for k, v in mixed.items()}))
+    save_weights(mixed, out / WEIGHTS)
     head = Head.load(run_dir / HEAD_DIR)
     head.provenance = {**head.provenance, "backbone": canonical_name(out),
                        "weights_sha256": sha256_file(out / WEIGHTS)}

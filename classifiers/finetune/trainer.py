@@ -32,7 +32,8 @@ from tqdm import tqdm
 from embedsvc.atomic import atomic_write_bytes
 from embedsvc.backbones import create_backbone
 from embedsvc.backbones.base import PRE_LOGITS
-from embedsvc.backbones.finetuned import FORMAT_VERSION, HEAD_DIR, RUN_JSON, WEIGHTS, canonical_name
+from embedsvc.backbones.finetuned import (FORMAT_VERSION, HEAD_DIR, RUN_JSON, WEIGHTS, canonical_name,
+                                          save_weights)
 from embedsvc.backbones.weights import sha256_file
 from embedsvc.errors import IncompatibleError, InvalidInputError
 from embedsvc.preprocess import normalize
@@ -116,12 +117,6 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
-
-
-def _save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save
-
-    atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in state.items()}))
 
 
 def _latest_checkpoint(run_dir: Path) -> Path | None:
@@ -251,7 +246,7 @@ class FinetuneJob:
             if state["best_score"] is None or score > state["best_score"]:
                 state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch, 0
                 best_file = f"best_{epoch + 1:03d}.safetensors"
-                _save_safetensors(net.state_dict(), self.run_dir / CHECKPOINTS / best_file)
+                save_weights(net.state_dict(), self.run_dir / CHECKPOINTS / best_file)
                 state["best_file"] = best_file
             else:
                 state["bad_epochs"] += 1
@@ -332,7 +327,7 @@ class FinetuneJob:
         if state["best_file"]:
             net.load_state_dict(load_file(str(self.run_dir / CHECKPOINTS / state["best_file"])))
         net.cpu()
-        _save_safetensors(net.backbone.model.state_dict(), self.run_dir / WEIGHTS)
+        save_weights(net.backbone.model.state_dict(), self.run_dir / WEIGHTS)
         name = canonical_name(self.run_dir)
         pre = net.backbone.cfg.preprocess
         best = state["history"][state["best_epoch"]] if state["history"] else {}

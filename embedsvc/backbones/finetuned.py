@@ -57,19 +57,34 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     return meta
 
 
-def build_finetuned(name: str, weights: str | None = None) -> Backbone:
-    from safetensors.torch import load_file
-
+def load_parent(meta: dict[str, Any], run_dir: str | Path) -> Backbone:
+    """The pretrained backbone a run started from, refused if this machine's weights differ."""
     from .registry import create_backbone
 
-    run_dir = run_dir_of(name)
-    meta = read_run(run_dir)
     parent = create_backbone(meta["parent"]["backbone"])
     if parent.cfg.weights_sha256 != meta["parent"]["weights_sha256"]:
         raise IncompatibleError(
-            f"{name} was fine-tuned from {meta['parent']['backbone']} weights "
+            f"{run_dir} was fine-tuned from {meta['parent']['backbone']} weights "
             f"{meta['parent']['weights_sha256'][:12]}…, but this machine has "
             f"{parent.cfg.weights_sha256[:12]}…")
+    return parent
+
+
+def save_weights(state: dict[str, Any], path: str | Path) -> Path:
+    """A state dict as safetensors, written atomically (tensors only: nothing runs on load)."""
+    from safetensors.torch import save
+
+    from ..atomic import atomic_write_bytes
+
+    return atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in state.items()}))
+
+
+def build_finetuned(name: str, weights: str | None = None) -> Backbone:
+    from safetensors.torch import load_file
+
+    run_dir = run_dir_of(name)
+    meta = read_run(run_dir)
+    parent = load_parent(meta, name)
     path = Path(weights) if weights else run_dir / WEIGHTS
     if not path.is_file():
         raise NotFoundError(f"fine-tuned weights {str(path)!r} are missing")
