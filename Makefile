@@ -1,4 +1,5 @@
-# Two entry points for a fresh machine: `make demo` and `make test`. Both build .venv first.
+# Two entry points for a fresh machine: `make demo` and `make test`. Each installs what it needs:
+# the Debian packages below (apt-get; `sudo -n` when not root) and .venv.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -6,7 +7,10 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo-out
 
-.PHONY: venv demo test bench clean
+# Real data the tests use, from Debian (never a download at run time): package → a path it installs.
+TEST_DEBS := dataset-fashion-mnist:/usr/share/datasets/fashion-mnist
+
+.PHONY: venv demo test test-debs bench clean
 
 $(STAMP): pyproject.toml $(wildcard protos/*/*/*.proto) protos/build_backend.py
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +20,24 @@ $(STAMP): pyproject.toml $(wildcard protos/*/*/*.proto) protos/build_backend.py
 
 venv: $(STAMP)
 
+# Installs each missing package; when it cannot (no root, no sudo), one line says what to run.
+test-debs:
+	@missing=""; for entry in $(TEST_DEBS); do \
+	    [ -e "$${entry#*:}" ] || missing="$$missing $${entry%%:*}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo -n"; fi; \
+	    echo "installing Debian packages:$$missing"; \
+	    { DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	      { DEBIAN_FRONTEND=noninteractive $$sudo apt-get update -q >/dev/null 2>&1 && \
+	        DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $$missing >/dev/null; }; } || \
+	    { echo "make: cannot install Debian packages:$$missing; run as root: apt-get install$$missing" >&2; exit 1; }; \
+	fi
+
 demo: $(STAMP)
 	$(PY) -m embedsvc.demo --out $(DEMO)
 
-test: $(STAMP)
+test: $(STAMP) test-debs
 	$(PY) -m pytest
 
 bench: $(STAMP)

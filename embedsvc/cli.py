@@ -206,16 +206,19 @@ def cmd_train_head(args: argparse.Namespace) -> int:
 
 def _register_head(head_dir: str | Path, data_dir: str, name: str) -> None:
     """Install a head folder into a server's data dir as heads/NAME."""
-    import shutil
+    from .service.datadir import DataDir
 
-    target = Path(data_dir) / "heads" / name
-    staging = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(head_dir, staging)
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)  # a running server sees the whole head or none of it
+    target = DataDir(Path(data_dir)).register_head(head_dir, name)
     print(f"registered as head {target.name!r} in {data_dir} (a running server picks it up)")
+
+
+def _register_run(run_dir: str | Path, data_dir: str, name: str) -> None:
+    """Install a fine-tuning run into a server's data dir: backbone finetuned:NAME, head NAME."""
+    from .service.datadir import DataDir
+
+    DataDir(Path(data_dir)).register_run(run_dir, name)
+    print(f"registered as backbone 'finetuned:{name}' and head {name!r} in {data_dir} "
+          f"(a running server picks them up)")
 
 
 # -- fine-tuning ----------------------------------------------------------------------------------
@@ -244,7 +247,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     print(f"  backbone name : {result.backbone_name}")
     print(f"  metrics       : {result.run_dir / 'metrics.csv'}, {result.run_dir / 'curves.png'}")
     if args.register:
-        _register_head(result.run_dir / "head", args.register, result.run_dir.resolve().name)
+        _register_run(result.run_dir, args.register, result.run_dir.resolve().name)
     return EXIT_OK
 
 
@@ -255,7 +258,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {1 - args.alpha:g} x pretrained + {args.alpha:g} x fine-tuned; "
           f"use it as --backbone finetuned:{out.resolve()}")
     if args.register:
-        _register_head(out / "head", args.register, out.resolve().name)
+        _register_run(out, args.register, out.resolve().name)
     return EXIT_OK
 
 

@@ -68,3 +68,13 @@ def check_compatible(expected: dict[str, Any], actual: dict[str, Any], what: str
                 f"{what} expects {key}={expected.get(key)!r} but the embeddings have "
                 f"{key}={actual.get(key)!r}"
             )
+
+
+def check_weights(cfg, expected: dict[str, Any], what: str) -> None:
+    """Refuse a loaded backbone (its ``BackboneConfig``) whose weights are not the ones
+    ``expected`` (a provenance: store, head, index, run parent) was made with."""
+    want = expected["weights_sha256"]
+    if cfg.weights_sha256 != want:
+        raise IncompatibleError(
+            f"{what} {'were' if what.endswith('s') else 'was'} made with {expected['backbone']} "
+            f"weights {want[:12]}…, but the loaded weights are {cfg.weights_sha256[:12]}…")

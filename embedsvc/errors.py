@@ -37,9 +37,26 @@ class WeightsNotFoundError(NotFoundError):
         super().__init__(f"weights for backbone {backbone!r} not found{where}. {hint}")
 
 
-class IncompatibleError(EmbedsvcError):
+class FailedPreconditionError(EmbedsvcError):
+    """The request is valid but the thing it needs is not in a usable state (a head that failed
+    to load, an artifact written by another library version)."""
+
+
+class IncompatibleError(FailedPreconditionError):
     """Two artifacts do not belong together (e.g. a head and features of another backbone)."""
 
 
 class ResourceExhaustedError(EmbedsvcError):
     """A limit was hit (queue full, too many pixels, too many items)."""
+
+
+class DeadlineExceededError(EmbedsvcError):
+    """The caller's deadline passed before the work was done (queued, or waiting for a model)."""
+
+
+class UnavailableError(EmbedsvcError):
+    """The service is shutting down or the part asked for is being unloaded; retry elsewhere."""
+
+
+class StoreLockedError(EmbedsvcError):
+    """Another process is writing this store (one writer at a time)."""

@@ -1,8 +1,11 @@
-"""Feature extraction: images → (N, D) float32 vectors with provenance.
+"""The one extraction path: images → (N, D) float32 vectors with provenance.
 
-bytes / paths / PIL images → decode (``images``) → preprocess (from the backbone's own config)
-→ backbone forward under ``torch.inference_mode`` → pooled features of the requested tap →
-optional L2 normalisation.
+bytes / paths / PIL images → ``prepare`` (decode with ``images``, then the geometry of the
+backbone's own preprocessing, to a uint8 tensor) → batch → ``embed_tensor`` (normalise on the
+device, forward under ``torch.inference_mode``, pooled features of the requested tap) →
+``finish`` (optional L2 normalisation, provenance). The CLI, ``embed-dataset``, the server's
+batcher and fine-tuning all go through these functions; a faster decoder or another runtime is a
+change here and nowhere else.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import torch
 
 from .backbones.base import PRE_LOGITS, Backbone
 from .backbones.fuse import folded_copy
-from .embeddings import Embeddings
+from .embeddings import Embeddings, check_weights
 from .errors import ImageDecodeError, InvalidInputError
 from .images import DEFAULT_MAX_PIXELS, ImageSource, describe, load_image
 from .preprocess import build_transform, normalize
@@ -53,13 +56,19 @@ class FeatureExtractor:
         if self.plan.channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.transform = build_transform(backbone.cfg.preprocess)
-        self.provenance = {
-            **backbone.cfg.provenance(),
-            "tap": config.tap,
-            "normalized": config.normalize,
-        }
+        self.provenance = self.provenance_for(config.tap, config.normalize)
         if config.tap != PRE_LOGITS:
             self.provenance["dim"] = None  # filled on the first batch (depends on the stage)
+
+    def provenance_for(self, tap: str, normalized: bool, dim: int | None = None) -> dict:
+        return {**self.backbone.cfg.provenance(), "tap": tap, "normalized": normalized,
+                **({"dim": dim} if dim is not None else {})}
+
+    # -- one image ---------------------------------------------------------------------------
+    def prepare(self, src: ImageSource, name: str | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Decode and resize/crop one image: the model's uint8 (3, H, W) input and the upright
+        image's (width, height)."""
+        return prepare_image(src, self.transform, name, self.config.max_pixels)
 
     # -- tensors -----------------------------------------------------------------------------
     def embed_tensor(self, batch: torch.Tensor, tap: str | None = None,
@@ -74,13 +83,21 @@ class FeatureExtractor:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self.plan.autocast():
             feats = self.net.forward_taps(x, [tap])[tap]
-        feats = feats.float()
+        out = feats.float().cpu().numpy().astype(np.float32, copy=False)
         if l2:
-            feats = torch.nn.functional.normalize(feats, dim=1)
-        out = feats.cpu().numpy().astype(np.float32, copy=False)
+            out = l2_normalize(out)
         if self.provenance["dim"] is None and tap == self.config.tap:
             self.provenance["dim"] = int(out.shape[1])
         return out
+
+    def finish(self, ids: Sequence[str], rows: Sequence[np.ndarray], tap: str,
+               normalized: bool) -> Embeddings:
+        """Raw feature rows (from batches shared by several requests) → one request's answer."""
+        vectors = np.stack(rows).astype(np.float32)
+        if normalized:
+            vectors = l2_normalize(vectors)
+        return Embeddings(vectors, tuple(ids),
+                          self.provenance_for(tap, normalized, int(vectors.shape[1])))
 
     # -- images ------------------------------------------------------------------------------
     def embed(self, images: Iterable[ImageSource], ids: Sequence[str] | None = None,
@@ -105,7 +122,7 @@ class FeatureExtractor:
             tensors = []
             for img, name in zip(images[start:start + bs], names[start:start + bs]):
                 try:
-                    tensors.append(self.transform(load_image(img, name, self.config.max_pixels)))
+                    tensors.append(self.prepare(img, name)[0])
                     kept.append(name)
                 except ImageDecodeError as exc:
                     if not skip_bad:
@@ -118,17 +135,34 @@ class FeatureExtractor:
         return Embeddings(vectors, tuple(kept), dict(self.provenance), tuple(skipped))
 
 
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero). One function, so vectors made by the
+    library, a store and the server are bitwise the same."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.clip(norms, 1e-12, None)).astype(np.float32, copy=False)
+
+
+def prepare_image(src: ImageSource, transform, name: str | None = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Decode ``src`` and apply ``transform`` (``preprocess.build_transform``): the model's
+    uint8 input and the upright image's (width, height). Any failure of either step is an
+    ImageDecodeError naming the item."""
+    item = name or describe(src)
+    img = load_image(src, item, max_pixels)
+    try:
+        return transform(img), img.size
+    except MemoryError:
+        raise ImageDecodeError(item, "not enough memory to resize it") from None
+    except Exception as exc:  # noqa: BLE001 - a resize failure is this image's problem only
+        raise ImageDecodeError(item, f"cannot resize ({type(exc).__name__}: {exc})") from None
+
+
 def extractor_for(provenance: dict, device: str = "auto") -> FeatureExtractor:
     """A FeatureExtractor that makes features exactly as ``provenance`` describes (a store's or a
     head's): same backbone, checked by weights hash, same tap and normalisation."""
     from .backbones import create_backbone
-    from .errors import IncompatibleError
 
     backbone = create_backbone(provenance["backbone"])
-    if backbone.cfg.weights_sha256 != provenance["weights_sha256"]:
-        raise IncompatibleError(
-            f"features were made with {provenance['backbone']} weights "
-            f"{provenance['weights_sha256'][:12]}…, but this machine has "
-            f"{backbone.cfg.weights_sha256[:12]}…")
+    check_weights(backbone.cfg, provenance, "features")
     return FeatureExtractor(backbone, ExtractConfig(
         tap=provenance["tap"], normalize=provenance["normalized"], device=device))

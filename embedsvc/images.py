@@ -1,7 +1,9 @@
 """Decoding: bytes, paths or PIL images of any mode → an upright 8-bit RGB PIL image.
 
-Every failure becomes an ``ImageDecodeError`` naming the item, so one bad file can be reported
-and skipped without touching the others.
+Every failure becomes an ``ImageDecodeError`` naming the item, whatever Pillow's decoders raise
+(each format plugin has its own exception types: BLPFormatError, NotImplementedError from DDS,
+struct.error, MemoryError...), so one bad file can be reported and skipped without touching the
+others, and a server never answers INTERNAL for bad bytes.
 """
 from __future__ import annotations
 
@@ -31,27 +33,43 @@ def describe(src: ImageSource) -> str:
     return f"<PIL {getattr(src, 'mode', '?')} image>"
 
 
+def open_image(src: ImageSource, name: str | None = None,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Read only the header of ``src`` (cheap): the image's size is known, nothing is decoded.
+    Refuses sizes over ``max_pixels`` before any pixel is decoded."""
+    item = name or describe(src)
+    img = src if isinstance(src, Image.Image) else _open(src, item)
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise ImageDecodeError(item, f"{w}x{h} has no pixels")
+    if w * h > max_pixels:
+        raise ImageDecodeError(item, f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
+    return img
+
+
 def load_image(src: ImageSource, name: str | None = None,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode ``src`` fully and return it as an upright RGB image.
 
-    Raises ImageDecodeError for missing files, empty or truncated data, non-images and images
-    over ``max_pixels``.
+    Raises ImageDecodeError for missing files, empty or truncated data, non-images, images over
+    ``max_pixels`` and anything else a decoder raises.
     """
     item = name or describe(src)
-    if isinstance(src, Image.Image):
-        img = src
-    else:
-        img = _open(src, item)
-    w, h = img.size
-    if w * h > max_pixels:
-        raise ImageDecodeError(item, f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
+    return decoded(open_image(src, item, max_pixels), item)
+
+
+def decoded(img: Image.Image, item: str) -> Image.Image:
+    """The full decode of an opened image, upright and RGB; every failure is ImageDecodeError."""
     try:
         img.load()  # force the full decode now so truncation is caught here, not in a worker
-        img = ImageOps.exif_transpose(img)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(item, f"corrupt or truncated image data ({exc})") from exc
-    return to_rgb(img)
+        return to_rgb(ImageOps.exif_transpose(img))
+    except ImageDecodeError:
+        raise
+    except MemoryError:
+        raise ImageDecodeError(item, "not enough memory to decode it") from None
+    except Exception as exc:  # noqa: BLE001 - plugins raise anything; bad bytes must stay bad input
+        raise ImageDecodeError(item, f"corrupt or unsupported image data "
+                                     f"({type(exc).__name__}: {exc})") from None
 
 
 def _open(src, item: str) -> Image.Image:
@@ -61,9 +79,13 @@ def _open(src, item: str) -> Image.Image:
             raise ImageDecodeError(item, "no such file")
         if not path.is_file():
             raise ImageDecodeError(item, "not a regular file")
-        if path.stat().st_size == 0:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageDecodeError(item, f"cannot read file ({exc.strerror or exc})") from None
+        if not data:
             raise ImageDecodeError(item, "empty file (0 bytes)")
-        fp = io.BytesIO(path.read_bytes())
+        fp = io.BytesIO(data)
     else:
         if len(src) == 0:
             raise ImageDecodeError(item, "empty data (0 bytes)")
@@ -77,8 +99,8 @@ def _open(src, item: str) -> Image.Image:
         raise ImageDecodeError(item, "not a recognised image format") from exc
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(item, str(exc)) from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(item, f"unreadable image ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - see the module docstring
+        raise ImageDecodeError(item, f"unreadable image ({type(exc).__name__}: {exc})") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

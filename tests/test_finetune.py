@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import torch
@@ -144,13 +145,14 @@ def test_finetuned_backbone_and_head_in_embed_and_classify(partial_run, fmnist_d
 
 
 def test_a_finetuned_run_answers_classify_in_the_server(partial_run, fmnist_dir, tmp_path):
-    import shutil
 
     from embedsvc.client import Client
     from embedsvc.service.config import ServeConfig
     from embedsvc.service.grpc_server import Server
 
-    shutil.copytree(partial_run.run_dir / "head", tmp_path / "heads" / "fmnist-ft")
+    from embedsvc.service.datadir import DataDir
+
+    DataDir(tmp_path).register_run(partial_run.run_dir, "fmnist-ft")
     srv = Server(ServeConfig(port=0, data_dir=str(tmp_path))).start()
     try:
         with Client(f"127.0.0.1:{srv.port}") as c:
@@ -160,8 +162,15 @@ def test_a_finetuned_run_answers_classify_in_the_server(partial_run, fmnist_dir,
             truth = [p.parent.name for p in images]
             acc = np.mean([a["label"] == t for a, t in zip(answers, truth)])
             assert acc >= 0.4, acc  # 40 test images, 10 classes: chance is 0.1
-            vectors, resp = c.embed([images[0].read_bytes()], backbone=partial_run.backbone_name, timeout=120)
-            assert vectors.shape == (1, 1280) and resp.provenance.backbone == partial_run.backbone_name
+            vectors, resp = c.embed([images[0].read_bytes()], backbone="finetuned:fmnist-ft", timeout=120)
+            assert vectors.shape == (1, 1280) and resp.provenance.backbone == "finetuned:fmnist-ft"
+            assert "finetuned:fmnist-ft" in [m.name for m in c.models()]
+            # a client never names a server path, and learns nothing about one
+            for name in (f"finetuned:{partial_run.run_dir}", "finetuned:../fmnist-ft", "finetuned:nope"):
+                with pytest.raises(grpc.RpcError) as exc:
+                    c.embed([images[0].read_bytes()], backbone=name, timeout=60)
+                assert exc.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+                assert str(tmp_path) not in exc.value.details() and str(partial_run.run_dir) not in exc.value.details()
     finally:
         srv.stop(grace=5)
 

@@ -14,7 +14,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from embedsvc.client import Client
 from embedsvc.errors import ResourceExhaustedError
 from embedsvc.extract import FeatureExtractor
-from embedsvc.service.batcher import BatchingConfig, DeadlineExceededError, DynamicBatcher
+from embedsvc.errors import DeadlineExceededError
+from embedsvc.service.batcher import BatchingConfig, DynamicBatcher
 from embedsvc.service.config import ServeConfig
 from embedsvc.service.grpc_server import Server
 from embedsvc.v1 import embedsvc_pb2 as pb

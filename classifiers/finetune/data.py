@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from embedsvc.backbones.config import PreprocessConfig
 from embedsvc.datasets.sources import Record, scan_source
-from embedsvc.errors import EmbedsvcError, InvalidInputError
-from embedsvc.images import load_image
+from embedsvc.errors import ImageDecodeError, InvalidInputError
+from embedsvc.extract import prepare_image
 from embedsvc.preprocess import build_transform
 
 VAL_SPLITS = ("val", "valid", "validation")
@@ -66,8 +66,8 @@ def decode_records(records: Sequence[Record], preprocess: PreprocessConfig, clas
     images, labels, paths, skipped = [], [], [], []
     for r in tqdm(records, desc="decode", unit="img", disable=not progress, leave=False):
         try:
-            images.append(transform(load_image(r.path)))
-        except EmbedsvcError as exc:
+            images.append(prepare_image(r.path, transform)[0])
+        except ImageDecodeError as exc:
             skipped.append((r.path, str(exc)))
             continue
         labels.append(index[r.label])

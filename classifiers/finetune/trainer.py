@@ -35,6 +35,7 @@ from embedsvc.backbones.base import PRE_LOGITS
 from embedsvc.backbones.finetuned import (FORMAT_VERSION, HEAD_DIR, RUN_JSON, WEIGHTS, canonical_name,
                                           save_weights)
 from embedsvc.backbones.weights import sha256_file
+from embedsvc.embeddings import check_weights
 from embedsvc.errors import IncompatibleError, InvalidInputError
 from embedsvc.preprocess import normalize
 from embedsvc.runtime import DevicePlan, plan_device
@@ -187,10 +188,8 @@ class FinetuneJob:
         torch.manual_seed(cfg.seed)
         backbone = create_backbone(cfg.backbone)
         parent = {"backbone": backbone.name, "weights_sha256": backbone.cfg.weights_sha256}
-        if self.resume and parent != self.saved_parent:
-            raise IncompatibleError(f"{self.run_dir} started from {self.saved_parent['backbone']} weights "
-                                    f"{self.saved_parent['weights_sha256'][:12]}…, this machine has "
-                                    f"{parent['weights_sha256'][:12]}…; cannot resume exactly")
+        if self.resume:  # a resumed run is the same run only on the same parent weights
+            check_weights(backbone.cfg, self.saved_parent, f"the run {self.run_dir}")
         preprocess = run_preprocess(backbone, cfg.image_size)
         backbone.cfg = backbone.cfg.replace(preprocess=preprocess)
         train, val = self._load_data(preprocess)

@@ -61,12 +61,10 @@ def load_parent(meta: dict[str, Any], run_dir: str | Path) -> Backbone:
     """The pretrained backbone a run started from, refused if this machine's weights differ."""
     from .registry import create_backbone
 
+    from ..embeddings import check_weights
+
     parent = create_backbone(meta["parent"]["backbone"])
-    if parent.cfg.weights_sha256 != meta["parent"]["weights_sha256"]:
-        raise IncompatibleError(
-            f"{run_dir} was fine-tuned from {meta['parent']['backbone']} weights "
-            f"{meta['parent']['weights_sha256'][:12]}…, but this machine has "
-            f"{parent.cfg.weights_sha256[:12]}…")
+    check_weights(parent.cfg, meta["parent"], f"the fine-tuning run {run_dir}")
     return parent
 
 

@@ -18,11 +18,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import EmbedsvcError, ResourceExhaustedError
-
-
-class DeadlineExceededError(EmbedsvcError):
-    """The caller's deadline passed while the image waited in the queue."""
+from ..errors import (DeadlineExceededError, InvalidInputError, ResourceExhaustedError,
+                      UnavailableError)
 
 
 @dataclass(frozen=True)
@@ -30,6 +27,14 @@ class BatchingConfig:
     max_batch_size: int = 32
     max_queue_delay_ms: float = 5.0
     max_queue_size: int = 1024
+
+    def __post_init__(self) -> None:
+        for name, low in (("max_batch_size", 1), ("max_queue_delay_ms", 0), ("max_queue_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low \
+                    or (name != "max_queue_delay_ms" and not isinstance(value, int)):
+                kind = "a number" if name == "max_queue_delay_ms" else "an integer"
+                raise InvalidInputError(f"batching.{name} must be {kind} >= {low}, got {value!r}")
 
 
 @dataclass
@@ -51,6 +56,7 @@ class DynamicBatcher:
         self._lock = threading.Lock()
         self.batch_sizes: Counter[int] = Counter()
         self.expired = 0
+        self._closed = False
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -58,7 +64,10 @@ class DynamicBatcher:
     def submit(self, tensor: torch.Tensor, deadline: float | None = None) -> Future:
         item = _Item(tensor, deadline, Future(), time.monotonic())
         try:
-            self._queue.put_nowait(item)
+            with self._lock:  # closed and put together: nothing lands behind the stop marker
+                if self._closed:
+                    raise UnavailableError(f"{self.name} is being unloaded; retry")
+                self._queue.put_nowait(item)
         except queue.Full:
             raise ResourceExhaustedError(
                 f"{self.name}: {self.config.max_queue_size} images already queued; retry later"
@@ -76,8 +85,15 @@ class DynamicBatcher:
                 "largest_batch": max(sizes, default=0), "expired": self.expired}
 
     def close(self, timeout: float = 30.0) -> None:
-        """Finish what is queued, then stop the worker."""
-        self._queue.put(None)
+        """Refuse new work, finish what is queued, then stop the worker."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:  # the worker is stuck; its daemon thread ends with the process
+            return
         self._thread.join(timeout)
 
     # -- worker side ------------------------------------------------------------------------------

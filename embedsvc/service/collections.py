@@ -22,12 +22,7 @@ from ..embeddings import check_compatible
 from ..errors import InvalidInputError, NotFoundError
 from ..index.planner import IndexPlan
 from ..index.vector_index import VectorIndex
-
-
-def valid_name(name: str) -> str:
-    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
-        raise InvalidInputError(f"index name must be letters, digits, '-', '_' or '.', got {name!r}")
-    return name
+from .datadir import valid_name
 
 
 class Collection:
@@ -119,8 +114,12 @@ class Collections:
                                     f"{', '.join(sorted(self._items)) or 'none (Upsert creates one)'}")
             return self._items[name]
 
+    def find(self, name: str) -> Collection | None:
+        with self._lock:
+            return self._items.get(name)
+
     def get_or_create(self, name: str, binding: dict[str, Any]) -> Collection:
-        valid_name(name)
+        valid_name(name, "index name")
         with self._lock:
             if name not in self._items:
                 self._items[name] = Collection.create(self.root / name, binding)

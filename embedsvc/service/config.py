@@ -1,57 +1,131 @@
-"""Server settings: one frozen dataclass, read from a TOML file and overridden by flags."""
+"""Server settings: one frozen dataclass, read from a TOML file and overridden by flags.
+
+Every value is checked once, here, whether it came from the file or a flag: unknown keys (at any
+level), wrong types and out-of-range numbers are one InvalidInputError naming the setting.
+"""
 from __future__ import annotations
 
 import dataclasses
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..backbones.registry import DEFAULT_BACKBONE
 from ..errors import InvalidInputError
-from ..images import DEFAULT_MAX_PIXELS
 from .batcher import BatchingConfig
+
+# Servers see bytes from anyone: a lower per-image limit than the library's (64 MP), so that the
+# decode threads together stay within a known amount of memory (see ServeConfig.memory_bound).
+SERVER_MAX_PIXELS = 40_000_000
 
 
 @dataclass(frozen=True)
 class ServeConfig:
     host: str = "127.0.0.1"
-    port: int = 50051
-    data_dir: str = "embedsvc-data"  # heads/ and indexes/ live here
+    port: int = 50051  # 0: pick a free port (tests)
+    data_dir: str = "embedsvc-data"  # heads/, indexes/ and backbones/ (fine-tuned runs) live here
     default_backbone: str = DEFAULT_BACKBONE
     device: str = "auto"
     max_loaded_backbones: int = 2  # LRU: others are loaded on demand and evicted
     batching: BatchingConfig = field(default_factory=BatchingConfig)
-    decode_workers: int = 8  # gRPC handler threads (decoding happens there, off the batcher)
+    decode_workers: int = 8  # threads that decode images and wait on the model
     max_images_per_request: int = 64
     max_bytes_per_image: int = 16 << 20
-    max_pixels_per_image: int = DEFAULT_MAX_PIXELS
+    max_pixels_per_image: int = SERVER_MAX_PIXELS
+    max_pixels_per_request: int = 256_000_000  # decoded pixels, summed from the headers first
     max_message_bytes: int = 64 << 20
+    # admission: beyond these, a request is refused at once (RESOURCE_EXHAUSTED) instead of queued
+    max_concurrent_requests: int = 64  # Embed / Classify / Search / Upsert / Delete in progress
+    max_inflight_bytes: int = 256 << 20  # request bytes held by admitted requests
+    max_streams: int = 16  # open EmbedStream calls
+    stream_idle_timeout_s: float = 30.0  # a stream that sends nothing for this long is ended
+    request_timeout_s: float = 120.0  # the deadline of a request that brings none
     auth_token: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
     metrics_port: int | None = None
 
     def __post_init__(self) -> None:
+        _check_types(self)
         for name in ("max_loaded_backbones", "decode_workers", "max_images_per_request",
-                     "max_bytes_per_image", "max_pixels_per_image", "max_message_bytes"):
+                     "max_bytes_per_image", "max_pixels_per_image", "max_pixels_per_request",
+                     "max_message_bytes", "max_concurrent_requests", "max_inflight_bytes",
+                     "max_streams"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("stream_idle_timeout_s", "request_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise InvalidInputError(f"{name} must be > 0, got {getattr(self, name)}")
+        check_port("port", self.port)
+        if self.metrics_port is not None:
+            check_port("metrics_port", self.metrics_port)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InvalidInputError("TLS needs both tls_cert and tls_key")
+
+    @property
+    def memory_bound(self) -> int:
+        """Bytes of request data the server holds at most, beyond the loaded models: admitted
+        request bytes, plus the decode threads' images (RGB plus a resize buffer, ~6 B/pixel)."""
+        return self.max_inflight_bytes + self.decode_workers * self.max_pixels_per_image * 6
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> "ServeConfig":
         values: dict[str, Any] = {}
         if path:
-            with open(path, "rb") as f:
-                values = tomllib.load(f)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise InvalidInputError(f"unknown settings in {path}: {', '.join(sorted(unknown))}; "
-                                    f"known: {', '.join(sorted(known))}")
+            try:
+                with open(path, "rb") as f:
+                    values = tomllib.load(f)
+            except tomllib.TOMLDecodeError as exc:
+                raise InvalidInputError(f"{path} is not valid TOML: {exc}") from None
+            except OSError as exc:
+                raise InvalidInputError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        _check_keys(cls, values, str(path))
         if "batching" in values:
+            if not isinstance(values["batching"], dict):
+                raise InvalidInputError(f"{path}: [batching] must be a table")
+            _check_keys(BatchingConfig, values["batching"], f"{path} [batching]")
             values["batching"] = BatchingConfig(**values["batching"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def check_port(name: str, port: Any) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise InvalidInputError(f"{name} must be a port number in 1..65535 (0: any free port), "
+                                f"got {port!r}")
+    return port
+
+
+def _check_keys(cls, values: dict[str, Any], where: str) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise InvalidInputError(f"unknown settings in {where}: {', '.join(sorted(unknown))}; "
+                                f"known: {', '.join(sorted(known))}")
+
+
+def _check_types(obj) -> None:
+    """Each field's value against its annotation (int, float, str, bool, optional)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, hint = getattr(obj, f.name), hints[f.name]
+        allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, _UnionType) else (hint,)
+        if value is None and type(None) in allowed:
+            continue
+        ok = False
+        for t in allowed:
+            if t is float:
+                ok |= isinstance(value, (int, float)) and not isinstance(value, bool)
+            elif t is int:
+                ok |= isinstance(value, int) and not isinstance(value, bool)
+            elif isinstance(t, type) and t is not type(None):
+                ok |= isinstance(value, t)
+        if not ok:
+            names = " or ".join("none" if t is type(None) else getattr(t, "__name__", str(t))
+                                for t in allowed)
+            raise InvalidInputError(f"setting {f.name} must be {names}, got {value!r}")
+
+
+_UnionType = type(int | None)

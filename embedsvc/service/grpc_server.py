@@ -1,25 +1,36 @@
 """The gRPC front door: validates and converts messages, delegates to EmbeddingCore, and maps
-core errors to status codes through one table. Health and reflection are served too."""
+core errors to status codes through one table. Health and reflection are served too.
+
+An asyncio server: an idle stream or a slow client costs a coroutine, not a thread, so nothing a
+client does can take the slots Health needs. The core's blocking work (decoding, waiting for a
+batch) runs in a bounded thread pool behind admission control (``admission.Admission``): a
+request beyond the limits is refused at once with RESOURCE_EXHAUSTED, never parked.
+"""
 from __future__ import annotations
 
+import asyncio
+import functools
+import hmac
 import logging
+import os
+import re
 import signal
 import threading
 import time
-from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ..errors import (EmbedsvcError, IncompatibleError, InvalidInputError, NotFoundError,
-                      ResourceExhaustedError)
+from ..errors import (DeadlineExceededError, EmbedsvcError, FailedPreconditionError,
+                      InvalidInputError, NotFoundError, ResourceExhaustedError, UnavailableError)
 from ..v1 import embedsvc_pb2 as pb
 from ..v1 import embedsvc_pb2_grpc as pb_grpc
-from .batcher import DeadlineExceededError
 from .config import ServeConfig
 from .core import EmbeddingCore
+from .listen import check_listen_address
 
 log = logging.getLogger("embedsvc.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
@@ -28,11 +39,14 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
 STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (UnavailableError, grpc.StatusCode.UNAVAILABLE),
     (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
-    (IncompatibleError, grpc.StatusCode.FAILED_PRECONDITION),
+    (FailedPreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (EmbedsvcError, grpc.StatusCode.INTERNAL),
 )
+# errors that concern one image of a stream: answered in its EmbedResult, the stream goes on
+PER_ITEM_ERRORS = (InvalidInputError, DeadlineExceededError, ResourceExhaustedError)
 
 
 def status_of(exc: BaseException) -> grpc.StatusCode | None:
@@ -42,33 +56,40 @@ def status_of(exc: BaseException) -> grpc.StatusCode | None:
     return None
 
 
-def _rpc(method: Callable) -> Callable:
-    """Run a handler; turn core errors into the status code the table names; count the call."""
+# An absolute path whose first component exists on this machine (/usr/..., /tmp/..., /root/...):
+# it names the server's disk and never goes into an error detail. Client-made ids stay as sent.
+_PATH = re.compile(r"(?<![\w.:/])/([\w.\-]+)(?:/[\w.\-]*)*")
 
-    def wrapper(self, request, context):
+
+def public_message(text: str) -> str:
+    return _PATH.sub(lambda m: "<path>" if os.path.exists("/" + m.group(1)) else m.group(0), text)
+
+
+def _rpc(method: Callable) -> Callable:
+    """Run a unary handler; turn core errors into the status code the table names; count it."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context):
         t0 = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            return method(self, request, context)
+            return await method(self, request, context)
         except Exception as exc:  # noqa: BLE001 - every error must become a status, not a crash
-            code = status_of(exc)
-            if code is None:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("internal error in %s", method.__name__)
-                context.abort(code, f"internal error: {type(exc).__name__}")
-            context.abort(code, str(exc))
+            if isinstance(exc, asyncio.CancelledError) or type(exc).__name__ == "AbortError":
+                code = grpc.StatusCode.CANCELLED
+                raise
+            code, details = self._status(exc, method.__name__)
+            await context.abort(code, details)
         finally:
             m = self.core.metrics
             m.requests.labels(method.__name__, code.name).inc()
             m.latency.labels(method.__name__).observe(time.perf_counter() - t0)
 
-    wrapper.__name__ = method.__name__
     return wrapper
 
 
-def _deadline(context) -> float | None:
-    remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
+def _remaining(context) -> float | None:
+    return context.time_remaining()
 
 
 def _timing(t) -> pb.Timing:
@@ -88,37 +109,76 @@ def _images(msgs) -> list[tuple[str, bytes]]:
 
 
 class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
-    def __init__(self, core: EmbeddingCore):
+    def __init__(self, core: EmbeddingCore, pool: ThreadPoolExecutor):
         self.core = core
+        self.pool = pool
+
+    def _status(self, exc: BaseException, where: str) -> tuple[grpc.StatusCode, str]:
+        code = status_of(exc)
+        if code is None or code == grpc.StatusCode.INTERNAL:
+            log.error("internal error in %s", where, exc_info=exc)
+            return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+        return code, public_message(str(exc))
+
+    async def _work(self, request, context, fn: Callable[[float], Any]):
+        """Admit the request, then run ``fn(deadline)`` in the worker pool."""
+        deadline = self.core.deadline(_remaining(context))
+        with self.core.admission.request(request.ByteSize()):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.pool, fn, deadline)
 
     @_rpc
-    def Embed(self, request, context):
+    async def Embed(self, request, context):
         o = request.options
-        emb, timing = self.core.embed(_images(request.images), o.backbone or None, o.tap,
-                                      not o.raw, _deadline(context))
+        emb, timing = await self._work(request, context, lambda d: self.core.embed(
+            _images(request.images), o.backbone or None, o.tap, not o.raw, d))
         return pb.EmbedResponse(
             vectors=[pb.Vector(id=i, values=v.tolist()) for i, v in zip(emb.ids, emb.vectors)],
             provenance=_provenance(emb.provenance), timing=_timing(timing))
 
-    def EmbedStream(self, request_iterator, context):
-        options = None
-        for n, item in enumerate(request_iterator):
+    async def EmbedStream(self, request_iterator, context):
+        t0, code = time.perf_counter(), grpc.StatusCode.OK
+        try:
+            with self.core.admission.stream():
+                async for result in self._stream(request_iterator, context):
+                    yield result
+        except Exception as exc:  # noqa: BLE001
+            if isinstance(exc, asyncio.CancelledError) or type(exc).__name__ == "AbortError":
+                code = grpc.StatusCode.CANCELLED
+                raise
+            code, details = self._status(exc, "EmbedStream")
+            await context.abort(code, details)
+        finally:
+            self.core.metrics.requests.labels("EmbedStream", code.name).inc()
+            self.core.metrics.latency.labels("EmbedStream").observe(time.perf_counter() - t0)
+
+    async def _stream(self, request_iterator, context):
+        idle = self.core.config.stream_idle_timeout_s
+        items = request_iterator.__aiter__()
+        options, n = None, 0
+        while True:
+            try:
+                item = await asyncio.wait_for(items.__anext__(), idle)
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                raise DeadlineExceededError(f"no message for {idle:g} s; the stream is closed") from None
             options = options or item.options
             img_id = item.image.id or str(n)
+            n += 1
             try:
-                emb, _ = self.core.embed([(img_id, item.image.data)], options.backbone or None,
-                                         options.tap, not options.raw, _deadline(context))
+                emb, _ = await self._work(item, context, lambda d: self.core.embed(
+                    [(img_id, item.image.data)], options.backbone or None, options.tap,
+                    not options.raw, d))
                 yield pb.EmbedResult(vector=pb.Vector(id=img_id, values=emb.vectors[0].tolist()))
-            except (InvalidInputError, DeadlineExceededError) as exc:  # this image only
-                yield pb.EmbedResult(vector=pb.Vector(id=img_id), error=str(exc))
-            except EmbedsvcError as exc:
-                context.abort(status_of(exc) or grpc.StatusCode.INTERNAL, str(exc))
+            except PER_ITEM_ERRORS as exc:  # this image only; the stream goes on
+                yield pb.EmbedResult(vector=pb.Vector(id=img_id), error=public_message(str(exc)))
 
     @_rpc
-    def Classify(self, request, context):
-        results, timing = self.core.classify(
+    async def Classify(self, request, context):
+        results, timing = await self._work(request, context, lambda d: self.core.classify(
             _images(request.images), request.head, request.top_k,
-            request.abstain_below or None, _deadline(context))
+            request.abstain_below or None, d))
         return pb.ClassifyResponse(head=request.head or "imagenet", timing=_timing(timing), results=[
             pb.Classification(id=r["id"], label=r["label"], probability=r["probability"],
                               ood_score=r["ood_score"], abstained=r["abstained"],
@@ -126,45 +186,48 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
             for r in results])
 
     @_rpc
-    def Search(self, request, context):
+    async def Search(self, request, context):
         which = request.WhichOneof("query")
         image = (request.image.id or "query", request.image.data) if which == "image" else None
         vector = list(request.vector.values) if which == "vector" else None
-        hits = self.core.search(request.index, image, vector, request.k, dict(request.where),
-                                _deadline(context))
+        hits = await self._work(request, context, lambda d: self.core.search(
+            request.index, image, vector, request.k, dict(request.where), d))
         return pb.SearchResponse(hits=[pb.Hit(id=i, score=s, metadata=m) for i, s, m in hits])
 
     @_rpc
-    def Upsert(self, request, context):
+    async def Upsert(self, request, context):
         items = []
         for it in request.items:
             which = it.WhichOneof("content")
             items.append({"id": it.id, "metadata": dict(it.metadata),
                           "image": it.image if which == "image" else None,
                           "vector": list(it.vector.values) if which == "vector" else None})
-        n, total = self.core.upsert(request.index, items, _deadline(context))
+        n, total = await self._work(request, context,
+                                    lambda d: self.core.upsert(request.index, items, d))
         return pb.UpsertResponse(upserted=n, total=total)
 
     @_rpc
-    def Delete(self, request, context):
-        n, total = self.core.delete(request.index, list(request.ids))
+    async def Delete(self, request, context):
+        n, total = await self._work(request, context,
+                                    lambda d: self.core.delete(request.index, list(request.ids)))
         return pb.DeleteResponse(deleted=n, total=total)
 
     @_rpc
-    def ListIndexes(self, request, context):
+    async def ListIndexes(self, request, context):
         return pb.ListIndexesResponse(indexes=[pb.IndexInfo(**i) for i in self.core.list_indexes()])
 
     @_rpc
-    def ListModels(self, request, context):
+    async def ListModels(self, request, context):
         return pb.ListModelsResponse(models=[pb.ModelInfo(**m) for m in self.core.list_models()])
 
     @_rpc
-    def ListHeads(self, request, context):
-        return pb.ListHeadsResponse(heads=[pb.HeadInfo(**h) for h in self.core.list_heads()])
+    async def ListHeads(self, request, context):
+        heads = await self._work(request, context, lambda d: self.core.list_heads())
+        return pb.ListHeadsResponse(heads=[pb.HeadInfo(**h) for h in heads])
 
     @_rpc
-    def GetInfo(self, request, context):
-        info = self.core.info()
+    async def GetInfo(self, request, context):
+        info = await self._work(request, context, lambda d: self.core.info())
         c = self.core.config
         b = c.batching
         return pb.GetInfoResponse(
@@ -178,72 +241,163 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
             max_pixels_per_image=c.max_pixels_per_image)
 
 
-class TokenAuthInterceptor(grpc.ServerInterceptor):
-    """Bearer-token check on every call except health checks (load balancers probe those)."""
+class AdmissionInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses work calls while every request slot is taken, before their message is read: a
+    refused 50 MB request costs no memory. (The handler takes the slot for real; this is the
+    early, message-free check.)"""
+
+    WORK = tuple(f"/{SERVICE_NAME}/{m}" for m in ("Embed", "Classify", "Search", "Upsert", "Delete"))
+
+    def __init__(self, core: EmbeddingCore):
+        self.core = core
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method not in self.WORK:
+            return handler
+        admission = self.core.admission
+        if admission.requests < admission.max_requests and not admission.closed:
+            return handler
+        admission.refused += 1
+        full = (UnavailableError("the server is shutting down") if admission.closed else
+                ResourceExhaustedError(f"{admission.requests} requests in progress (limit "
+                                       f"{admission.max_requests}); retry later"))
+        code = status_of(full)
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+
+        async def refuse(request_iterator, context):  # stream-shaped: never reads the message
+            self.core.metrics.requests.labels(method, code.name).inc()
+            await context.abort(code, str(full))
+
+        return grpc.stream_unary_rpc_method_handler(refuse)
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Bearer-token check on every call, streams included, except health checks (load balancers
+    probe those). The token is compared in constant time."""
 
     def __init__(self, token: str):
-        self._expected = f"Bearer {token}"
+        self._expected = f"Bearer {token}".encode()
 
-        def deny(request, context):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-
-        self._deny = grpc.unary_unary_rpc_method_handler(deny)
-
-    def intercept_service(self, continuation, handler_call_details):
+    async def intercept_service(self, continuation, handler_call_details):
         if handler_call_details.method.startswith("/grpc.health.v1.Health/"):
-            return continuation(handler_call_details)
+            return await continuation(handler_call_details)
         metadata = dict(handler_call_details.invocation_metadata or ())
-        if metadata.get("authorization") != self._expected:
-            return self._deny
-        return continuation(handler_call_details)
+        given = metadata.get("authorization", "")
+        given = given.encode() if isinstance(given, str) else bytes(given)
+        if hmac.compare_digest(given, self._expected):
+            return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
+        return _deny_like(handler)
+
+
+def _deny_like(handler) -> grpc.RpcMethodHandler:
+    """A handler of the same shape (unary or streaming) that answers UNAUTHENTICATED."""
+
+    async def deny(request_or_iterator, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+    streaming_in = bool(handler and handler.request_streaming)
+    streaming_out = bool(handler and handler.response_streaming)
+    make = {(False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler}[(streaming_in, streaming_out)]
+    return make(deny)
 
 
 class Server:
-    """A running embedsvc gRPC server; ``stop`` drains in-flight requests first."""
+    """A running embedsvc gRPC server (its event loop in a thread of its own); ``stop`` drains
+    in-flight requests first."""
 
     def __init__(self, config: ServeConfig):
         self.config = config
+        check_listen_address(config.host, config.port, "port")
+        if config.metrics_port is not None:
+            check_listen_address(config.host, config.metrics_port, "metrics_port")
         self.core = EmbeddingCore(config)
-        interceptors = [TokenAuthInterceptor(config.auth_token)] if config.auth_token else []
-        options = [("grpc.max_receive_message_length", config.max_message_bytes),
-                   ("grpc.max_send_message_length", config.max_message_bytes)]
-        self.grpc = grpc.server(futures.ThreadPoolExecutor(config.decode_workers,
-                                                           thread_name_prefix="rpc"),
-                                interceptors=interceptors, options=options)
-        pb_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingServicer(self.core), self.grpc)
-        self.health = health.HealthServicer()
+        self.pool = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="work")
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="grpc-loop", daemon=True)
+        self._thread.start()
+        try:
+            self.port = self._call(self._build())
+            self.metrics_port = (self.core.metrics.serve_http(config.metrics_port, config.host)
+                                 if config.metrics_port is not None else None)
+        except BaseException:
+            self._shutdown_loop()
+            self.core.close()
+            raise
+        self._stopped = False
+
+    def _call(self, coro, timeout: float | None = None):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def _build(self) -> int:
+        c = self.config
+        interceptors = [TokenAuthInterceptor(c.auth_token)] if c.auth_token else []
+        interceptors.append(AdmissionInterceptor(self.core))
+        options = [("grpc.max_receive_message_length", c.max_message_bytes),
+                   ("grpc.max_send_message_length", c.max_message_bytes),
+                   ("grpc.so_reuseport", 0)]  # a second server on a taken port must fail
+        self.grpc = grpc.aio.server(interceptors=interceptors, options=options)
+        pb_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingServicer(self.core, self.pool),
+                                                       self.grpc)
+        self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
-        address = f"{config.host}:{config.port}"
-        if config.tls_cert:
-            with open(config.tls_key, "rb") as k, open(config.tls_cert, "rb") as c:
-                creds = grpc.ssl_server_credentials([(k.read(), c.read())])
-            self.port = self.grpc.add_secure_port(address, creds)
-        else:
-            self.port = self.grpc.add_insecure_port(address)
-        if self.port == 0:
-            raise InvalidInputError(f"cannot listen on {address}")
-        self.metrics_port = (self.core.metrics.serve_http(config.metrics_port, config.host)
-                             if config.metrics_port is not None else None)
+        address = f"{c.host}:{c.port}"
+        try:
+            if c.tls_cert:
+                with open(c.tls_key, "rb") as k, open(c.tls_cert, "rb") as f:
+                    creds = grpc.ssl_server_credentials([(k.read(), f.read())])
+                port = self.grpc.add_secure_port(address, creds)
+            else:
+                port = self.grpc.add_insecure_port(address)
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise InvalidInputError(f"cannot listen on {address}: the port is in use or the "
+                                    f"address is not on this machine")
+        return port
 
     def start(self) -> "Server":
-        self.grpc.start()
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        async def start():
+            await self.grpc.start()
+            for name in ("", SERVICE_NAME):
+                await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+        self._call(start())
         log.info("embedsvc serving on %s:%d", self.config.host, self.port)
         return self
 
     def stop(self, grace: float = 30.0) -> None:
-        """Stop accepting, let in-flight requests finish (up to ``grace`` s), then shut down."""
-        self.health.enter_graceful_shutdown()
-        self.grpc.stop(grace).wait()
-        self.core.close()
+        """Refuse new work, let in-flight requests finish (up to ``grace`` s), then shut down."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.core.admission.close()
 
-    def serve_until_signal(self) -> None:
+        async def stop():
+            await self.health.enter_graceful_shutdown()
+            await self.grpc.stop(grace)
+
+        try:
+            self._call(stop(), timeout=grace + 10)
+        finally:
+            self.core.close()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self._shutdown_loop()
+
+    def _shutdown_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    def serve_until_signal(self, grace: float = 30.0) -> None:
         done = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: done.set())
         done.wait()
         log.info("signal received: draining and stopping")
-        self.stop()
+        self.stop(grace)

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from ..backbones import DEFAULT_BACKBONE, create_backbone
 from ..datasets import Record, scan_source
 from ..errors import ImageDecodeError, InvalidInputError
 from ..extract import ExtractConfig, FeatureExtractor
-from ..images import DEFAULT_MAX_PIXELS, load_image
+from ..images import DEFAULT_MAX_PIXELS
 from ..atomic import atomic_write_bytes
 from .store import DTYPES, EmbeddingStore, StoreLock, jsonl_bytes
 
@@ -72,10 +72,9 @@ class EmbedReport:
 class _DecodeDataset(Dataset):
     """Reads, hashes, decodes and preprocesses one record; never raises on bad input."""
 
-    def __init__(self, records: list[Record], transform: Callable, max_pixels: int):
+    def __init__(self, records: list[Record], fe: FeatureExtractor):
         self.records = records
-        self.transform = transform
-        self.max_pixels = max_pixels
+        self.fe = fe
 
     def __len__(self) -> int:
         return len(self.records)
@@ -90,12 +89,11 @@ class _DecodeDataset(Dataset):
             return None, info
         info["sha256"] = hashlib.sha256(data).hexdigest()
         try:
-            img = load_image(data, rec.path, self.max_pixels)
+            tensor, (info["width"], info["height"]) = self.fe.prepare(data, rec.path)
+            return tensor, info
         except ImageDecodeError as exc:
             info["error"] = exc.reason
             return None, info
-        info["width"], info["height"] = img.size
-        return self.transform(img), info
 
 
 def auto_workers(device_type: str) -> int:
@@ -191,7 +189,7 @@ def _shards(fe: FeatureExtractor, pending: list[Record], config: EmbedDatasetCon
     seen = store.hashes() if config.dedup else {}
     per_shard = _shard_inputs(config)
     workers = auto_workers(fe.plan.device.type) if config.workers is None else config.workers
-    loader = decoded_batches(_DecodeDataset(pending, fe.transform, config.max_pixels),
+    loader = decoded_batches(_DecodeDataset(pending, fe),
                              config.batch_size, workers)
     vec_parts: list[np.ndarray] = []
     rows: list[dict] = []

@@ -27,14 +27,10 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes
 from ..embeddings import BINDING_KEYS, check_compatible
-from ..errors import EmbedsvcError, IncompatibleError, InvalidInputError, NotFoundError
+from ..errors import IncompatibleError, InvalidInputError, NotFoundError, StoreLockedError
 
 FORMAT_VERSION = 1
 DTYPES = ("float32", "float16")
-
-
-class StoreLockedError(EmbedsvcError):
-    """Another process is writing to this store."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,75 @@
+"""Admission control: how much work the server takes on at once.
+
+A request is admitted, or refused at once with ResourceExhaustedError; it is never parked in an
+unbounded queue. Two budgets: requests in progress, and the bytes those requests hold. Streams
+have their own count, so idle streams can never take the slots that unary calls and health
+checks need. Everything here is transport-free; the servicer maps the error to
+RESOURCE_EXHAUSTED.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Iterator
+
+from ..errors import ResourceExhaustedError, UnavailableError
+
+
+class Admission:
+    def __init__(self, max_requests: int, max_bytes: int, max_streams: int):
+        self.max_requests = max_requests
+        self.max_bytes = max_bytes
+        self.max_streams = max_streams
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.bytes = 0
+        self.streams = 0
+        self.refused = 0
+        self.closed = False
+
+    @contextlib.contextmanager
+    def request(self, nbytes: int) -> Iterator[None]:
+        """Hold one request slot and ``nbytes`` of the byte budget for the duration."""
+        with self._lock:
+            self._refuse_if_closed()
+            if self.requests >= self.max_requests:
+                self.refused += 1
+                raise ResourceExhaustedError(
+                    f"{self.requests} requests in progress (limit {self.max_requests}); retry later")
+            if self.bytes + nbytes > self.max_bytes:
+                self.refused += 1
+                raise ResourceExhaustedError(
+                    f"requests in progress hold {self.bytes} bytes; {nbytes} more would pass the "
+                    f"limit of {self.max_bytes}; retry later")
+            self.requests += 1
+            self.bytes += nbytes
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.requests -= 1
+                self.bytes -= nbytes
+
+    @contextlib.contextmanager
+    def stream(self) -> Iterator[None]:
+        with self._lock:
+            self._refuse_if_closed()
+            if self.streams >= self.max_streams:
+                self.refused += 1
+                raise ResourceExhaustedError(
+                    f"{self.streams} streams open (limit {self.max_streams}); retry later")
+            self.streams += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.streams -= 1
+
+    def close(self) -> None:
+        """Refuse everything from now on (the server is stopping)."""
+        with self._lock:
+            self.closed = True
+
+    def _refuse_if_closed(self) -> None:
+        if self.closed:
+            raise UnavailableError("the server is shutting down")

@@ -1,0 +1,105 @@
+"""A server's data dir, and installing things into it.
+
+    DATA_DIR/heads/NAME/        trained heads (served as Classify(head=NAME))
+    DATA_DIR/indexes/NAME/      collections (Upsert / Search / Delete)
+    DATA_DIR/backbones/NAME/    fine-tuned runs (served as backbone finetuned:NAME)
+
+Clients only ever name things; a name is one path component, never a path. Installing is
+atomic: a running server sees a whole head or run, or none of it.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InvalidInputError
+
+# ext4 and most file systems allow 255 bytes per name; the temporary ".NAME.tmp" needs 5 more
+MAX_NAME_BYTES = 250
+
+
+def valid_name(name: str, what: str = "name") -> str:
+    """A name that is one safe path component: letters, digits, '-', '_', '.', not starting
+    with '.', at most MAX_NAME_BYTES bytes."""
+    if (not isinstance(name, str) or not name or name.startswith(".")
+            or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name)):
+        raise InvalidInputError(f"{what} must be letters, digits, '-', '_' or '.' (not starting "
+                                f"with '.'), got {name[:80]!r}")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise InvalidInputError(f"{what} is {len(name.encode())} bytes long; the limit is "
+                                f"{MAX_NAME_BYTES}")
+    return name
+
+
+@dataclass(frozen=True)
+class DataDir:
+    root: Path
+
+    @property
+    def heads(self) -> Path:
+        return self.root / "heads"
+
+    @property
+    def indexes(self) -> Path:
+        return self.root / "indexes"
+
+    @property
+    def backbones(self) -> Path:
+        return self.root / "backbones"
+
+    def runs(self) -> list[str]:
+        from ..backbones.finetuned import RUN_JSON
+
+        d = self.backbones
+        return sorted(p.parent.name for p in d.glob(f"*/{RUN_JSON}")) if d.is_dir() else []
+
+    def register_head(self, head_dir: str | Path, name: str, backbone: str | None = None) -> Path:
+        """Copy a head folder in as heads/NAME; ``backbone`` renames the backbone its provenance
+        names (a fine-tuned run's head refers to the run by its served name)."""
+        def adjust(staging: Path) -> None:
+            if backbone is not None:
+                from classifiers.heads import Head
+
+                head = Head.load(staging)
+                head.provenance["backbone"] = backbone
+                head.save(staging)
+
+        return _install(Path(head_dir), self.heads / valid_name(name, "head name"), adjust)
+
+    def register_run(self, run_dir: str | Path, name: str) -> Path:
+        """Install a fine-tuning run as backbones/NAME and its head as heads/NAME, so a server
+        serves backbone finetuned:NAME and head NAME."""
+        from ..backbones.finetuned import HEAD_DIR, PREFIX, RUN_JSON, WEIGHTS
+
+        run_dir = Path(run_dir)
+        valid_name(name, "run name")
+
+        def keep_only_model(staging: Path) -> None:
+            for p in staging.iterdir():  # checkpoints and reports stay with the run
+                if p.name not in (RUN_JSON, WEIGHTS):
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+        target = _install(run_dir, self.backbones / name, keep_only_model)
+        self.register_head(run_dir / HEAD_DIR, name, backbone=f"{PREFIX}:{name}")
+        return target
+
+
+def _install(src: Path, target: Path, adjust=None) -> Path:
+    if not src.is_dir():
+        raise InvalidInputError(f"{src} is not a folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(src, staging)
+    if adjust is not None:
+        adjust(staging)
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(target)
+    return target

@@ -1,0 +1,37 @@
+"""Check a listening address before a server takes it, so the error names the port and why.
+
+gRPC's own bind failure says only "failed to bind"; and by default it sets SO_REUSEPORT, which
+lets a second server share a taken port (the server turns that off too).
+"""
+from __future__ import annotations
+
+import errno
+import socket
+
+from ..errors import InvalidInputError
+
+
+def check_listen_address(host: str, port: int, what: str = "port") -> None:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InvalidInputError(f"cannot listen on {host!r}: the host name does not resolve "
+                                f"({exc})") from None
+    if port == 0:
+        return
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InvalidInputError(f"{what} {port} on {host} is in use by another "
+                                        f"process") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise InvalidInputError(f"cannot listen on {host}:{port}: {host} is not an "
+                                        f"address of this machine") from None
+            if exc.errno == errno.EACCES:
+                raise InvalidInputError(f"{what} {port} needs privileges this process does "
+                                        f"not have") from None
+            raise InvalidInputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None

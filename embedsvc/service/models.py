@@ -1,0 +1,160 @@
+"""The backbones a server has loaded: an LRU of ModelRunners, each leased while a request uses it.
+
+Eviction only takes a runner out of the LRU; its batchers are closed when the last request that
+leased it lets go, so a request whose backbone is evicted mid-way still gets its answer.
+
+Clients name backbones; they never name files. ``finetuned:NAME`` means the run registered as
+``DATA_DIR/backbones/NAME`` (``embedsvc finetune --register``); any other ``finetuned:`` form is
+refused, and no error detail carries a server path.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Iterator
+
+from ..backbones import Backbone, create_backbone, resolve
+from ..backbones.finetuned import PREFIX as FINETUNED, RUN_JSON, canonical_name
+from .datadir import DataDir, valid_name
+from ..errors import InvalidInputError, NotFoundError, WeightsNotFoundError
+from ..extract import ExtractConfig, FeatureExtractor
+from .batcher import DynamicBatcher
+from .config import ServeConfig
+from .metrics import ServiceMetrics
+
+
+class ModelRunner:
+    """One backbone on its device, with one dynamic batcher per layer tap. Batches produce raw
+    (un-normalised) features; each request normalises its own rows if it asked to."""
+
+    def __init__(self, backbone: Backbone, config: ServeConfig, metrics: ServiceMetrics):
+        self.backbone = backbone
+        self.config = config
+        self.metrics = metrics
+        self.extractor = FeatureExtractor(backbone, ExtractConfig(
+            normalize=False, device=config.device, max_pixels=config.max_pixels_per_image))
+        self._batchers: dict[str, DynamicBatcher] = {}
+        self._lock = threading.Lock()
+        self.leases = 0  # guarded by the pool's lock
+        self.evicted = False
+
+    def batcher(self, tap: str) -> DynamicBatcher:
+        if tap not in self.backbone.cfg.taps:
+            raise InvalidInputError(f"backbone {self.backbone.name!r} has no layer tap {tap!r}; "
+                                    f"available: {', '.join(self.backbone.cfg.taps)}")
+        with self._lock:
+            if tap not in self._batchers:
+                self._batchers[tap] = DynamicBatcher(
+                    lambda x, tap=tap: self.extractor.embed_tensor(x, tap=tap, normalize_output=False),
+                    self.config.batching, name=f"{self.backbone.name}/{tap}",
+                    on_batch=self.metrics.observe_batch)
+            return self._batchers[tap]
+
+    def stats(self) -> dict[str, int]:
+        total = {"batches": 0, "images": 0, "largest_batch": 0, "queue_depth": 0}
+        with self._lock:
+            batchers = list(self._batchers.values())
+        for b in batchers:
+            s = b.stats()
+            total["batches"] += s["batches"]
+            total["images"] += s["images"]
+            total["largest_batch"] = max(total["largest_batch"], s["largest_batch"])
+            total["queue_depth"] += b.queue_depth
+        return total
+
+    def close(self) -> None:
+        with self._lock:
+            batchers = list(self._batchers.values())
+        for b in batchers:
+            b.close()
+
+
+class ModelPool:
+    def __init__(self, config: ServeConfig, data: DataDir, metrics: ServiceMetrics):
+        self.config = config
+        self.data = data
+        self.metrics = metrics
+        self._runners: OrderedDict[str, ModelRunner] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def lease(self, name: str | None = None) -> Iterator[ModelRunner]:
+        """The runner for ``name``, loaded if needed, kept open until the block ends."""
+        runner = self._acquire(name or self.config.default_backbone)
+        try:
+            yield runner
+        finally:
+            with self._lock:
+                runner.leases -= 1
+                close = runner.evicted and runner.leases == 0
+            if close:
+                runner.close()
+
+    def _acquire(self, name: str) -> ModelRunner:
+        with self._lock:
+            runner = self._runners.get(name)
+            if runner is not None:
+                self._runners.move_to_end(name)
+                runner.leases += 1
+                return runner
+        loaded = ModelRunner(self._load(name), self.config, self.metrics)
+        to_close = []
+        with self._lock:
+            runner = self._runners.setdefault(name, loaded)  # another request may have won
+            if runner is not loaded:
+                to_close.append(loaded)
+            self._runners.move_to_end(name)
+            runner.leases += 1
+            while len(self._runners) > self.config.max_loaded_backbones:
+                _, old = self._runners.popitem(last=False)
+                old.evicted = True
+                if old.leases == 0:
+                    to_close.append(old)
+        for r in to_close:
+            r.close()
+        return runner
+
+    def _load(self, name: str) -> Backbone:
+        prefix, sep, rest = name.partition(":")
+        if sep and prefix == FINETUNED:
+            return self._load_finetuned(rest)
+        resolve(name)  # NotFoundError listing the valid names
+        try:
+            return create_backbone(name)
+        except WeightsNotFoundError:  # its message names server paths: say less
+            raise NotFoundError(f"backbone {name!r}: its weights are not installed on this server")
+
+    def _load_finetuned(self, run: str) -> Backbone:
+        from ..backbones.finetuned import build_finetuned
+
+        try:
+            valid_name(run, "fine-tuned backbone")
+        except InvalidInputError:
+            raise InvalidInputError(
+                f"a server serves fine-tuned backbones by name, finetuned:NAME, as registered in "
+                f"its data dir (embedsvc finetune ... --register DATA_DIR); got {run[:80]!r}") from None
+        run_dir = self.data.backbones / run
+        if not (run_dir / RUN_JSON).is_file():
+            raise NotFoundError(f"no fine-tuned backbone named {run!r}; registered: "
+                                f"{', '.join(self.data.runs()) or 'none'}")
+        backbone = build_finetuned(canonical_name(run_dir))
+        # the name clients use, not the server's path (provenance is sent back to them)
+        backbone.cfg = backbone.cfg.replace(name=f"{FINETUNED}:{run}", weights_path=Path(run_dir).name)
+        return backbone
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return list(self._runners)
+
+    def runners(self) -> list[ModelRunner]:
+        with self._lock:
+            return list(self._runners.values())
+
+    def close(self) -> None:
+        with self._lock:
+            runners = list(self._runners.values())
+            self._runners.clear()
+        for r in runners:
+            r.close()
