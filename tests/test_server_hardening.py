@@ -99,6 +99,17 @@ class IdleStreams:
             ch.close()
 
 
+def first_stream_code(target: str) -> grpc.RpcError:
+    """Open one EmbedStream that sends nothing and wait for the status it ends with."""
+    stream = IdleStreams(target, 1)
+    try:
+        with pytest.raises(grpc.RpcError) as exc:
+            next(stream.calls[0])
+        return exc.value
+    finally:
+        stream.close()
+
+
 def test_idle_streams_cannot_stall_health_or_other_calls(server, channel, photos):
     idle = IdleStreams(f"127.0.0.1:{server.port}", 16)
     try:
@@ -111,25 +122,16 @@ def test_idle_streams_cannot_stall_health_or_other_calls(server, channel, photos
                           timeout=30)
         assert len(resp.vectors[0].values) == 1280
         # a 17th stream is over max_streams: refused at once, not parked
-        extra = IdleStreams(f"127.0.0.1:{server.port}", 1)
-        with pytest.raises(grpc.RpcError) as exc:
-            next(extra.calls[0])
-        assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        extra.close()
+        assert first_stream_code(f"127.0.0.1:{server.port}").code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         idle.close()
 
 
 def test_an_idle_stream_is_ended_after_the_idle_timeout(server):
-    idle = IdleStreams(f"127.0.0.1:{server.port}", 1)
-    try:
-        t0 = time.monotonic()
-        with pytest.raises(grpc.RpcError) as exc:
-            next(idle.calls[0])
-        assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "no message" in exc.value.details()
-        assert time.monotonic() - t0 < 60
-    finally:
-        idle.close()
+    t0 = time.monotonic()
+    ended = first_stream_code(f"127.0.0.1:{server.port}")
+    assert ended.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "no message" in ended.details()
+    assert time.monotonic() - t0 < 60
 
 
 @pytest.mark.parametrize("name,data", [("blp", corrupt_blp()), ("dds", odd_dds()),
@@ -236,11 +238,7 @@ def test_a_head_that_fails_to_load_is_listed_as_unavailable(server, channel):
 def test_unauthenticated_streams_get_unauthenticated(tmp_path):
     srv = Server(ServeConfig(port=0, data_dir=str(tmp_path), auth_token="s3cret")).start()
     try:
-        idle = IdleStreams(f"127.0.0.1:{srv.port}", 1)
-        with pytest.raises(grpc.RpcError) as exc:
-            next(idle.calls[0])
-        assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        idle.close()
+        assert first_stream_code(f"127.0.0.1:{srv.port}").code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         srv.stop(grace=5)
 

@@ -27,15 +27,24 @@ class Admission:
         self.refused = 0
         self.closed = False
 
+    def check_room(self) -> None:
+        """Raise the refusal a new request would get now (the server's early, message-free check)."""
+        with self._lock:
+            self._check_room()
+
+    def _check_room(self) -> None:
+        if self.closed:
+            raise UnavailableError("the server is shutting down")
+        if self.requests >= self.max_requests:
+            self.refused += 1
+            raise ResourceExhaustedError(
+                f"{self.requests} requests in progress (limit {self.max_requests}); retry later")
+
     @contextlib.contextmanager
     def request(self, nbytes: int) -> Iterator[None]:
         """Hold one request slot and ``nbytes`` of the byte budget for the duration."""
         with self._lock:
-            self._refuse_if_closed()
-            if self.requests >= self.max_requests:
-                self.refused += 1
-                raise ResourceExhaustedError(
-                    f"{self.requests} requests in progress (limit {self.max_requests}); retry later")
+            self._check_room()
             if self.bytes + nbytes > self.max_bytes:
                 self.refused += 1
                 raise ResourceExhaustedError(
@@ -53,7 +62,8 @@ class Admission:
     @contextlib.contextmanager
     def stream(self) -> Iterator[None]:
         with self._lock:
-            self._refuse_if_closed()
+            if self.closed:
+                raise UnavailableError("the server is shutting down")
             if self.streams >= self.max_streams:
                 self.refused += 1
                 raise ResourceExhaustedError(
@@ -69,7 +79,3 @@ class Admission:
         """Refuse everything from now on (the server is stopping)."""
         with self._lock:
             self.closed = True
-
-    def _refuse_if_closed(self) -> None:
-        if self.closed:
-            raise UnavailableError("the server is shutting down")

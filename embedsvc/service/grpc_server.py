@@ -65,6 +65,15 @@ def public_message(text: str) -> str:
     return _PATH.sub(lambda m: "<path>" if os.path.exists("/" + m.group(1)) else m.group(0), text)
 
 
+def _count(metrics, method: str, code: grpc.StatusCode, t0: float | None = None) -> None:
+    metrics.requests.labels(method, code.name).inc()
+    if t0 is not None:
+        metrics.latency.labels(method).observe(time.perf_counter() - t0)
+
+
+_ENDED = (asyncio.CancelledError, grpc.aio.AbortError)  # the call is over: nothing to map
+
+
 def _rpc(method: Callable) -> Callable:
     """Run a unary handler; turn core errors into the status code the table names; count it."""
 
@@ -74,22 +83,16 @@ def _rpc(method: Callable) -> Callable:
         code = grpc.StatusCode.OK
         try:
             return await method(self, request, context)
+        except _ENDED:
+            code = grpc.StatusCode.CANCELLED
+            raise
         except Exception as exc:  # noqa: BLE001 - every error must become a status, not a crash
-            if isinstance(exc, asyncio.CancelledError) or type(exc).__name__ == "AbortError":
-                code = grpc.StatusCode.CANCELLED
-                raise
             code, details = self._status(exc, method.__name__)
             await context.abort(code, details)
         finally:
-            m = self.core.metrics
-            m.requests.labels(method.__name__, code.name).inc()
-            m.latency.labels(method.__name__).observe(time.perf_counter() - t0)
+            _count(self.core.metrics, method.__name__, code, t0)
 
     return wrapper
-
-
-def _remaining(context) -> float | None:
-    return context.time_remaining()
 
 
 def _timing(t) -> pb.Timing:
@@ -122,7 +125,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
 
     async def _work(self, request, context, fn: Callable[[float], Any]):
         """Admit the request, then run ``fn(deadline)`` in the worker pool."""
-        deadline = self.core.deadline(_remaining(context))
+        deadline = self.core.deadline(context.time_remaining())
         with self.core.admission.request(request.ByteSize()):
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.pool, fn, deadline)
@@ -142,15 +145,14 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
             with self.core.admission.stream():
                 async for result in self._stream(request_iterator, context):
                     yield result
+        except _ENDED:
+            code = grpc.StatusCode.CANCELLED
+            raise
         except Exception as exc:  # noqa: BLE001
-            if isinstance(exc, asyncio.CancelledError) or type(exc).__name__ == "AbortError":
-                code = grpc.StatusCode.CANCELLED
-                raise
             code, details = self._status(exc, "EmbedStream")
             await context.abort(code, details)
         finally:
-            self.core.metrics.requests.labels("EmbedStream", code.name).inc()
-            self.core.metrics.latency.labels("EmbedStream").observe(time.perf_counter() - t0)
+            _count(self.core.metrics, "EmbedStream", code, t0)
 
     async def _stream(self, request_iterator, context):
         idle = self.core.config.stream_idle_timeout_s
@@ -255,19 +257,16 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method not in self.WORK:
             return handler
-        admission = self.core.admission
-        if admission.requests < admission.max_requests and not admission.closed:
+        try:
+            self.core.admission.check_room()
             return handler
-        admission.refused += 1
-        full = (UnavailableError("the server is shutting down") if admission.closed else
-                ResourceExhaustedError(f"{admission.requests} requests in progress (limit "
-                                       f"{admission.max_requests}); retry later"))
-        code = status_of(full)
+        except EmbedsvcError as exc:
+            code, details = status_of(exc), str(exc)
         method = handler_call_details.method.rsplit("/", 1)[-1]
 
         async def refuse(request_iterator, context):  # stream-shaped: never reads the message
-            self.core.metrics.requests.labels(method, code.name).inc()
-            await context.abort(code, str(full))
+            _count(self.core.metrics, method, code)
+            await context.abort(code, details)
 
         return grpc.stream_unary_rpc_method_handler(refuse)
 
