@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import grpc
 import numpy as np
@@ -12,6 +12,25 @@ from .v1 import embedsvc_pb2 as pb
 from .v1 import embedsvc_pb2_grpc as pb_grpc
 
 ImageInput = str | os.PathLike | bytes
+RpcError = grpc.RpcError  # what every call raises; ``.code().name`` and ``.details()`` say why
+
+
+def message_to_dict(msg) -> dict[str, Any]:
+    """A response message as plain JSON-ready values: numbers stay numbers (protobuf's own
+    JSON printer turns 64-bit integers into strings) and every field is present."""
+    out: dict[str, Any] = {}
+    for field in msg.DESCRIPTOR.fields:
+        value = getattr(msg, field.name)
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            out[field.name] = dict(value)
+        elif field.message_type is not None:
+            out[field.name] = ([message_to_dict(v) for v in value]
+                               if field.label == field.LABEL_REPEATED else message_to_dict(value))
+        elif field.label == field.LABEL_REPEATED:
+            out[field.name] = list(value)
+        else:
+            out[field.name] = value
+    return out
 
 
 def _image(i: int, img: ImageInput, image_id: str | None) -> pb.Image:
@@ -55,6 +74,25 @@ class Client:
             options=pb.EmbedOptions(backbone=backbone, raw=raw, tap=tap)),
             timeout=timeout, metadata=self.metadata)
         return np.array([v.values for v in resp.vectors], dtype=np.float32), resp
+
+    def embed_stream(self, images: Sequence[ImageInput], ids: Sequence[str] | None = None,
+                     backbone: str = "", raw: bool = False, tap: str = "",
+                     timeout: float | None = None) -> Iterator[pb.EmbedResult]:
+        """One answer per image, in order; a bad image is answered with its ``error``."""
+        def items():
+            for i, img in enumerate(images):
+                options = pb.EmbedOptions(backbone=backbone, raw=raw, tap=tap) if i == 0 else None
+                yield pb.EmbedItem(image=_image(i, img, ids[i] if ids else None), options=options)
+
+        return self.stub.EmbedStream(items(), timeout=timeout, metadata=self.metadata)
+
+    def health(self, timeout: float | None = None) -> str:
+        """The standard gRPC health check's status: SERVING, NOT_SERVING, ..."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        resp = health_pb2_grpc.HealthStub(self.channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=timeout, metadata=self.metadata)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
 
     def classify(self, images: Sequence[ImageInput], head: str = "imagenet", top_k: int = 5,
                  abstain_below: float = 0.0, ids: Sequence[str] | None = None,

@@ -1,7 +1,9 @@
 """Search an embedding store by image, by vector or by row id, through its FAISS index.
 
 A store without a built index is searched exactly (flat), so search works from the first
-``embed-dataset`` on; ``embedsvc index build`` makes it fast.
+``embed-dataset`` on; ``embedsvc index build`` makes it fast. Rows appended after the index was
+built (``rows_indexed`` in its info file) are searched exactly and merged, and ``unindexed``
+says how many there are, so a stale index never hides new rows.
 """
 from __future__ import annotations
 
@@ -44,11 +46,14 @@ class StoreSearcher:
         d = index_dir(self.store, index)
         if (d / "index_infos.json").is_file():
             self.index = VectorIndex.load(d, expect_binding=self.store.binding)
+            self.rows_indexed = int(self.index.infos.get("rows_indexed", self.index.ntotal))
         elif index != DEFAULT_INDEX:
             raise InvalidInputError(f"store has no index named {index!r}; build it with "
                                     f"'embedsvc index build {self.store.root} --name {index}'")
         else:
             self.index = build_index(self.store.vectors(), binding=self.store.binding, kind="flat")
+            self.rows_indexed = self.store.count
+        self.unindexed = max(0, self.store.count - self.rows_indexed)
         self._extractor: FeatureExtractor | None = None
 
     # -- queries ------------------------------------------------------------------------------
@@ -66,8 +71,26 @@ class StoreSearcher:
             raise InvalidInputError(f"can filter on {', '.join(FILTER_KEYS)}; not on {sorted(bad)}")
         meta = self.store.metadata()
         keep = (lambda i: all(meta[i].get(key) == v for key, v in where.items())) if where else None
-        return [[Hit(i, score, meta[i]) for i, score in hits]
-                for hits in self.index.search_where(queries, k, keep)]
+        found = self.index.search_where(queries, k, keep)
+        if self.unindexed:
+            found = [sorted(hits + tail, key=lambda h: -h[1])[:k]
+                     for hits, tail in zip(found, self._search_unindexed(queries, k, keep))]
+        return [[Hit(i, score, meta[i]) for i, score in hits] for hits in found]
+
+    def _search_unindexed(self, queries: np.ndarray, k: int, keep) -> list[list[tuple[int, float]]]:
+        tail = np.asarray(self.store.vectors()[self.rows_indexed:], dtype=np.float32)
+        scores = np.asarray(queries, dtype=np.float32) @ tail.T
+        out = []
+        for row in scores:
+            hits = []
+            for j in np.argsort(-row):
+                i = self.rows_indexed + int(j)
+                if keep is None or keep(i):
+                    hits.append((i, float(row[j])))
+                    if len(hits) == k:
+                        break
+            out.append(hits)
+        return out
 
     def search_images(self, images: Sequence[ImageSource], k: int = 10,
                       where: dict[str, str] | None = None) -> list[list[Hit]]:

@@ -20,9 +20,10 @@ def run(*args, check_rc=None):
 def test_models_table_lists_backbones_and_weight_status():
     out = run("models", "--json", check_rc=0).stdout
     rows = {r["name"]: r for r in json.loads(out)}
-    assert rows["effnet-lite0 (default)"]["weights"] == "present"
-    assert rows["effnet-lite0 (default)"]["dim"] == "1280"
-    assert rows["effnet-lite2"]["input"] == "260"
+    assert rows["effnet-lite0"]["weights"] == "present" and rows["effnet-lite0"]["default"] is True
+    assert rows["effnet-lite0"]["dim"] == 1280  # numbers as numbers
+    assert rows["effnet-lite2"]["input_size"] == 260 and rows["effnet-lite2"]["default"] is False
+    assert rows["timm:<model>"]["dim"] is None
     assert run("models", check_rc=0).stdout.startswith("NAME")
 
 

@@ -34,7 +34,7 @@ def test_search_cli(fmnist_store):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     hits = json.loads(proc.stdout)
-    assert hits[0]["id"] == 10 and hits[0]["label"] == row["label"] and len(hits) == 3
+    assert hits[0]["id"] == 10 and hits[0]["metadata"]["label"] == row["label"] and len(hits) == 3
     bad = subprocess.run([sys.executable, "-m", "embedsvc", "search", str(fmnist_store.root),
                           "--id", "999999"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "no row 999999" in bad.stderr

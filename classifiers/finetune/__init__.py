@@ -1,13 +1,16 @@
 """Fine-tuning: layer freezing, strategies (linear / partial / full / gradual / lp-ft / auto),
-resumable jobs, WiSE-FT weight interpolation and the strategy advisor."""
-from .advisor import DomainGap, Recommendation, advise, domain_gap, recommend
-from .config import STRATEGIES, FinetuneConfig
-from .freezing import (FreezeReport, freeze_by_pattern, freeze_stages, frozen_batchnorms,
-                       stage_report, train_mode)
-from .interpolate import interpolate_run, interpolate_weights
-from .trainer import FinetuneJob, RunResult, evaluate_run, finetune
+resumable jobs, WiSE-FT weight interpolation and the strategy advisor. Names resolve on first
+use, so reading ``STRATEGIES`` or ``FinetuneConfig`` imports no torch."""
+from embedsvc.lazy import lazy_exports
 
-__all__ = ["DomainGap", "FinetuneConfig", "FinetuneJob", "FreezeReport", "Recommendation",
-           "RunResult", "STRATEGIES", "advise", "domain_gap", "evaluate_run", "finetune",
-           "freeze_by_pattern", "freeze_stages", "frozen_batchnorms", "interpolate_run",
-           "interpolate_weights", "recommend", "stage_report", "train_mode"]
+_EXPORTS = {
+    "DomainGap": "advisor", "Recommendation": "advisor", "advise": "advisor",
+    "domain_gap": "advisor", "recommend": "advisor",
+    "STRATEGIES": "config", "FinetuneConfig": "config",
+    "FreezeReport": "freezing", "freeze_by_pattern": "freezing", "freeze_stages": "freezing",
+    "frozen_batchnorms": "freezing", "stage_report": "freezing", "train_mode": "freezing",
+    "interpolate_run": "interpolate", "interpolate_weights": "interpolate",
+    "FinetuneJob": "trainer", "RunResult": "trainer", "evaluate_run": "trainer", "finetune": "trainer",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

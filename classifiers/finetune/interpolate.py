@@ -8,15 +8,14 @@ the fine-tuned model. The result is a new run directory that loads as ``finetune
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import torch
 
-from embedsvc.atomic import atomic_write_bytes
-from embedsvc.backbones.finetuned import (HEAD_DIR, RUN_JSON, WEIGHTS, canonical_name, load_parent,
-                                          read_run, save_weights)
+from embedsvc.backbones.finetuned import load_parent
+from embedsvc.backbones.run_format import (HEAD_DIR, WEIGHTS, canonical_name, is_finished_run,
+                                          read_run, save_weights, write_run)
 from embedsvc.backbones.weights import sha256_file
 from embedsvc.errors import IncompatibleError, InvalidInputError
 
@@ -46,7 +45,7 @@ def interpolate_run(run_dir: str | Path, alpha: float, out: str | Path | None = 
     out = Path(out) if out else run_dir.with_name(f"{run_dir.name}-wise{alpha:g}")
     if out.resolve() == run_dir.resolve():
         raise InvalidInputError("--out must differ from the run directory")
-    if (out / RUN_JSON).exists():
+    if is_finished_run(out):
         raise InvalidInputError(f"{str(out)!r} already holds a run; choose another --out")
     parent = load_parent(meta, run_dir)
     mixed = interpolate_weights(parent.model.state_dict(), load_file(str(run_dir / WEIGHTS)), alpha)
@@ -61,5 +60,5 @@ def interpolate_run(run_dir: str | Path, alpha: float, out: str | Path | None = 
     head.save(out / HEAD_DIR)
     new_meta = {**meta, "interpolation": {"from": str(run_dir.resolve()), "alpha": alpha},
                 "metrics": {}}
-    atomic_write_bytes(out / RUN_JSON, json.dumps(new_meta, indent=2).encode())  # commit
+    write_run(out, new_meta)  # commit
     return out

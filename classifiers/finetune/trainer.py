@@ -32,8 +32,7 @@ from tqdm import tqdm
 from embedsvc.atomic import atomic_write_bytes
 from embedsvc.backbones import create_backbone
 from embedsvc.backbones.base import PRE_LOGITS
-from embedsvc.backbones.finetuned import (FORMAT_VERSION, HEAD_DIR, RUN_JSON, WEIGHTS, canonical_name,
-                                          save_weights)
+from embedsvc.backbones.run_format import HEAD_DIR, WEIGHTS, canonical_name, save_weights, write_run
 from embedsvc.backbones.weights import sha256_file
 from embedsvc.embeddings import check_weights
 from embedsvc.errors import IncompatibleError, InvalidInputError
@@ -342,10 +341,10 @@ class FinetuneJob:
                     training={"source": "finetune", "run_dir": str(self.run_dir.resolve()),
                               "strategy": strategy})
         head.save(self.run_dir / HEAD_DIR)
-        meta = {"format": FORMAT_VERSION, "parent": parent, "preprocess": pre.to_dict(),
+        meta = {"parent": parent, "preprocess": pre.to_dict(),
                 "classes": classes, "strategy": strategy, "config": self.config.to_dict(),
                 "data": self.data_source, "metrics": metrics}
-        atomic_write_bytes(self.run_dir / RUN_JSON, json.dumps(meta, indent=2).encode())  # commit
+        write_run(self.run_dir, meta)  # commit
         self._say(f"best epoch {metrics['best_epoch']}"
                   + (f", validation accuracy {metrics['val_acc']:.4f}" if metrics["val_acc"] is not None else "")
                   + f"; use it as --backbone {name} (its classifier: --head {self.run_dir / HEAD_DIR})")

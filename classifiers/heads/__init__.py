@@ -1,8 +1,14 @@
-"""Classifier heads on top of backbone embeddings."""
-from .artifact import Head
-from .imagenet import ImageNetHead, Prediction
-from .kinds import HEAD_KINDS, make_head
-from .train import TrainHeadConfig, train_head
+"""Classifier heads on top of backbone embeddings.
 
-__all__ = ["HEAD_KINDS", "Head", "ImageNetHead", "Prediction", "TrainHeadConfig", "make_head",
-           "train_head"]
+``KIND_NAMES`` lists the head kinds without importing scikit-learn (the command line's choices);
+``kinds.HEAD_KINDS`` maps the same names to their estimators and checks that they agree.
+"""
+from embedsvc.lazy import lazy_exports
+
+KIND_NAMES = ("logreg", "linear-svm", "svm", "knn", "centroid")
+
+__all__ = ["HEAD_KINDS", "KIND_NAMES", "Head", "ImageNetHead", "Prediction", "TrainHeadConfig",
+           "make_head", "train_head"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "Head": "artifact", "ImageNetHead": "imagenet", "Prediction": "imagenet",
+    "HEAD_KINDS": "kinds", "make_head": "kinds", "TrainHeadConfig": "train", "train_head": "train"})

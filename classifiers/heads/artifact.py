@@ -23,6 +23,7 @@ import numpy as np
 from embedsvc.atomic import atomic_write_bytes
 from embedsvc.embeddings import BINDING_KEYS, Embeddings, check_compatible
 from embedsvc.errors import IncompatibleError, InvalidInputError, NotFoundError
+from embedsvc.versions import require_same_version, written_by
 
 from .kinds import HEAD_KINDS
 
@@ -78,6 +79,7 @@ class Head:
             "provenance": {k: self.provenance.get(k) for k in BINDING_KEYS},
             "metrics": self.metrics,
             "training": self.training,
+            "written_by": written_by(),
         }
         atomic_write_bytes(d / "params.npz", buf.getvalue())
         atomic_write_bytes(d / "head.json", json.dumps(meta, indent=2).encode())  # last: commit
@@ -97,6 +99,9 @@ class Head:
         kind = meta.get("kind")
         if kind not in HEAD_KINDS:
             raise InvalidInputError(f"head {str(d)!r} has unknown kind {kind!r}")
+        depends_on = getattr(HEAD_KINDS[kind], "private_layout_of", None)
+        if depends_on:
+            require_same_version(meta, depends_on, f"head {str(d)!r} (kind {kind})")
         arrays = _load_arrays(d / "params.npz")
         classes = np.asarray([str(c) for c in meta["classes"]])
         estimator = HEAD_KINDS[kind].from_state(classes, arrays, meta["params"])

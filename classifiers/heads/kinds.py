@@ -14,34 +14,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from embedsvc.errors import InvalidInputError
 
+from . import KIND_NAMES
+from .features import check_X, check_Xy, softmax
+from .similarity import CentroidHead, KNNHead
+
 C_GRID = tuple(float(c) for c in np.logspace(-3, 2, 6))  # 0.001 .. 100, as CLIP linear probes
-
-
-def _check_X(X, dim: int | None = None) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 2:
-        raise InvalidInputError(f"features must be 2-d (n, dim), got shape {X.shape}")
-    if dim is not None and X.shape[1] != dim:
-        raise InvalidInputError(f"head was trained on {dim}-d features, got {X.shape[1]}-d")
-    if not np.isfinite(X).all():
-        raise InvalidInputError("features contain NaN or infinity")
-    return X
-
-
-def _check_Xy(X, y) -> tuple[np.ndarray, np.ndarray]:
-    X = _check_X(X)
-    y = np.asarray(y)
-    if y.shape != (len(X),):
-        raise InvalidInputError(f"{len(X)} feature rows but labels of shape {y.shape}")
-    if len(np.unique(y)) < 2:
-        raise InvalidInputError("a head needs at least 2 classes in its training data")
-    return X, y.astype(str)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 class _Standardized:
@@ -106,7 +83,7 @@ class LogRegHead(_Standardized, ClassifierMixin, BaseEstimator):
     def fit(self, X, y) -> "LogRegHead":
         from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 
-        X, y = _check_Xy(X, y)
+        X, y = check_Xy(X, y)
         Z = self._fit_scaler(X)
         folds = min(self.cv, int(np.bincount(np.unique(y, return_inverse=True)[1]).min()))
         if folds >= 2 and len(self.Cs) > 1:
@@ -130,10 +107,10 @@ class LogRegHead(_Standardized, ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X) -> np.ndarray:
         check_is_fitted(self, "coef_")
-        return self._scale(_check_X(X, self.coef_.shape[1])) @ self.coef_.T + self.intercept_
+        return self._scale(check_X(X, self.coef_.shape[1])) @ self.coef_.T + self.intercept_
 
     def predict_proba(self, X) -> np.ndarray:
-        return _softmax(self.decision_function(X))
+        return softmax(self.decision_function(X))
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[np.argmax(self.decision_function(X), axis=1)]
@@ -184,7 +161,7 @@ class LinearSVMHead(_PlattOvR, _Standardized, ClassifierMixin, BaseEstimator):
                          max_iter=5000)
 
     def fit(self, X, y) -> "LinearSVMHead":
-        X, y = _check_Xy(X, y)
+        X, y = check_Xy(X, y)
         Z = self._fit_scaler(X)
         svc = self._svc().fit(Z, y)
         self.classes_ = svc.classes_
@@ -195,7 +172,7 @@ class LinearSVMHead(_PlattOvR, _Standardized, ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X) -> np.ndarray:
         check_is_fitted(self, "coef_")
-        Z = self._scale(_check_X(X, self.coef_.shape[1]))
+        Z = self._scale(check_X(X, self.coef_.shape[1]))
         return _two_columns((Z @ self.coef_.T + self.intercept_).squeeze(1)
                             if self.coef_.shape[0] == 1 else Z @ self.coef_.T + self.intercept_)
 
@@ -226,6 +203,8 @@ class RBFSVMHead(_PlattOvR, _Standardized, ClassifierMixin, BaseEstimator):
     rebuilt on load."""
 
     kind = "svm"
+    # rebuilt from scikit-learn's private SVC attributes: refused under another version
+    private_layout_of = "sklearn"
     _ARRAYS = ("support_", "support_vectors_", "_n_support", "dual_coef_", "intercept_",
                "_dual_coef_", "_intercept_", "class_weight_", "n_iter_", "_probA", "_probB")
 
@@ -244,7 +223,7 @@ class RBFSVMHead(_PlattOvR, _Standardized, ClassifierMixin, BaseEstimator):
                    class_weight=self.class_weight, decision_function_shape="ovr")
 
     def fit(self, X, y) -> "RBFSVMHead":
-        X, y = _check_Xy(X, y)
+        X, y = check_Xy(X, y)
         Z = self._fit_scaler(X)
         self.svc_ = self._svc().fit(Z, y)
         self.classes_ = self.svc_.classes_
@@ -253,7 +232,7 @@ class RBFSVMHead(_PlattOvR, _Standardized, ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X) -> np.ndarray:
         check_is_fitted(self, "svc_")
-        return self.svc_.decision_function(self._scale(_check_X(X, self.svc_.shape_fit_[1])))
+        return self.svc_.decision_function(self._scale(check_X(X, self.svc_.shape_fit_[1])))
 
     def predict_proba(self, X) -> np.ndarray:
         return self._platt_proba(self.decision_function(X))
@@ -286,105 +265,10 @@ class RBFSVMHead(_PlattOvR, _Standardized, ClassifierMixin, BaseEstimator):
         return h
 
 
-# -- k nearest neighbours -----------------------------------------------------------------------
-class KNNHead(ClassifierMixin, BaseEstimator):
-    """Cosine k-NN over the training vectors (FAISS inner product on unit vectors), votes
-    weighted by exp(similarity / temperature)."""
-
-    kind = "knn"
-
-    def __init__(self, k: int = 20, temperature: float = 0.07):
-        self.k = k
-        self.temperature = temperature
-
-    @staticmethod
-    def _unit(X):
-        return X / np.clip(np.linalg.norm(X, axis=1, keepdims=True), 1e-12, None)
-
-    def fit(self, X, y) -> "KNNHead":
-        X, y = _check_Xy(X, y)
-        if self.k < 1:
-            raise InvalidInputError(f"k must be >= 1, got {self.k}")
-        self.classes_, self.y_ = np.unique(y, return_inverse=True)
-        self.vectors_ = self._unit(X).astype(np.float32)
-        self._index = None
-        return self
-
-    def _search(self, X):
-        import faiss
-
-        check_is_fitted(self, "vectors_")
-        if getattr(self, "_index", None) is None:
-            self._index = faiss.IndexFlatIP(self.vectors_.shape[1])
-            self._index.add(self.vectors_)
-        q = np.ascontiguousarray(self._unit(_check_X(X, self.vectors_.shape[1])))
-        return self._index.search(q, min(self.k, len(self.vectors_)))
-
-    def predict_proba(self, X) -> np.ndarray:
-        sims, idx = self._search(X)
-        w = np.exp((sims - sims[:, :1]) / self.temperature)
-        votes = np.zeros((len(idx), len(self.classes_)))
-        np.add.at(votes, (np.repeat(np.arange(len(idx)), idx.shape[1]), self.y_[idx].ravel()), w.ravel())
-        return votes / votes.sum(axis=1, keepdims=True)
-
-    def predict(self, X) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-    def nearest_similarity(self, X) -> np.ndarray:
-        return self._search(X)[0][:, 0]
-
-    def to_state(self):
-        return {"vectors": self.vectors_, "y": self.y_.astype(np.int64)}, \
-            {"k": self.k, "temperature": self.temperature}
-
-    @classmethod
-    def from_state(cls, classes, arrays, params):
-        h = cls(k=params["k"], temperature=params["temperature"])
-        h.classes_, h.vectors_, h.y_ = classes, arrays["vectors"], arrays["y"]
-        h._index = None
-        return h
-
-
-# -- nearest class centroid ----------------------------------------------------------------------
-class CentroidHead(ClassifierMixin, BaseEstimator):
-    """Nearest class mean by cosine; probabilities softmax(sim / T), T fitted on the training set."""
-
-    kind = "centroid"
-
-    def fit(self, X, y) -> "CentroidHead":
-        X, y = _check_Xy(X, y)
-        self.classes_, inv = np.unique(y, return_inverse=True)
-        U = KNNHead._unit(X)
-        C = np.stack([U[inv == k].mean(axis=0) for k in range(len(self.classes_))])
-        self.centroids_ = KNNHead._unit(C).astype(np.float32)
-        sims = U @ self.centroids_.T
-        temps = np.logspace(-3, 0, 31)
-        nll = [-np.mean(np.log(_softmax(sims / t)[np.arange(len(inv)), inv] + 1e-12)) for t in temps]
-        self.temperature_ = float(temps[int(np.argmin(nll))])
-        return self
-
-    def decision_function(self, X) -> np.ndarray:
-        check_is_fitted(self, "centroids_")
-        return KNNHead._unit(_check_X(X, self.centroids_.shape[1])) @ self.centroids_.T
-
-    def predict_proba(self, X) -> np.ndarray:
-        return _softmax(self.decision_function(X) / self.temperature_)
-
-    def predict(self, X) -> np.ndarray:
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
-
-    def to_state(self):
-        return {"centroids": self.centroids_}, {"temperature": self.temperature_}
-
-    @classmethod
-    def from_state(cls, classes, arrays, params):
-        h = cls()
-        h.classes_, h.centroids_, h.temperature_ = classes, arrays["centroids"], params["temperature"]
-        return h
-
-
 HEAD_KINDS: dict[str, type] = {c.kind: c for c in
                                (LogRegHead, LinearSVMHead, RBFSVMHead, KNNHead, CentroidHead)}
+if tuple(HEAD_KINDS) != KIND_NAMES:
+    raise ImportError("classifiers.heads.KIND_NAMES must list every head kind, in this order")
 
 
 def make_head(kind: str, class_weight: str | None = None, **params: Any):

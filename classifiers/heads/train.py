@@ -58,11 +58,24 @@ def split_store(store: EmbeddingStore, config: TrainHeadConfig):
     y = np.array([meta[i]["label"] for i in labelled], dtype=str)
     splits = np.array([meta[i].get("split") for i in labelled], dtype=object)
     tr, ev = splits == config.train_split, splits == config.eval_split
+    present = sorted({str(s) for s in splits if s is not None})
     if tr.any() and ev.any():
         how = f"store splits: train={config.train_split!r}, eval={config.eval_split!r}"
+    elif set(present) - {config.train_split}:
+        # the store is split, just not as asked: evaluating on another split would be a surprise
+        raise InvalidInputError(f"store {str(store.root)!r} has no {config.eval_split!r} split "
+                                f"(its splits: {', '.join(present)}) to "
+                                f"{'train on' if ev.any() else 'evaluate on'}")
     else:
         from sklearn.model_selection import train_test_split
 
+        if present:  # only a training split: hold out part of it
+            X, y = X[tr], y[tr]
+        classes, counts = np.unique(y, return_counts=True)
+        if (counts < 2).any():
+            raise InvalidInputError(
+                f"a stratified hold-out needs 2 examples of every class; only 1 of "
+                f"{', '.join(map(repr, classes[counts < 2][:5].tolist()))}")
         idx = np.arange(len(y))
         tr_idx, ev_idx = train_test_split(idx, test_size=config.holdout, random_state=config.seed,
                                           stratify=y)
@@ -75,7 +88,12 @@ def train_head(store_path: str | Path, out: str | Path,
                config: TrainHeadConfig = TrainHeadConfig(), progress: bool = True) -> Head:
     store = EmbeddingStore.open(store_path)
     Xtr, ytr, Xev, yev, how = split_store(store, config)
+    notes = []
     if config.shots is not None:
+        classes, counts = np.unique(ytr, return_counts=True)
+        if (counts < config.shots).any():
+            short = ", ".join(f"{c} {n}" for c, n in zip(classes, counts) if n < config.shots)
+            notes.append(f"--shots {config.shots}: fewer examples in {short}; using all of those")
         keep = few_shot(ytr, config.shots, config.seed)
         Xtr, ytr = Xtr[keep], ytr[keep]
     t0 = time.perf_counter()
@@ -90,6 +108,7 @@ def train_head(store_path: str | Path, out: str | Path,
         "train_examples": int(len(ytr)),
         "per_class": {str(c): int(n) for c, n in zip(classes, counts)},
         "config": asdict(config),
+        "notes": notes,
     }
     head = Head(est, store.provenance, m, training)
     out = Path(out)

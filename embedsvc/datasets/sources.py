@@ -108,6 +108,11 @@ def scan_source(src: str | os.PathLike) -> list[Record]:
     if not path.exists():
         raise NotFoundError(f"dataset source {str(path)!r} does not exist")
     if path.is_dir():
+        if (path / "manifest.json").is_file() and (path / "shards").is_dir():
+            # its folders (shards/, indexes/) are not classes; its vectors are already made
+            raise InvalidInputError(
+                f"{str(path)!r} is an embedding store, not images; give the image folder or "
+                f"manifest it was made from")
         records = scan_folder(path)
     elif path.suffix.lower() in (".csv", ".jsonl"):
         records = scan_manifest(path)

@@ -1,5 +1,7 @@
 """FAISS indexes over embedding stores: cosine similarity through inner product."""
-from .planner import IndexPlan, plan_index
-from .vector_index import VectorIndex, build_index
+from ..lazy import lazy_exports
 
 __all__ = ["IndexPlan", "plan_index", "VectorIndex", "build_index"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "IndexPlan": "planner", "plan_index": "planner", "VectorIndex": "vector_index",
+    "build_index": "vector_index"})

@@ -66,4 +66,7 @@ def plan_index(count: int, dim: int, kind: str = "auto",
         return IndexPlan("ivf", f"IVF{nlist},Flat", "nprobe", nlist)
     # 8-bit codes need 256 * 39 training points per sub-quantizer; small stores get fewer bits
     nbits = max(4, min(8, int(math.log2(max(2, count // 39)))))
+    if count < 2 ** nbits:  # k-means cannot make more centroids than it has points
+        raise InvalidInputError(f"an ivfpq index needs at least {2 ** nbits} vectors, got {count}; "
+                                f"use kind flat (exact) or auto")
     return IndexPlan("ivfpq", f"IVF{nlist},PQ{_pq_m(dim)}x{nbits}", "nprobe", nlist)

@@ -22,6 +22,7 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..embeddings import check_compatible
 from ..errors import IncompatibleError, InvalidInputError, NotFoundError
+from ..versions import written_by
 from .planner import IndexPlan, plan_index
 
 FORMAT_VERSION = 1
@@ -160,7 +161,7 @@ class VectorIndex:
         np.save(buf, np.array(sorted(self.removed), dtype=np.int64))
         atomic_write_bytes(d / "removed.npy", buf.getvalue())
         infos = {**self.infos, "format": FORMAT_VERSION, "plan": asdict(self.plan),
-                 "binding": self.binding, "ntotal": self.ntotal,
+                 "binding": self.binding, "ntotal": self.ntotal, "written_by": written_by(),
                  "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         # written last: a reader trusts index.faiss only when index_infos.json describes it
         atomic_write_bytes(d / "index_infos.json", json.dumps(infos, indent=2).encode())
@@ -226,6 +227,7 @@ def build_index(vectors: np.ndarray, ids: np.ndarray | None = None, binding: dic
     t0 = time.perf_counter()
     index = faiss.index_factory(x.shape[1], plan.factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
+        _quiet_clustering(index)
         rng = np.random.default_rng(seed)
         # k-means needs ~39-256 points per list; more only costs time
         n_train = min(len(x), max(plan.nlist * 64, 10_000))
@@ -239,8 +241,18 @@ def build_index(vectors: np.ndarray, ids: np.ndarray | None = None, binding: dic
     if plan.search_param:
         vi.infos.update(tune(vi, x, ids, recall_target, k, tuning_queries, seed))
     else:
-        vi.infos["recall_at_k"] = 1.0
+        vi.infos.update(recall_at_k=1.0, recall_target_met=True)
     return vi
+
+
+def _quiet_clustering(index) -> None:
+    """FAISS prints a warning per k-means run when it has fewer than 39 points per centroid. The
+    planner sized the lists for the data it has, so those lines are noise to the user."""
+    faiss = _faiss()
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    ivf.cp.min_points_per_centroid = 1
+    if hasattr(ivf, "pq"):
+        ivf.pq.cp.min_points_per_centroid = 1
 
 
 TUNING_MARGIN = 0.01
@@ -265,4 +277,5 @@ def tune(vi: VectorIndex, x: np.ndarray, ids: np.ndarray, target: float, k: int,
         if recall >= min(1.0, target + TUNING_MARGIN):
             break
     return {"search_param": vi.plan.search_param, "search_param_value": int(value),
-            "recall_at_k": round(recall, 4), "tuning_queries": len(queries)}
+            "recall_at_k": round(recall, 4), "tuning_queries": len(queries),
+            "recall_target_met": recall >= target}

@@ -49,7 +49,7 @@ class DataDir:
         return self.root / "backbones"
 
     def runs(self) -> list[str]:
-        from ..backbones.finetuned import RUN_JSON
+        from ..backbones.run_format import RUN_JSON
 
         d = self.backbones
         return sorted(p.parent.name for p in d.glob(f"*/{RUN_JSON}")) if d.is_dir() else []
@@ -70,7 +70,7 @@ class DataDir:
     def register_run(self, run_dir: str | Path, name: str) -> Path:
         """Install a fine-tuning run as backbones/NAME and its head as heads/NAME, so a server
         serves backbone finetuned:NAME and head NAME."""
-        from ..backbones.finetuned import HEAD_DIR, PREFIX, RUN_JSON, WEIGHTS
+        from ..backbones.run_format import HEAD_DIR, PREFIX, RUN_JSON, WEIGHTS
 
         run_dir = Path(run_dir)
         valid_name(name, "run name")

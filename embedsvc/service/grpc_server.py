@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import logging
-import os
-import re
 import signal
 import threading
 import time
@@ -24,53 +21,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ..errors import (DeadlineExceededError, EmbedsvcError, FailedPreconditionError,
-                      InvalidInputError, NotFoundError, ResourceExhaustedError, UnavailableError)
+from ..errors import EmbedsvcError
 from ..v1 import embedsvc_pb2 as pb
 from ..v1 import embedsvc_pb2_grpc as pb_grpc
 from .config import ServeConfig
 from .core import EmbeddingCore
+from .interceptors import AdmissionInterceptor, TokenAuthInterceptor
 from .listen import check_listen_address
+from .status import PER_ITEM_ERRORS, SERVICE_NAME, count as _count, public_message, status_of
 
 log = logging.getLogger("embedsvc.server")
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
-
-# One table from core errors to gRPC status codes; the first matching class wins.
-STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
-    (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (UnavailableError, grpc.StatusCode.UNAVAILABLE),
-    (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFoundError, grpc.StatusCode.NOT_FOUND),
-    (FailedPreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
-    (EmbedsvcError, grpc.StatusCode.INTERNAL),
-)
-# errors that concern one image of a stream: answered in its EmbedResult, the stream goes on
-PER_ITEM_ERRORS = (InvalidInputError, DeadlineExceededError, ResourceExhaustedError)
-
-
-def status_of(exc: BaseException) -> grpc.StatusCode | None:
-    for cls, code in STATUS_OF:
-        if isinstance(exc, cls):
-            return code
-    return None
-
-
-# An absolute path whose first component exists on this machine (/usr/..., /tmp/..., /root/...):
-# it names the server's disk and never goes into an error detail. Client-made ids stay as sent.
-_PATH = re.compile(r"(?<![\w.:/])/([\w.\-]+)(?:/[\w.\-]*)*")
-
-
-def public_message(text: str) -> str:
-    return _PATH.sub(lambda m: "<path>" if os.path.exists("/" + m.group(1)) else m.group(0), text)
-
-
-def _count(metrics, method: str, code: grpc.StatusCode, t0: float | None = None) -> None:
-    metrics.requests.labels(method, code.name).inc()
-    if t0 is not None:
-        metrics.latency.labels(method).observe(time.perf_counter() - t0)
-
-
 _ENDED = (asyncio.CancelledError, grpc.aio.AbortError)  # the call is over: nothing to map
 
 
@@ -241,68 +201,6 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
             max_images_per_request=c.max_images_per_request,
             max_bytes_per_image=c.max_bytes_per_image,
             max_pixels_per_image=c.max_pixels_per_image)
-
-
-class AdmissionInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses work calls while every request slot is taken, before their message is read: a
-    refused 50 MB request costs no memory. (The handler takes the slot for real; this is the
-    early, message-free check.)"""
-
-    WORK = tuple(f"/{SERVICE_NAME}/{m}" for m in ("Embed", "Classify", "Search", "Upsert", "Delete"))
-
-    def __init__(self, core: EmbeddingCore):
-        self.core = core
-
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method not in self.WORK:
-            return handler
-        try:
-            self.core.admission.check_room()
-            return handler
-        except EmbedsvcError as exc:
-            code, details = status_of(exc), str(exc)
-        method = handler_call_details.method.rsplit("/", 1)[-1]
-
-        async def refuse(request_iterator, context):  # stream-shaped: never reads the message
-            _count(self.core.metrics, method, code)
-            await context.abort(code, details)
-
-        return grpc.stream_unary_rpc_method_handler(refuse)
-
-
-class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Bearer-token check on every call, streams included, except health checks (load balancers
-    probe those). The token is compared in constant time."""
-
-    def __init__(self, token: str):
-        self._expected = f"Bearer {token}".encode()
-
-    async def intercept_service(self, continuation, handler_call_details):
-        if handler_call_details.method.startswith("/grpc.health.v1.Health/"):
-            return await continuation(handler_call_details)
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        given = metadata.get("authorization", "")
-        given = given.encode() if isinstance(given, str) else bytes(given)
-        if hmac.compare_digest(given, self._expected):
-            return await continuation(handler_call_details)
-        handler = await continuation(handler_call_details)
-        return _deny_like(handler)
-
-
-def _deny_like(handler) -> grpc.RpcMethodHandler:
-    """A handler of the same shape (unary or streaming) that answers UNAUTHENTICATED."""
-
-    async def deny(request_or_iterator, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-
-    streaming_in = bool(handler and handler.request_streaming)
-    streaming_out = bool(handler and handler.response_streaming)
-    make = {(False, False): grpc.unary_unary_rpc_method_handler,
-            (False, True): grpc.unary_stream_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler,
-            (True, True): grpc.stream_stream_rpc_method_handler}[(streaming_in, streaming_out)]
-    return make(deny)
 
 
 class Server:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..backbones import Backbone, create_backbone, resolve
-from ..backbones.finetuned import PREFIX as FINETUNED, RUN_JSON, canonical_name
+from ..backbones.run_format import PREFIX as FINETUNED, RUN_JSON, canonical_name
 from .datadir import DataDir, valid_name
 from ..errors import InvalidInputError, NotFoundError, WeightsNotFoundError
 from ..extract import ExtractConfig, FeatureExtractor

@@ -1,6 +1,8 @@
 """Embedding stores: sharded vectors + metadata + a manifest that binds them to a backbone."""
-from .embed_job import EmbedDatasetConfig, EmbedReport, embed_dataset
-from .store import EmbeddingStore, StoreLock, StoreLockedError
+from ..lazy import lazy_exports
 
-__all__ = ["EmbedDatasetConfig", "EmbedReport", "EmbeddingStore", "StoreLock",
-           "StoreLockedError", "embed_dataset"]
+__all__ = ["EmbedDatasetConfig", "EmbedReport", "EmbeddingStore", "StoreLock", "StoreLockedError",
+           "embed_dataset"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "EmbedDatasetConfig": "embed_job", "EmbedReport": "embed_job", "embed_dataset": "embed_job",
+    "EmbeddingStore": "store", "StoreLock": "store", "StoreLockedError": "store"})

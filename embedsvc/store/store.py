@@ -28,6 +28,7 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..embeddings import BINDING_KEYS, check_compatible
 from ..errors import IncompatibleError, InvalidInputError, NotFoundError, StoreLockedError
+from ..versions import written_by
 
 FORMAT_VERSION = 1
 DTYPES = ("float32", "float16")
@@ -210,6 +211,7 @@ class EmbeddingStore:
             tmp.unlink(missing_ok=True)
 
     def _write_manifest(self) -> None:
+        self.manifest["written_by"] = written_by()  # of the last write
         atomic_write_bytes(self.root / "manifest.json", json.dumps(self.manifest, indent=2).encode())
 
 

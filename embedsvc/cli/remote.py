@@ -1,0 +1,159 @@
+"""``client ...``: every RPC of a running server, printing the same JSON as the local commands."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+from . import output
+from .common import (EXIT_ERROR, EXIT_OK, TOKEN_ENV, command, err, existing_images,
+                     group, non_negative_int, positive_float, positive_int, probability, token)
+
+ID_BITS = 63  # Upsert ids are int64 and must be >= 0
+
+
+def content_id(path: str) -> int:
+    """An image's default Upsert id: from its bytes, so the same image keeps its id and two
+    calls never number their images alike (ids are never reused by accident)."""
+    digest = hashlib.sha256(Path(path).read_bytes()).digest()
+    return int.from_bytes(digest[:8], "big") >> (64 - ID_BITS)
+
+
+def _embed(c, a):
+    _, resp = c.embed(a.images, backbone=a.backbone or "", timeout=a.timeout)
+    return [output.embedding(v.id, v.values) for v in resp.vectors]
+
+
+def _embed_stream(c, a):
+    rows = []
+    for r in c.embed_stream(a.images, backbone=a.backbone or "", timeout=a.timeout):
+        rows.append(output.embedding(r.vector.id, r.vector.values) if not r.error else
+                    {"id": r.vector.id or None, "error": r.error})
+    return rows
+
+
+def _classify(c, a):
+    return [output.classification(r["id"], r["label"], r["probability"], r["ood_score"],
+                                  r["abstained"], r["top"])
+            for r in c.classify(a.images, head=a.head, top_k=a.top,
+                                abstain_below=a.abstain_below or 0.0, timeout=a.timeout)]
+
+
+def _search(c, a):
+    return [output.hit(h["id"], h["score"], h["metadata"])
+            for h in c.search(a.index, image=a.image, k=a.k, timeout=a.timeout)]
+
+
+def _upsert(c, a):
+    ids = ([a.first_id + n for n in range(len(a.images))] if a.first_id is not None
+           else [content_id(p) for p in a.images])
+    items = [{"id": i, "image": p, "metadata": {"path": str(p), **({"label": a.label} if a.label else {})}}
+             for i, p in zip(ids, a.images)]
+    r = c.upsert(a.index, items, timeout=a.timeout)
+    return {"upserted": r.upserted, "total": r.total, "ids": ids}
+
+
+def _delete(c, a):
+    r = c.delete(a.index, a.ids, timeout=a.timeout)
+    return {"deleted": r.deleted, "total": r.total}
+
+
+def _models(c, a):
+    info = c.info(timeout=a.timeout)
+    return [output.model(m.name, m.library, m.dim, m.input_size, m.weights, m.description,
+                         m.name == info.default_backbone, m.loaded)
+            for m in c.models(timeout=a.timeout)]
+
+
+def _message_list(method):
+    def call(c, a):
+        from ..client import message_to_dict
+
+        return [message_to_dict(m) for m in getattr(c, method)(timeout=a.timeout)]
+    return call
+
+
+def _info(c, a):
+    from ..client import message_to_dict
+
+    return message_to_dict(c.info(timeout=a.timeout))
+
+
+def _health(c, a):
+    return {"status": c.health(timeout=a.timeout)}
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    from ..client import Client, RpcError
+
+    if hasattr(args, "images"):
+        args.images = existing_images(args.images, skip_bad=False)
+    if getattr(args, "image", None):
+        existing_images([args.image], skip_bad=False)
+    with Client(args.server, token=token()) as c:
+        try:
+            result = args.call(c, args)
+        except RpcError as exc:
+            err(f"{exc.code().name}: {exc.details()}")
+            return EXIT_ERROR
+    output.print_json(result)
+    return EXIT_OK
+
+
+ACTIONS = {
+    "embed": ("embed images (Embed)", ["embedsvc client embed cat.jpg dog.jpg"], _embed),
+    "embed-stream": ("embed many images over one stream (EmbedStream); a bad image gets its "
+                     "error and the rest go on", ["embedsvc client embed-stream photos/*.jpg"],
+                     _embed_stream),
+    "classify": ("classify images with a head (Classify)",
+                 ["embedsvc client classify x.png --head digits --top 3"], _classify),
+    "search": ("nearest neighbours of an image in an index (Search)",
+               ["embedsvc client search --index catalogue --image query.jpg -k 5"], _search),
+    "upsert": ("add images to an index, creating it (Upsert)",
+               ["embedsvc client upsert --index catalogue shoes/*.jpg --label shoe",
+                "embedsvc client upsert --index catalogue a.jpg b.jpg --first-id 1000"], _upsert),
+    "delete": ("remove ids from an index (Delete)",
+               ["embedsvc client delete --index catalogue 1000 1001"], _delete),
+    "models": ("backbones the server knows (ListModels)", ["embedsvc client models"], _models),
+    "heads": ("heads the server serves, and those that failed to load (ListHeads)",
+              ["embedsvc client heads"], _message_list("heads")),
+    "indexes": ("the server's indexes and their sizes (ListIndexes)",
+                ["embedsvc client indexes"], _message_list("indexes")),
+    "info": ("version, device, batching settings and counters (GetInfo)",
+             ["embedsvc client info --server gpu-box:50051"], _info),
+    "health": ("the standard gRPC health check", ["embedsvc client health"], _health),
+}
+
+
+def register(sub) -> None:
+    csub = group(sub, "client",
+                 f"call a running embedsvc server (token from ${TOKEN_ENV}); prints JSON",
+                 "client_command")
+    for name, (help_, examples, call) in ACTIONS.items():
+        c = command(csub, name, help_, examples, cmd_client,
+                    description=f"{help_}. Prints JSON; the token, if the server needs one, is "
+                                f"read from ${TOKEN_ENV}.")
+        c.set_defaults(call=call)
+        c.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of the server")
+        c.add_argument("--timeout", type=positive_float, default=60.0, help="deadline in seconds")
+        if name in ("embed", "embed-stream", "classify", "upsert"):
+            c.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+        if name in ("embed", "embed-stream"):
+            c.add_argument("--backbone", help="backbone name (default: the server's)")
+        if name == "classify":
+            c.add_argument("--head", default="imagenet", help="head name on the server")
+            c.add_argument("--top", type=positive_int, default=5, help="labels per image")
+            c.add_argument("--abstain-below", type=probability, metavar="P",
+                           help="answer 'unknown' below this top probability, in [0, 1]")
+        if name in ("search", "upsert", "delete"):
+            c.add_argument("--index", required=True, help="index (collection) name")
+        if name == "search":
+            c.add_argument("--image", required=True, help="query image file")
+            c.add_argument("-k", type=positive_int, default=10, help="neighbours to return")
+        if name == "upsert":
+            c.add_argument("--first-id", type=non_negative_int,
+                           help="number the images from this id (default: an id from each "
+                                "image's bytes, printed in the answer)")
+            c.add_argument("--label", help="label metadata for every image")
+        if name == "delete":
+            c.add_argument("ids", nargs="+", type=non_negative_int, metavar="ID", help="ids to remove")

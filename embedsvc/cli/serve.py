@@ -1,0 +1,39 @@
+"""``serve``: the gRPC service."""
+from __future__ import annotations
+
+import argparse
+
+from .common import EXIT_OK, TOKEN_ENV, command, port, token
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..service.config import ServeConfig
+    from ..service.grpc_server import Server
+    from ..service.logs import setup_json_logging
+
+    setup_json_logging()
+    config = ServeConfig.load(args.config, port=args.port, host=args.host, data_dir=args.data_dir,
+                              default_backbone=args.backbone, metrics_port=args.metrics_port,
+                              auth_token=token())
+    server = Server(config).start()
+    metrics = f", metrics on :{server.metrics_port}/metrics" if server.metrics_port else ""
+    print(f"embedsvc serving on {config.host}:{server.port} (data dir {config.data_dir}{metrics})",
+          flush=True)
+    server.serve_until_signal()
+    return EXIT_OK
+
+
+def register(sub) -> None:
+    p = command(sub, "serve", "run the gRPC service (Embed, Classify, Search, Upsert, ...)",
+                ["embedsvc serve --port 50051 --data-dir /srv/embedsvc",
+                 "embedsvc serve --config serve.toml --metrics-port 9100",
+                 f"{TOKEN_ENV}=s3cret embedsvc serve --host 0.0.0.0"], cmd_serve,
+                description=f"Run the gRPC service. Clients must send 'authorization: Bearer TOKEN' "
+                            f"when {TOKEN_ENV} is set. Flags override the --config file; SIGTERM "
+                            f"drains in-flight requests and stops.")
+    p.add_argument("--config", help="serve.toml with ServeConfig fields (see README)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=port, help="port in 1..65535, 0 = any free one (default 50051)")
+    p.add_argument("--data-dir", help="folder with heads/, indexes/ and backbones/")
+    p.add_argument("--backbone", help="default backbone, loaded at start")
+    p.add_argument("--metrics-port", type=port, help="serve Prometheus metrics on this HTTP port")

@@ -1,0 +1,108 @@
+"""The layout rules of the design, checked on the source: no import cycle (function-level imports
+included), grpc only in the service and the client, small modules, and a command line whose
+parser imports no torch."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("embedsvc", "classifiers")
+MAX_LINES = 400
+GENERATED = ("embedsvc/v1/",)  # protoc output
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel.startswith(GENERATED):
+                continue
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """Our modules that ``name`` imports, anywhere in its body."""
+    is_pkg = path.name == "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = name.split(".")[: len(name.split(".")) - node.level + (1 if is_pkg else 0)]
+                base = ".".join(anchor + ([base] if base else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+        else:
+            continue
+        for t in targets:
+            while t and t not in modules:  # `import a.b.c` of a function → its module
+                t = t.rpartition(".")[0]
+            if t and t != name:
+                found.add(t)
+    return found
+
+
+def test_no_import_cycle():
+    modules = _modules()
+    graph = {m: _imports(m, p, modules) for m, p in modules.items()}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(m, stack):
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                cycles.append(" -> ".join(stack[stack.index(n):] + [n]))
+            elif n not in state:
+                visit(n, stack + [n])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_grpc_only_in_service_and_client():
+    offenders = []
+    for name, path in _modules().items():
+        if name.startswith("embedsvc.service") or name == "embedsvc.client":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            mods = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(m == "grpc" or m.startswith("grpc.") or m.startswith("grpc_") for m in mods):
+                offenders.append(name)
+    assert not offenders, f"grpc imported outside the service and client: {offenders}"
+
+
+def test_no_module_over_the_size_limit():
+    big = {n: len(p.read_text().splitlines()) for n, p in _modules().items()}
+    big = {n: lines for n, lines in big.items() if lines > MAX_LINES}
+    assert not big, f"modules over {MAX_LINES} lines: {big}"
+
+
+def _imported_by(*argv: str) -> set[str]:
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "embedsvc", *argv],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines()
+            if line.startswith("import time:")}
+
+
+def test_help_and_client_help_import_no_heavy_library():
+    for argv in (("--help",), ("client", "--help"), ("client", "embed", "--help"),
+                 ("train-head", "--help"), ("finetune", "--help"), ("index", "build", "--help")):
+        loaded = _imported_by(*argv)
+        heavy = loaded & {"torch", "sklearn", "faiss", "timm", "grpc", "PIL"}
+        assert not heavy, f"`embedsvc {' '.join(argv)}` imports {sorted(heavy)}"
