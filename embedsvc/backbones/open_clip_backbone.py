@@ -67,8 +67,8 @@ def build_open_clip(name: str, weights: str | None = None) -> OpenClipBackbone:
     path = require_file(weights, name) if weights else _locate(arch, tag or None, name)
     try:
         model = open_clip.create_model(arch, pretrained=str(path), device="cpu")
-    except (RuntimeError, KeyError) as exc:
-        raise weights_mismatch(name, Path(path), exc) from exc
+    except Exception as exc:  # the file's fault: not a checkpoint, or another network's
+        raise weights_mismatch(name, Path(path), exc) from None
     model.eval()
     pp = model.visual.preprocess_cfg
     size = pp["size"] if isinstance(pp["size"], int) else pp["size"][-1]

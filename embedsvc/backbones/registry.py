@@ -29,8 +29,11 @@ class BackboneEntry:
     dim: int | None = None
     input_size: int | None = None
     locate_weights: Callable[[], Path | None] | None = None
+    generated_weights: bool = False  # made by the builder itself (seeded), no file involved
 
     def weights_status(self) -> str:
+        if self.generated_weights:
+            return "generated"
         if self.locate_weights is None:
             return "local file"
         return "present" if self.locate_weights() is not None else "missing"

@@ -61,7 +61,8 @@ class TimmBackbone(Backbone):
             for i, names in enumerate(ordered)
         ]
 
-def timm_config(model: nn.Module, name: str, weights_path: Path) -> BackboneConfig:
+def timm_config(model: nn.Module, name: str, weights_path: Path | str,
+                weights_sha256: str | None = None) -> BackboneConfig:
     """Derive the config from the model's own pretrained_cfg, as timm does."""
     from timm.data import resolve_model_data_config
 
@@ -84,7 +85,7 @@ def timm_config(model: nn.Module, name: str, weights_path: Path) -> BackboneConf
         dim=int(getattr(model, "head_hidden_size", model.num_features)),
         preprocess=pre,
         weights_path=str(weights_path),
-        weights_sha256=sha256_file(weights_path),
+        weights_sha256=weights_sha256 or sha256_file(Path(weights_path)),
         num_params=sum(p.numel() for p in model.parameters()),
         taps=taps,
     )
@@ -133,8 +134,8 @@ def build_timm(name: str, weights: str | None = None) -> TimmBackbone:
         model = timm.create_model(
             arch, pretrained=path.is_file(), pretrained_cfg_overlay={"file": str(path)}
         )
-    except (RuntimeError, KeyError, ValueError) as exc:
-        raise weights_mismatch(name, path, exc) from exc
+    except Exception as exc:  # the file's fault: not a checkpoint, or another network's
+        raise weights_mismatch(name, path, exc) from None
     return TimmBackbone(model, timm_config(model, name, path))
 
 

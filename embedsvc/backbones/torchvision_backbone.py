@@ -68,11 +68,10 @@ def build_torchvision(name: str, weights: str | None = None) -> TorchvisionBackb
                 "or pass --weights PATH. Nothing is downloaded.",
             )
     model = tvm.get_model(arch, weights=None)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise weights_mismatch(name, Path(path), exc) from exc
+    try:  # any failure here is the file's: not a checkpoint, or another network's
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    except Exception as exc:
+        raise weights_mismatch(name, Path(path), exc) from None
     model.eval()
     classifier = _last_linear(model, name)
     # The weights' own eval transform: resize_size → crop_size, which is timm's crop_pct.
