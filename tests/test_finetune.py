@@ -248,6 +248,6 @@ def test_bad_finetune_requests_exit_with_one_line(ft_data, partial_run, tmp_path
     p = run("finetune", str(ft_data), "--out", str(tmp_path / "x"), "--strategy", "bogus")
     assert p.returncode == 2
     p = run("interpolate", str(partial_run.run_dir), "--alpha", "1.5")
-    assert p.returncode == 1 and "alpha" in p.stderr
+    assert p.returncode == 2 and "--alpha" in p.stderr  # a usage error since issue 10
     p = run("embed", "-b", f"finetuned:{tmp_path / 'nothing'}", str(ft_data))
     assert p.returncode == 1 and "finetuned.json" in p.stderr

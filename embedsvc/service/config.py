@@ -19,6 +19,7 @@ from .batcher import BatchingConfig
 # Servers see bytes from anyone: a lower per-image limit than the library's (64 MP), so that the
 # decode threads together stay within a known amount of memory (see ServeConfig.memory_bound).
 SERVER_MAX_PIXELS = 40_000_000
+REQUEST_COPIES = 4
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class ServeConfig:
     max_streams: int = 16  # open EmbedStream calls
     stream_idle_timeout_s: float = 30.0  # a stream that sends nothing for this long is ended
     request_timeout_s: float = 120.0  # the deadline of a request that brings none
+    http2_bdp_probe: bool = False  # off: 64 KiB receive windows, unread bytes stay with clients
     auth_token: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -66,9 +68,14 @@ class ServeConfig:
 
     @property
     def memory_bound(self) -> int:
-        """Bytes of request data the server holds at most, beyond the loaded models: admitted
-        request bytes, plus the decode threads' images (RGB plus a resize buffer, ~6 B/pixel)."""
-        return self.max_inflight_bytes + self.decode_workers * self.max_pixels_per_image * 6
+        """Bytes of request data the server holds at most, beyond the loaded models.
+
+        An admitted request's bytes live up to ``REQUEST_COPIES`` times while it is handled (the
+        transport's buffer, the serialized message, the parsed message, the per-image bytes
+        handed to decoding); the decode threads hold an image each (RGB plus a resize buffer,
+        ~6 B/pixel). The load test in tests/test_server_hardening.py checks the bound."""
+        return (REQUEST_COPIES * self.max_inflight_bytes
+                + self.decode_workers * self.max_pixels_per_image * 6)
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> "ServeConfig":
