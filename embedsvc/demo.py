@@ -130,8 +130,6 @@ def run_product(out: Path) -> None:
     """Dataset → store → head → server → Classify and Search over gRPC → clean stop."""
     import shutil
 
-    import numpy as np
-
     from classifiers.heads import TrainHeadConfig, train_head
     from embedsvc.client import Client
     from embedsvc.datasets.fetch import fetch_dataset

@@ -81,6 +81,7 @@ def test_partial_run_leaves_frozen_stages_bitwise_and_trains_the_rest(partial_ru
     assert rows[0].startswith("epoch,trainable_groups") and len(rows) == 3
     assert (partial_run.run_dir / "curves.png").stat().st_size > 10_000
     meta = json.loads((partial_run.run_dir / "finetuned.json").read_text())
+    assert meta["format"] == 1 and meta["written_by"]["torch"] and meta["written_by"]["timm"]
     assert meta["parent"]["backbone"] == "effnet-lite0" and meta["preprocess"]["input_size"] == [3, SIZE, SIZE]
     assert len(meta["classes"]) == 10 and meta["strategy"] == "partial"
 

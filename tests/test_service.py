@@ -334,9 +334,10 @@ def test_async_client_and_command_line_client(server, photos):
                                     capture_output=True, text=True, timeout=300)
     p = run("classify", photos["chelsea"], "--server", target, "--top", "5")
     assert p.returncode == 0, p.stderr
-    assert {"tabby, tabby cat", "tiger cat", "Egyptian cat"} & {t[0] for t in _json.loads(p.stdout)[0]["top"]}
-    p = run("upsert", photos["rocket"], photos["coffee"], "--server", target, "--index", "cli", "--label", "x")
-    assert p.returncode == 0 and _json.loads(p.stdout) == {"upserted": 2, "total": 2}, p.stderr
+    assert {"tabby, tabby cat", "tiger cat", "Egyptian cat"} & {t["label"] for t in _json.loads(p.stdout)[0]["top"]}
+    p = run("upsert", photos["rocket"], photos["coffee"], "--server", target, "--index", "cli", "--label", "x",
+            "--first-id", "0")
+    assert p.returncode == 0 and _json.loads(p.stdout) == {"upserted": 2, "total": 2, "ids": [0, 1]}, p.stderr
     p = run("search", "--server", target, "--index", "cli", "--image", photos["coffee"], "-k", "1")
     assert p.returncode == 0 and _json.loads(p.stdout)[0]["id"] == 1, p.stderr
     p = run("search", "--server", target, "--index", "missing", "--image", photos["coffee"])

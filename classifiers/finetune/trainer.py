@@ -35,7 +35,7 @@ from embedsvc.backbones.base import PRE_LOGITS
 from embedsvc.backbones.run_format import HEAD_DIR, WEIGHTS, canonical_name, save_weights, write_run
 from embedsvc.backbones.weights import sha256_file
 from embedsvc.embeddings import check_weights
-from embedsvc.errors import IncompatibleError, InvalidInputError
+from embedsvc.errors import InvalidInputError
 from embedsvc.preprocess import normalize
 from embedsvc.runtime import DevicePlan, plan_device
 

@@ -3,45 +3,27 @@ model module when a backbone is created, so listing names (``embedsvc models``, 
 a server's config check) stays instant."""
 from __future__ import annotations
 
+import importlib
+
 from .effnet_lite_weights import EFFNET_LITE, EMBED_DIM, weights_file
 from .run_format import PREFIX as PREFIX_FINETUNED
 from .registry import BackboneEntry, register_backbone, register_family
 
 
-def _effnet_lite(name, weights):
-    from .effnet_lite import build_effnet_lite
+def _lazy(module: str, function: str):
+    """A builder that imports ``module`` (and so torch) only when a backbone is created."""
+    def build(name: str, weights: str | None):
+        return getattr(importlib.import_module(f"{__package__}.{module}"), function)(name, weights)
 
-    return build_effnet_lite(name, weights)
-
-
-def _timm(name, weights):
-    from .timm_backbone import build_timm
-
-    return build_timm(name, weights)
+    return build
 
 
-def _torchvision(name, weights):
-    from .torchvision_backbone import build_torchvision
-
-    return build_torchvision(name, weights)
-
-
-def _open_clip(name, weights):
-    from .open_clip_backbone import build_open_clip
-
-    return build_open_clip(name, weights)
-
-
-def _tiny(name, weights):
-    from .tiny import build_tiny
-
-    return build_tiny(name, weights)
-
-
-def _finetuned(name, weights):
-    from .finetuned import build_finetuned
-
-    return build_finetuned(name, weights)
+_effnet_lite = _lazy("effnet_lite", "build_effnet_lite")
+_tiny = _lazy("tiny", "build_tiny")
+_timm = _lazy("timm_backbone", "build_timm")
+_torchvision = _lazy("torchvision_backbone", "build_torchvision")
+_open_clip = _lazy("open_clip_backbone", "build_open_clip")
+_finetuned = _lazy("finetuned", "build_finetuned")
 
 
 for _name, _spec in EFFNET_LITE.items():

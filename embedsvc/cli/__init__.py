@@ -8,6 +8,7 @@ imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -62,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `embedsvc ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except OSError as exc:  # e.g. --out in a read-only place
         err(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
         return EXIT_ERROR

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes
 from ..embeddings import check_compatible
-from ..errors import InvalidInputError, NotFoundError
+from ..errors import NotFoundError
 from ..index.planner import IndexPlan
 from ..index.vector_index import VectorIndex
 from .datadir import valid_name

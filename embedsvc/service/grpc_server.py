@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ..errors import EmbedsvcError
+from ..errors import DeadlineExceededError, InvalidInputError
 from ..v1 import embedsvc_pb2 as pb
 from ..v1 import embedsvc_pb2_grpc as pb_grpc
 from .config import ServeConfig
