@@ -9,6 +9,8 @@ from embedsvc.backbones.effnet_lite import convert_state_dict, weights_file
 from embedsvc.extract import ExtractConfig, FeatureExtractor
 from embedsvc.preprocess import build_transform, normalize
 
+pytestmark = pytest.mark.slow  # real EfficientNet-Lite weights (see README: Tests and CI)
+
 CAT_CLASSES = {"tabby, tabby cat", "tiger cat", "Egyptian cat"}
 
 

@@ -8,6 +8,8 @@ from embedsvc.embeddings import Embeddings
 from embedsvc.errors import ImageDecodeError, InvalidInputError
 from embedsvc.extract import ExtractConfig, FeatureExtractor
 
+pytestmark = pytest.mark.slow  # real EfficientNet-Lite weights (see README: Tests and CI)
+
 
 def _crops(photo_images, n=32):
     """n different real images: crops of the photos at varied positions and sizes."""

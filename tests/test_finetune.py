@@ -18,6 +18,8 @@ from classifiers.finetune import FinetuneConfig, finetune, interpolate_run, reco
 from classifiers.finetune.schedule import lr_factor, lr_multiplier, trainable_depth
 from embedsvc.backbones import create_backbone
 
+pytestmark = pytest.mark.slow  # real EfficientNet-Lite weights (see README: Tests and CI)
+
 SIZE = 64
 
 

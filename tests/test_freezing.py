@@ -9,6 +9,8 @@ from embedsvc.backbones import create_backbone
 from embedsvc.errors import InvalidInputError
 from embedsvc.preprocess import build_transform, normalize
 
+pytestmark = pytest.mark.slow  # real EfficientNet-Lite weights (see README: Tests and CI)
+
 
 @pytest.fixture
 def backbone():

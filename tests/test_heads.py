@@ -15,6 +15,8 @@ from classifiers.heads.train import few_shot, split_store
 from embedsvc.embeddings import Embeddings
 from embedsvc.errors import IncompatibleError, InvalidInputError
 
+pytestmark = pytest.mark.slow  # real EfficientNet-Lite weights (see README: Tests and CI)
+
 
 @pytest.fixture(scope="module")
 def split(fmnist_store):

@@ -7,6 +7,8 @@ from embedsvc.index import VectorIndex, build_index, plan_index
 from embedsvc.index.store_index import build_store_index, update_store_index
 from embedsvc.index.vector_index import exact_neighbors, held_out_queries, recall_at_k
 
+pytestmark = pytest.mark.slow  # real EfficientNet-Lite weights (see README: Tests and CI)
+
 
 def test_auto_plan_follows_count_and_budget():
     assert plan_index(5_000, 1280).kind == "flat"

@@ -12,6 +12,8 @@ from embedsvc.backbones import (
 )
 from embedsvc.errors import NotFoundError
 
+pytestmark = pytest.mark.slow  # real EfficientNet-Lite weights (see README: Tests and CI)
+
 
 def test_default_is_lite0_and_listed_with_weights_present():
     assert DEFAULT_BACKBONE == "effnet-lite0"

@@ -4,8 +4,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from embedsvc.search import StoreSearcher
+
+pytestmark = pytest.mark.slow  # real EfficientNet-Lite weights (see README: Tests and CI)
 
 
 def test_neighbour_labels_agree_with_the_query(fmnist_store):

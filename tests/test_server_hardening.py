@@ -20,6 +20,8 @@ from embedsvc.service.grpc_server import Server
 from embedsvc.v1 import embedsvc_pb2 as pb
 from embedsvc.v1 import embedsvc_pb2_grpc as pb_grpc
 
+pytestmark = pytest.mark.slow  # real EfficientNet-Lite weights (see README: Tests and CI)
+
 
 def strip_png(width: int, height: int) -> bytes:
     """A valid grayscale PNG of width x height, built by hand: a 10000x1 strip is ~100 bytes."""

@@ -21,6 +21,8 @@ from embedsvc.service.grpc_server import Server
 from embedsvc.v1 import embedsvc_pb2 as pb
 from embedsvc.v1 import embedsvc_pb2_grpc as pb_grpc
 
+pytestmark = pytest.mark.slow  # real EfficientNet-Lite weights (see README: Tests and CI)
+
 CAT_CLASSES = {"tabby, tabby cat", "tiger cat", "Egyptian cat"}
 
 

@@ -13,6 +13,8 @@ from PIL import Image
 from embedsvc.errors import IncompatibleError
 from embedsvc.store import EmbedDatasetConfig, EmbeddingStore, embed_dataset
 
+pytestmark = pytest.mark.slow  # real EfficientNet-Lite weights (see README: Tests and CI)
+
 
 @pytest.fixture(scope="module")
 def digits_manifest(tmp_path_factory):
