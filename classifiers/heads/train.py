@@ -63,9 +63,10 @@ def split_store(store: EmbeddingStore, config: TrainHeadConfig):
         how = f"store splits: train={config.train_split!r}, eval={config.eval_split!r}"
     elif set(present) - {config.train_split}:
         # the store is split, just not as asked: evaluating on another split would be a surprise
-        raise InvalidInputError(f"store {str(store.root)!r} has no {config.eval_split!r} split "
-                                f"(its splits: {', '.join(present)}) to "
-                                f"{'train on' if ev.any() else 'evaluate on'}")
+        missing, use = ((config.train_split, "train on") if ev.any() else
+                        (config.eval_split, "evaluate on"))
+        raise InvalidInputError(f"store {str(store.root)!r} has no {missing!r} split to {use} "
+                                f"(its splits: {', '.join(present)})")
     else:
         from sklearn.model_selection import train_test_split
 
