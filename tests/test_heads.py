@@ -125,7 +125,7 @@ def test_config_and_input_validation(fmnist_store):
 
 def test_learning_curve_report_rises_with_labels(fmnist_store, tmp_path):
     train_head(fmnist_store.root, tmp_path / "h",
-               TrainHeadConfig(kind="logreg", shots=50, learning_curve=True), progress=False)
+               TrainHeadConfig(kind="centroid", shots=50, learning_curve=True), progress=False)
     report = (tmp_path / "h" / "report" / "report.md").read_text()
     assert "![learning curve](learning_curve.png)" in report
     assert (tmp_path / "h" / "report" / "learning_curve.png").stat().st_size > 10_000

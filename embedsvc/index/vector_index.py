@@ -227,7 +227,7 @@ def build_index(vectors: np.ndarray, ids: np.ndarray | None = None, binding: dic
     t0 = time.perf_counter()
     index = faiss.index_factory(x.shape[1], plan.factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
-        _quiet_clustering(index)
+        _training_settings(index)
         rng = np.random.default_rng(seed)
         # k-means needs ~39-256 points per list; more only costs time
         n_train = min(len(x), max(plan.nlist * 64, 10_000))
@@ -245,14 +245,17 @@ def build_index(vectors: np.ndarray, ids: np.ndarray | None = None, binding: dic
     return vi
 
 
-def _quiet_clustering(index) -> None:
-    """FAISS prints a warning per k-means run when it has fewer than 39 points per centroid. The
-    planner sized the lists for the data it has, so those lines are noise to the user."""
+def _training_settings(index) -> None:
+    """FAISS prints a warning per k-means run when it has fewer than 39 points per centroid; the
+    planner sized the lists for the data it has, so those lines are noise to the user. IVF-PQ
+    also trains for polysemous search by default, which nothing here uses and which made
+    training about 7x slower (4,500 x 1280-d vectors, IVF115,PQ64x6: 28.8 s vs 3.9 s)."""
     faiss = _faiss()
     ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
     ivf.cp.min_points_per_centroid = 1
     if hasattr(ivf, "pq"):
         ivf.pq.cp.min_points_per_centroid = 1
+        ivf.do_polysemous_training = False
 
 
 TUNING_MARGIN = 0.01
