@@ -37,8 +37,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         help = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS) and not action.option_strings == [] \
-                and "%(default)" not in help:
+        if (action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
+                and "%(default)" not in help):
             help += " (default: %(default)s)"
         return help
 

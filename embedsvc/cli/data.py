@@ -131,7 +131,7 @@ def register(sub) -> None:
     b.add_argument("--name", default="default", help="index name (several may live in a store)")
     b.add_argument("--recall", type=in_range(0.0, 1.0, lo_open=True), default=0.95,
                    help="recall@10 target the search setting is tuned to, in (0, 1]")
-    b.add_argument("--memory-budget", type=byte_size, default=4 << 30,
+    b.add_argument("--memory-budget", type=byte_size, default="4G",
                    help="bytes the index may use, e.g. 512M or 4G")
     u = command(isub, "update", "add rows appended to STORE since the index was built",
                 ["embedsvc index update stores/digits"], cmd_index_update)
