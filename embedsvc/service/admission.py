@@ -33,12 +33,15 @@ class Admission:
             self._check_room()
 
     def _check_room(self) -> None:
+        self._refuse_at(self.requests, self.max_requests, "requests in progress")
+
+    def _refuse_at(self, used: int, limit: int, what: str) -> None:
+        """Under the lock: refuse when stopping, or when ``used`` has reached ``limit``."""
         if self.closed:
             raise UnavailableError("the server is shutting down")
-        if self.requests >= self.max_requests:
+        if used >= limit:
             self.refused += 1
-            raise ResourceExhaustedError(
-                f"{self.requests} requests in progress (limit {self.max_requests}); retry later")
+            raise ResourceExhaustedError(f"{used} {what} (limit {limit}); retry later")
 
     @contextlib.contextmanager
     def request(self, nbytes: int) -> Iterator[None]:
@@ -62,12 +65,7 @@ class Admission:
     @contextlib.contextmanager
     def stream(self) -> Iterator[None]:
         with self._lock:
-            if self.closed:
-                raise UnavailableError("the server is shutting down")
-            if self.streams >= self.max_streams:
-                self.refused += 1
-                raise ResourceExhaustedError(
-                    f"{self.streams} streams open (limit {self.max_streams}); retry later")
+            self._refuse_at(self.streams, self.max_streams, "streams open")
             self.streams += 1
         try:
             yield
