@@ -128,10 +128,13 @@ class Client:
 
     def upsert(self, index: str, items: Sequence[dict[str, Any]],
                timeout: float | None = None) -> pb.UpsertResponse:
-        """items: {"id": int, "image": path or bytes, or "vector": floats, "metadata": dict}."""
+        """items: {"id": int (optional: left out, the server assigns one), "image": path or
+        bytes, or "vector": floats, "metadata": dict}. The answer's ``ids`` are the ids used."""
         msgs = []
         for it in items:
-            m = pb.UpsertItem(id=int(it["id"]), metadata=it.get("metadata") or {})
+            m = pb.UpsertItem(metadata=it.get("metadata") or {})
+            if it.get("id") is not None:
+                m.id = int(it["id"])
             if it.get("image") is not None:
                 m.image = _image(0, it["image"], None).data
             elif it.get("vector") is not None:

@@ -54,13 +54,20 @@ def test_every_rpc_has_a_client_command(served, tiny_store):
 
 
 def test_upsert_calls_never_reuse_ids(served, tiny_store):
+    """5 apples then 5 cats: the server numbers each call after the last, so nothing is
+    replaced unless ids are named (--first-id) or taken from the bytes (--content-ids)."""
     srv, _ = served
-    a, b = (tiny_store.row(i)["path"] for i in (2, 3))
-    first = client(srv, "upsert", "--index", "ids", a)
-    second = client(srv, "upsert", "--index", "ids", b)
-    assert second["total"] == 2 and first["ids"] != second["ids"]
-    again = client(srv, "upsert", "--index", "ids", a)  # the same image keeps its id
-    assert again["ids"] == first["ids"] and again["total"] == 2
+    apples = [tiny_store.row(i)["path"] for i in range(10, 15)]
+    cats = [tiny_store.row(i)["path"] for i in range(15, 20)]
+    first = client(srv, "upsert", "--index", "ids", *apples, "--label", "apple")
+    second = client(srv, "upsert", "--index", "ids", *cats, "--label", "cat")
+    assert first["ids"] == [0, 1, 2, 3, 4] and second["ids"] == [5, 6, 7, 8, 9]
+    assert second["total"] == 10
+    hashed = client(srv, "upsert", "--index", "ids", apples[0], "--content-ids")
+    again = client(srv, "upsert", "--index", "ids", apples[0], "--content-ids")
+    assert again["ids"] == hashed["ids"] and again["total"] == 11  # the same bytes, the same id
+    replaced = client(srv, "upsert", "--index", "ids", cats[0], "--first-id", 0)
+    assert replaced == {"upserted": 1, "total": 11, "ids": [0]}
 
 
 def test_local_and_client_json_have_one_shape(served, tiny_store):

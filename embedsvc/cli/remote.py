@@ -13,8 +13,8 @@ ID_BITS = 63  # Upsert ids are int64 and must be >= 0
 
 
 def content_id(path: str) -> int:
-    """An image's default Upsert id: from its bytes, so the same image keeps its id and two
-    calls never number their images alike (ids are never reused by accident)."""
+    """An image's id from its bytes (``--content-ids``): the same image keeps its id, so
+    upserting it again replaces it instead of adding a copy."""
     digest = hashlib.sha256(Path(path).read_bytes()).digest()
     return int.from_bytes(digest[:8], "big") >> (64 - ID_BITS)
 
@@ -45,12 +45,16 @@ def _search(c, a):
 
 
 def _upsert(c, a):
-    ids = ([a.first_id + n for n in range(len(a.images))] if a.first_id is not None
-           else [content_id(p) for p in a.images])
+    if a.first_id is not None:
+        ids = [a.first_id + n for n in range(len(a.images))]
+    elif a.content_ids:
+        ids = [content_id(p) for p in a.images]
+    else:
+        ids = [None] * len(a.images)  # the server assigns ids never used before
     items = [{"id": i, "image": p, "metadata": {"path": str(p), **({"label": a.label} if a.label else {})}}
              for i, p in zip(ids, a.images)]
     r = c.upsert(a.index, items, timeout=a.timeout)
-    return {"upserted": r.upserted, "total": r.total, "ids": ids}
+    return {"upserted": r.upserted, "total": r.total, "ids": list(r.ids)}
 
 
 def _delete(c, a):
@@ -111,7 +115,8 @@ ACTIONS = {
                ["embedsvc client search --index catalogue --image query.jpg -k 5"], _search),
     "upsert": ("add images to an index, creating it (Upsert)",
                ["embedsvc client upsert --index catalogue shoes/*.jpg --label shoe",
-                "embedsvc client upsert --index catalogue a.jpg b.jpg --first-id 1000"], _upsert),
+                "embedsvc client upsert --index catalogue a.jpg b.jpg --first-id 1000",
+                "embedsvc client upsert --index catalogue shoes/*.jpg --content-ids"], _upsert),
     "delete": ("remove ids from an index (Delete)",
                ["embedsvc client delete --index catalogue 1000 1001"], _delete),
     "models": ("backbones the server knows (ListModels)", ["embedsvc client models"], _models),
@@ -151,9 +156,14 @@ def register(sub) -> None:
             c.add_argument("--image", required=True, help="query image file")
             c.add_argument("-k", type=positive_int, default=10, help="neighbours to return")
         if name == "upsert":
-            c.add_argument("--first-id", type=non_negative_int,
-                           help="number the images from this id (default: an id from each "
-                                "image's bytes, printed in the answer)")
+            ids = c.add_mutually_exclusive_group()
+            ids.add_argument("--first-id", type=non_negative_int,
+                             help="number the images from this id, replacing what those ids "
+                                  "held (default: the server assigns ids never used, printed "
+                                  "in the answer)")
+            ids.add_argument("--content-ids", action="store_true",
+                             help="take each id from the image's bytes: upserting the same "
+                                  "image again replaces it")
             c.add_argument("--label", help="label metadata for every image")
         if name == "delete":
             c.add_argument("ids", nargs="+", type=non_negative_int, metavar="ID", help="ids to remove")

@@ -273,12 +273,24 @@ def tune(vi: VectorIndex, x: np.ndarray, ids: np.ndarray, target: float, k: int,
     ladder = SEARCH_LADDER[vi.plan.search_param]
     if vi.plan.nlist:
         ladder = tuple(v for v in ladder if v <= vi.plan.nlist) or (vi.plan.nlist,)
+
+    def ids_found(value: int) -> np.ndarray:
+        vi.set_search_param(value)
+        return vi.search(queries, k)[1]
+
+    found = pick_search_param(ladder, ids_found, truth, target)
+    vi.set_search_param(found["search_param_value"])
+    return {"search_param": vi.plan.search_param, **found}
+
+
+def pick_search_param(ladder: tuple[int, ...], ids_found: Callable[[int], np.ndarray],
+                      truth: np.ndarray, target: float) -> dict[str, Any]:
+    """The first value on the ladder whose recall@k (``ids_found(value)`` against ``truth``)
+    reaches the target plus the margin; the last one if none does."""
     recall = 0.0
     for value in ladder:
-        vi.set_search_param(value)
-        recall = recall_at_k(vi.search(queries, k)[1], truth)
+        recall = recall_at_k(ids_found(value), truth)
         if recall >= min(1.0, target + TUNING_MARGIN):
             break
-    return {"search_param": vi.plan.search_param, "search_param_value": int(value),
-            "recall_at_k": round(recall, 4), "tuning_queries": len(queries),
-            "recall_target_met": recall >= target}
+    return {"search_param_value": int(value), "recall_at_k": round(recall, 4),
+            "tuning_queries": len(truth), "recall_target_met": recall >= target}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backbones.registry import DEFAULT_BACKBONE
+from ..collection.settings import CollectionSettings
 from ..errors import InvalidInputError
 from .batcher import BatchingConfig
 
@@ -31,6 +32,7 @@ class ServeConfig:
     device: str = "auto"
     max_loaded_backbones: int = 2  # LRU: others are loaded on demand and evicted
     batching: BatchingConfig = field(default_factory=BatchingConfig)
+    collections: CollectionSettings = field(default_factory=CollectionSettings)
     decode_workers: int = 8  # threads that decode images and wait on the model
     max_images_per_request: int = 64
     max_bytes_per_image: int = 16 << 20
@@ -89,11 +91,12 @@ class ServeConfig:
             except OSError as exc:
                 raise InvalidInputError(f"cannot read config {path}: {exc.strerror or exc}") from None
         _check_keys(cls, values, str(path))
-        if "batching" in values:
-            if not isinstance(values["batching"], dict):
-                raise InvalidInputError(f"{path}: [batching] must be a table")
-            _check_keys(BatchingConfig, values["batching"], f"{path} [batching]")
-            values["batching"] = BatchingConfig(**values["batching"])
+        for table, kind in (("batching", BatchingConfig), ("collections", CollectionSettings)):
+            if table in values:
+                if not isinstance(values[table], dict):
+                    raise InvalidInputError(f"{path}: [{table}] must be a table")
+                _check_keys(kind, values[table], f"{path} [{table}]")
+                values[table] = kind(**values[table])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

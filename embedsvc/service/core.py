@@ -19,13 +19,15 @@ import numpy as np
 from .. import __version__
 from ..backbones import list_backbones
 from ..backbones.base import PRE_LOGITS
+from ..collection.rows import unit_vectors, valid_ids
 from ..embeddings import Embeddings, check_compatible, check_weights
 from ..errors import DeadlineExceededError, InvalidInputError
 from ..images import open_image
 from .admission import Admission
 from .collections import Collections
 from .config import ServeConfig
-from .datadir import DataDir, valid_name
+from ..names import valid_name
+from .datadir import DataDir
 from .heads import IMAGENET_HEAD, HeadRegistry
 from .metrics import ServiceMetrics
 from .models import ModelPool
@@ -52,7 +54,7 @@ class EmbeddingCore:
         self.started = time.time()
         with self.models.lease():  # load the default at start: fail fast if it is missing
             pass
-        self.collections = Collections(self.data.indexes)
+        self.collections = Collections(self.data.indexes, config.collections)
 
     def deadline(self, remaining_s: float | None) -> float:
         """A monotonic deadline: the caller's, or ``request_timeout_s`` when it brings none."""
@@ -157,18 +159,9 @@ class EmbeddingCore:
         out = []
         for name in self.collections.names():
             c = self.collections.get(name)
-            out.append({"name": name, "kind": c.index.plan.kind, "backbone": c.binding["backbone"],
+            out.append({"name": name, "kind": c.kind, "backbone": c.binding["backbone"],
                         "count": c.count})
         return out
-
-    def _unit_vector(self, values: Sequence[float], dim: int) -> np.ndarray:
-        q = np.asarray(values, dtype=np.float64).reshape(1, -1)
-        if q.shape[1] != dim:
-            raise InvalidInputError(f"the index holds {dim}-d vectors; got {q.shape[1]} values")
-        norm = float(np.linalg.norm(q))  # in float64: finite float32 values can overflow float32
-        if not np.isfinite(q).all() or not np.isfinite(norm) or norm == 0.0:
-            raise InvalidInputError("a vector must be finite and non-zero")
-        return (q / norm).astype(np.float32)
 
     def search(self, index: str, image: tuple[str, bytes] | None = None,
                vector: Sequence[float] | None = None, k: int = 10,
@@ -180,53 +173,49 @@ class EmbeddingCore:
             raise InvalidInputError(f"k must be in [1, 10000], got {k}")
         if image is not None:
             emb, _ = self.embed([image], coll.binding["backbone"], PRE_LOGITS, True, deadline)
-            coll.check(emb.provenance)
+            check_compatible(coll.binding, emb.provenance, f"index {index!r}")
             q = emb.vectors
         else:
-            q = self._unit_vector(vector, int(coll.binding["dim"]))
+            q = unit_vectors(vector, int(coll.binding["dim"]), ["query"])
         return coll.search(q, k or 10, dict(where or {}))
 
     def upsert(self, index: str, items: Sequence[dict[str, Any]],
-               deadline: float | None = None) -> tuple[int, int]:
-        """Items: {"id", "image": bytes | None, "vector": list | None, "metadata": dict}.
-        Everything is validated and embedded before anything is written."""
+               deadline: float | None = None) -> tuple[list[int], int]:
+        """Items: {"id": int | None, "image": bytes | None, "vector": list | None, "metadata"}.
+        Everything is validated and embedded before anything is written; returns the ids used
+        (assigned where an item has none) and the collection's new count."""
         self._check_count(len(items), "items")
-        ids = [int(it["id"]) for it in items]
-        if len(set(ids)) != len(ids):
-            raise InvalidInputError("an Upsert names the same id twice")
-        if min(ids) < 0:
-            raise InvalidInputError(f"ids must be >= 0 (FAISS uses -1 for 'no result'), got {min(ids)}")
-        if not index:
-            raise InvalidInputError("Upsert needs an index name")
+        valid_name(index, "index name")
+        ids = [it.get("id") for it in items]
+        valid_ids(ids)
+        names = [f"#{n}" if i is None else f"#{n} (id {i})" for n, i in enumerate(ids)]
         existing = self.collections.find(index)  # a new one is created only when written
         if existing is not None:
             binding = existing.binding
         else:
-            valid_name(index, "index name")
             with self.models.lease() as runner:
                 binding = {**runner.backbone.cfg.provenance(), "tap": PRE_LOGITS, "normalized": True}
         dim = int(binding["dim"])
         rows: list[np.ndarray | None] = [None] * len(items)
-        images = [(str(it["id"]), it["image"]) for it in items if it.get("image") is not None]
+        for n, it in enumerate(items):
+            if (it.get("image") is None) == (it.get("vector") is None):
+                raise InvalidInputError(f"item {names[n]} needs exactly one of image or vector")
+            if it.get("vector") is not None:
+                rows[n] = unit_vectors(it["vector"], dim, [names[n]])[0]
+        images = [(str(n), it["image"]) for n, it in enumerate(items) if it.get("image") is not None]
         if images:
             emb, _ = self.embed(images, binding["backbone"], PRE_LOGITS, True, deadline)
             check_compatible(binding, emb.provenance, f"index {index!r}")
-            by_id = dict(zip(emb.ids, emb.vectors))
-            rows = [by_id.get(str(it["id"])) for it in items]
-        for n, it in enumerate(items):
-            if it.get("vector") is not None:
-                rows[n] = self._unit_vector(it["vector"], dim)[0]
-            if rows[n] is None:
-                raise InvalidInputError(f"item {it['id']} has neither image nor vector")
-        coll = existing or self.collections.get_or_create(index, binding)
-        coll.upsert(np.array(ids, dtype=np.int64), np.stack(rows),
-                    [dict(it.get("metadata") or {}) for it in items])
-        return len(items), coll.count
+            for key, vec in zip(emb.ids, emb.vectors):
+                rows[int(key)] = vec
+        metadata = [dict(it.get("metadata") or {}) for it in items]
+        used = self.collections.write(index, binding, lambda c: c.upsert(np.stack(rows), ids,
+                                                                          metadata, names))
+        return used, self.collections.get(index).count
 
     def delete(self, index: str, ids: Sequence[int]) -> tuple[int, int]:
         coll = self.collections.get(index)
-        unique = np.unique(np.asarray(list(ids), dtype=np.int64))
-        return coll.delete(unique), coll.count
+        return coll.delete(ids), coll.count
 
     # -- info -------------------------------------------------------------------------------------
     def list_models(self) -> list[dict[str, Any]]:
@@ -254,6 +243,7 @@ class EmbeddingCore:
     def close(self) -> None:
         self.admission.close()
         self.models.close()
+        self.collections.close()
 
 
 def _result(future: Future, deadline: float) -> np.ndarray:

@@ -14,23 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidInputError
-
-# ext4 and most file systems allow 255 bytes per name; the temporary ".NAME.tmp" needs 5 more
-MAX_NAME_BYTES = 250
-
-
-def valid_name(name: str, what: str = "name") -> str:
-    """A name that is one safe path component: letters, digits, '-', '_', '.', not starting
-    with '.', at most MAX_NAME_BYTES bytes."""
-    if (not isinstance(name, str) or not name or name.startswith(".")
-            or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name)):
-        raise InvalidInputError(f"{what} must be letters, digits, '-', '_' or '.' (not starting "
-                                f"with '.'), got {name[:80]!r}")
-    if len(name.encode()) > MAX_NAME_BYTES:
-        raise InvalidInputError(f"{what} is {len(name.encode())} bytes long; the limit is "
-                                f"{MAX_NAME_BYTES}")
-    return name
-
+from ..names import valid_name
 
 @dataclass(frozen=True)
 class DataDir:

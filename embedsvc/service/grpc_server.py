@@ -161,12 +161,12 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         items = []
         for it in request.items:
             which = it.WhichOneof("content")
-            items.append({"id": it.id, "metadata": dict(it.metadata),
+            items.append({"id": it.id if it.HasField("id") else None, "metadata": dict(it.metadata),
                           "image": it.image if which == "image" else None,
                           "vector": list(it.vector.values) if which == "vector" else None})
-        n, total = await self._work(request, context,
-                                    lambda d: self.core.upsert(request.index, items, d))
-        return pb.UpsertResponse(upserted=n, total=total)
+        ids, total = await self._work(request, context,
+                                      lambda d: self.core.upsert(request.index, items, d))
+        return pb.UpsertResponse(upserted=len(ids), total=total, ids=ids)
 
     @_rpc
     async def Delete(self, request, context):
@@ -209,6 +209,10 @@ class Server:
 
     def __init__(self, config: ServeConfig):
         self.config = config
+        if threading.current_thread() is threading.main_thread():
+            # over a file size limit a write should fail with EFBIG (answered as a full disk),
+            # not kill the process
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         check_listen_address(config.host, config.port, "port")
         if config.metrics_port is not None:
             check_listen_address(config.host, config.metrics_port, "metrics_port")

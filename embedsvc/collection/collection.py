@@ -1,0 +1,202 @@
+"""A named, writable vector collection: a write-ahead log in front of rows in memory, an
+approximate index over them once they are many, and snapshots on disk (``snapshot.py``).
+
+A write is validated completely, then appended to the log and fsynced, and only then applied
+to memory and acknowledged: its cost is the size of the write, whatever the collection holds.
+A write the log refuses (a full disk) changes nothing. Searches take no lock against writes:
+each reads one ``View``, the state after one write. Indexing new rows, rebuilding the index
+and writing snapshots happen in the background (``maintenance.py``).
+
+Ids: each item either names its id (an existing id is overwritten) or leaves it to the
+collection, which assigns the next ids never used; ids are in [0, 2**63 - 1] and distinct
+within a request. Deleting an absent id is not an error (it counts 0).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..atomic import fsync_dir
+from ..errors import IncompatibleError, InvalidInputError, ResourceExhaustedError
+from ..index.wal import DISK_FULL, WriteAheadLog
+from . import ann, records
+from .rows import MAX_ID, RowTable, unit_vectors, valid_ids
+from .settings import CollectionSettings
+from .snapshot import (read_manifest, read_snapshot, remove_stale, wal_files, wal_path,
+                       write_manifest, write_snapshot)
+
+class Collection:
+    def __init__(self, root: Path, table: RowTable, binding: dict[str, Any], wal: WriteAheadLog,
+                 settings: CollectionSettings, log_bytes: int, snapshot_bytes: int):
+        from .maintenance import Maintainer
+
+        self.root, self.table, self.binding, self.settings = root, table, binding, settings
+        self.wal = wal
+        self.log_bytes, self.snapshot_bytes = log_bytes, snapshot_bytes
+        self.write_lock = threading.Lock()  # one writer at a time: log order = apply order
+        self.index_lock = ann.ReadWriteLock()  # searches vs. adding rows to the approximate index
+        self.maintainer = Maintainer(self)
+        self.maintainer.poke()
+
+    # -- opening ------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: Path, binding: dict[str, Any], settings: CollectionSettings) -> "Collection":
+        """A new, empty collection, staged aside and renamed into place whole."""
+        staged = root.with_name(f".{root.name}.new")
+        try:
+            shutil.rmtree(staged, ignore_errors=True)
+            staged.mkdir(parents=True)
+            table = RowTable.empty(int(binding["dim"]), dict(ann.FLAT_INFOS))
+            write_manifest(staged, write_snapshot(staged, table.view, 0, binding, None), 0)
+            WriteAheadLog.open(wal_path(staged, 1), 1)[0].close()
+            os.replace(staged, root)
+            fsync_dir(root.parent)
+        except OSError as exc:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise disk_error(exc, f"cannot create index {root.name!r}") from None
+        return cls.open(root, settings)
+
+    @classmethod
+    def open(cls, root: Path, settings: CollectionSettings) -> "Collection":
+        """Recover: the snapshot the manifest names, then every logged write after it."""
+        manifest = read_manifest(root)
+        if manifest is None:
+            raise IncompatibleError(f"{root.name!r} is not a collection (no MANIFEST.json)")
+        remove_stale(root, manifest["snapshot"])
+        view, next_id, binding = read_snapshot(root / manifest["snapshot"])
+        table, seq = RowTable(view, next_id), view.seq
+        wal, log_bytes = None, 0
+        files = wal_files(root)
+        for n, (first, path) in enumerate(files):
+            log, logged = WriteAheadLog.open(path, first)
+            for s, payload in logged:
+                if s <= seq:
+                    continue  # already in the snapshot
+                if s != seq + 1:
+                    log.close()
+                    raise IncompatibleError(f"index {root.name!r}: writes {seq + 1}..{s - 1} are "
+                                            f"missing from its log")
+                apply(table, s, records.decode(payload))
+                seq = s
+            if n == len(files) - 1 and log.next_seq == seq + 1:
+                wal = log
+            else:
+                log.close()
+            if log.next_seq - 1 <= view.seq and log is not wal:
+                path.unlink()  # wholly inside the snapshot
+            else:
+                log_bytes += log.size
+        if wal is None:
+            wal = WriteAheadLog.open(wal_path(root, seq + 1), seq + 1)[0]
+        snapshot_bytes = sum(p.stat().st_size for p in (root / manifest["snapshot"]).iterdir())
+        return cls(root, table, binding, wal, settings, log_bytes, snapshot_bytes)
+
+    # -- writes -------------------------------------------------------------------------------
+    def upsert(self, vectors, ids: Sequence[int | None], metadata: Sequence[dict[str, str]],
+               names: Sequence[str] | None = None) -> list[int]:
+        """Ids used, in order (assigned where ``ids`` has None)."""
+        if not len(ids) == len(metadata) == len(vectors):
+            raise InvalidInputError(f"{len(vectors)} vectors, {len(ids)} ids, {len(metadata)} "
+                                    f"metadata: one each per item")
+        valid_ids(ids)
+        x = unit_vectors(vectors, int(self.binding["dim"]), names)
+        meta = [_valid_metadata(m) for m in metadata]
+        with self.write_lock:
+            start = max([self.table.next_id] + [i + 1 for i in ids if i is not None])
+            if start + sum(i is None for i in ids) - 1 > MAX_ID:
+                raise ResourceExhaustedError(f"no free ids left above {start - 1}; name ids "
+                                             f"explicitly")
+            free = iter(range(start, MAX_ID + 1))
+            used = np.array([next(free) if i is None else i for i in ids], dtype=np.int64)
+            write = records.Upsert(used, x, meta)
+            self._log(write)
+        self.maintainer.poke()
+        return used.tolist()
+
+    def delete(self, ids: Sequence[int]) -> int:
+        """How many of ``ids`` were present (each counted once) and are now gone."""
+        wanted = list(dict.fromkeys(int(i) for i in ids))
+        with self.write_lock:
+            present = self.table.present(wanted)
+            if not present:
+                return 0
+            self._log(records.Delete(np.array(present, dtype=np.int64)))
+        self.maintainer.poke()
+        return len(present)
+
+    def _log(self, write) -> None:
+        payload = records.encode(write)
+        seq = self.wal.append(payload)  # raises before anything changed
+        apply(self.table, seq, write)
+        self.log_bytes += len(payload) + 8
+
+    # -- reads --------------------------------------------------------------------------------
+    def search(self, query, k: int, where: dict[str, str] | None = None) -> list[tuple[int, float, dict]]:
+        """The ``k`` best (id, score, metadata) for one query, among rows whose metadata has
+        every ``where`` key/value. The approximate part is asked for 20x (at least 200) when
+        filtering, so a very selective filter may return fewer than ``k``."""
+        q = unit_vectors(query, int(self.binding["dim"]))
+        fetch = max(k * 20, 200) if where else k
+        with self.index_lock.reading():
+            v = self.table.view
+            indexed = v.indexed if v.ann is not None else 0
+            found = (ann.search(v.ann, v.infos, q, min(fetch, indexed), v.alive(0, indexed))
+                     if indexed else np.zeros(0, np.int64))
+        tail = v.vectors[indexed:v.n] @ q[0]
+        tail[~v.alive(indexed)] = -np.inf
+        if where or len(tail) <= fetch:
+            best = np.argsort(-tail, kind="stable")
+        else:
+            best = np.argpartition(-tail, fetch)[:fetch]
+        rows = np.concatenate([found, indexed + best[np.isfinite(tail[best])]])
+        scores = v.vectors[rows] @ q[0]  # exact scores for the approximate candidates too
+        hits = []
+        for j in np.argsort(-scores, kind="stable"):
+            m = v.metadata[rows[j]]
+            if not where or all(m.get(key) == value for key, value in where.items()):
+                hits.append((int(v.ids[rows[j]]), float(scores[j]), m))
+                if len(hits) == k:
+                    break
+        return hits
+
+    @property
+    def count(self) -> int:
+        return self.table.live
+
+    @property
+    def kind(self) -> str:
+        return self.table.view.infos["kind"]
+
+    def close(self) -> None:
+        self.maintainer.stop()
+        with self.write_lock:
+            self.wal.close()
+
+
+def apply(table: RowTable, seq: int, write) -> None:
+    if isinstance(write, records.Upsert):
+        table.upsert(seq, write.ids, write.vectors, write.metadata)
+    else:
+        table.delete(seq, write.ids)
+
+
+def _valid_metadata(m: Any) -> dict[str, str]:
+    if not isinstance(m, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                          for k, v in m.items()):
+        raise InvalidInputError(f"metadata must map strings to strings, got {m!r:.80}")
+    return dict(m)
+
+
+def disk_error(exc: OSError, what: str) -> Exception:
+    if exc.errno in DISK_FULL:
+        return ResourceExhaustedError(f"{what}: the disk holding the data dir is full (or over "
+                                      f"its size limit)")
+    if exc.errno == errno.ENAMETOOLONG:
+        return InvalidInputError(f"{what}: the name is too long for the file system")
+    return exc
