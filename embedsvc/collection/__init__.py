@@ -2,6 +2,6 @@
 they are many, snapshots on disk that other processes can read."""
 from ..lazy import lazy_exports
 
-__all__ = ["Collection", "CollectionSettings", "read_snapshot"]
+__all__ = ["Collection", "CollectionSettings", "SnapshotReader"]
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "Collection": "collection", "CollectionSettings": "settings", "read_snapshot": "snapshot"})
+    "Collection": "collection", "CollectionSettings": "settings", "SnapshotReader": "snapshot"})

@@ -27,6 +27,7 @@ from ..errors import IncompatibleError, InvalidInputError, ResourceExhaustedErro
 from ..index.wal import DISK_FULL, WriteAheadLog
 from . import ann, records
 from .rows import MAX_ID, RowTable, unit_vectors, valid_ids
+from .search import ann_candidates, exact_top
 from .settings import CollectionSettings
 from .snapshot import (read_manifest, read_snapshot, remove_stale, wal_files, wal_path,
                        write_manifest, write_snapshot)
@@ -138,32 +139,12 @@ class Collection:
 
     # -- reads --------------------------------------------------------------------------------
     def search(self, query, k: int, where: dict[str, str] | None = None) -> list[tuple[int, float, dict]]:
-        """The ``k`` best (id, score, metadata) for one query, among rows whose metadata has
-        every ``where`` key/value. The approximate part is asked for 20x (at least 200) when
-        filtering, so a very selective filter may return fewer than ``k``."""
+        """The ``k`` best (id, score, metadata) for one query (see ``search.search_view``)."""
         q = unit_vectors(query, int(self.binding["dim"]))
-        fetch = max(k * 20, 200) if where else k
-        with self.index_lock.reading():
+        with self.index_lock.reading():  # the index is not grown while it is searched
             v = self.table.view
-            indexed = v.indexed if v.ann is not None else 0
-            found = (ann.search(v.ann, v.infos, q, min(fetch, indexed), v.alive(0, indexed))
-                     if indexed else np.zeros(0, np.int64))
-        tail = v.vectors[indexed:v.n] @ q[0]
-        tail[~v.alive(indexed)] = -np.inf
-        if where or len(tail) <= fetch:
-            best = np.argsort(-tail, kind="stable")
-        else:
-            best = np.argpartition(-tail, fetch)[:fetch]
-        rows = np.concatenate([found, indexed + best[np.isfinite(tail[best])]])
-        scores = v.vectors[rows] @ q[0]  # exact scores for the approximate candidates too
-        hits = []
-        for j in np.argsort(-scores, kind="stable"):
-            m = v.metadata[rows[j]]
-            if not where or all(m.get(key) == value for key, value in where.items()):
-                hits.append((int(v.ids[rows[j]]), float(scores[j]), m))
-                if len(hits) == k:
-                    break
-        return hits
+            found = ann_candidates(v, q, k, where)
+        return exact_top(v, q, k, where, found)
 
     @property
     def count(self) -> int:

@@ -63,9 +63,10 @@ class RowTable:
         v = self.view
         n, m = v.n, len(ids)
         vecs, row_ids, ended = v.vectors, v.ids, v.ended
-        if n + m > len(row_ids):  # grow by half: appends stay amortised O(rows written)
-            cap = max(n + m, len(row_ids) * 3 // 2, 1024)
-            vecs, row_ids, ended = (_grown(vecs, cap), _grown(row_ids, cap), _grown(ended, cap))
+        if n + m > min(len(vecs), len(row_ids), len(ended)):
+            cap = max(n + m, n * 3 // 2, 1024)  # grow by half: appends stay amortised O(rows)
+            vecs, row_ids, ended = (_grown(vecs, n, cap), _grown(row_ids, n, cap),
+                                    _grown(ended, n, cap))
         vecs[n:n + m] = vectors
         row_ids[n:n + m] = ids
         ended[n:n + m] = NEVER
@@ -89,9 +90,9 @@ class RowTable:
         return gone
 
 
-def _grown(a: np.ndarray, cap: int) -> np.ndarray:
+def _grown(a: np.ndarray, n: int, cap: int) -> np.ndarray:
     out = np.empty((cap,) + a.shape[1:], a.dtype)
-    out[:len(a)] = a
+    out[:n] = a[:n]
     return out
 
 

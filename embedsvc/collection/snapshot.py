@@ -145,3 +145,22 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class SnapshotReader:
+    """A snapshot folder opened read-only, e.g. by another process serving replicas: vectors
+    are memory-mapped, nothing is written. ``SnapshotReader(path).search(vector, k)``."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.view, _, self.binding = read_snapshot(path, mmap=True)
+
+    @property
+    def count(self) -> int:
+        return int(self.view.alive().sum())
+
+    def search(self, query, k: int = 10, where: dict[str, str] | None = None):
+        from .rows import unit_vectors
+        from .search import ann_candidates, exact_top
+
+        q = unit_vectors(query, int(self.binding["dim"]))
+        return exact_top(self.view, q, k, where, ann_candidates(self.view, q, k, where))

@@ -1,0 +1,179 @@
+"""A served collection under SIGKILL and a full disk: every acknowledged write is in effect after a
+restart, no acknowledged delete comes back, a refused write leaves no trace, no temp file stays.
+
+A real server process (tiny backbone) with small collection thresholds, so the kills land in
+every phase: log appends, snapshots, exact -> HNSW rebuilds, background indexing.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from conftest import TINY
+from embedsvc.client import Client
+
+pytestmark = pytest.mark.slow
+DIM = 256  # the tiny backbone's
+CONFIG = """
+[collections]
+flat_below = 300
+compact_log_bytes = 65536
+index_batch = 32
+"""
+
+
+class ServerProcess:
+    def __init__(self, data: Path, tmp: Path, fsize_limit: int | None = None):
+        (tmp / "serve.toml").write_text(CONFIG)
+
+        def limits():
+            if fsize_limit is not None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
+
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "embedsvc", "serve", "--port", "0", "--data-dir", str(data),
+             "--backbone", TINY, "--config", str(tmp / "serve.toml")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limits, env=env)
+        line = self.proc.stdout.readline()
+        assert "serving on" in line, (line, self.proc.stderr.read() if self.proc.poll() is not None else "")
+        self.target = line.split(" on ")[1].split()[0]
+        self.stderr: list[str] = []
+        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(60) == 0, "".join(self.stderr[-20:])
+
+
+def temp_files(data: Path) -> set[Path]:
+    return {p for p in (data / "indexes").rglob(".*")} if (data / "indexes").is_dir() else set()
+
+
+def count(c: Client, name: str) -> int:
+    return {i.name: i.count for i in c.indexes(timeout=30)}.get(name, 0)
+
+
+def holds(c: Client, name: str, model: dict, written: dict) -> bool:
+    """Does the served collection hold exactly ``model`` (id -> (vector, metadata))? Every
+    id ever written and not in the model must not be found by its last vector."""
+    if count(c, name) != len(model):
+        return False
+    for i, vec in written.items():
+        top = c.search(name, vector=vec if i not in model else model[i][0], k=1, timeout=30)[0]
+        if i in model and (top["id"] != i or top["metadata"] != model[i][1]):
+            return False
+        if i not in model and top["id"] == i and top["score"] > 0.999:
+            return False
+    return True
+
+
+def test_sigkill_twenty_times_during_upserts_and_deletes(tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    model: dict[int, tuple] = {}  # what the acknowledged writes say the collection holds
+    written: dict[int, np.ndarray] = {}  # every id ever sent, with its last vector
+    op = 0
+    for round_ in range(20):
+        srv = ServerProcess(data, tmp_path)
+        restarted = time.time()
+        if round_:
+            leftovers = {p for p in stale if p.exists() and p.stat().st_mtime < restarted}
+            assert not leftovers, leftovers
+            with Client(srv.target) as c:
+                model = next((m for m in candidates if holds(c, "kv", m, written)), None)
+            assert model is not None, f"round {round_}: the restarted server holds neither " \
+                                      f"the state before nor the one after the write in flight"
+        threading.Timer(rng.uniform(0.2, 1.0), srv.kill).start()
+        pending = None
+        with Client(srv.target) as c:
+            while True:
+                op += 1
+                if rng.random() < 0.7 or not model:
+                    ids = [int(i) for i in rng.choice(250, int(rng.integers(1, 9)), replace=False)]
+                    x = rng.standard_normal((len(ids), DIM)).astype(np.float32)
+                    x /= np.linalg.norm(x, axis=1, keepdims=True)
+                    meta = {"op": str(op)}
+                    after = {**model, **{i: (v, meta) for i, v in zip(ids, x)}}
+                    written.update(zip(ids, x))
+                    call = (lambda: c.upsert("kv", [{"id": i, "vector": v, "metadata": meta}
+                                                    for i, v in zip(ids, x)], timeout=30))
+                else:
+                    ids = [int(i) for i in rng.choice(list(model), min(len(model), 3), replace=False)]
+                    after = {i: m for i, m in model.items() if i not in ids}
+                    call = lambda: c.delete("kv", ids + [999], timeout=30)  # noqa: E731
+                pending = after
+                try:
+                    call()
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNAVAILABLE, (exc, "".join(srv.stderr[-40:]))
+                    break
+                model, pending = after, None
+        srv.proc.wait(30)
+        assert srv.proc.returncode == -signal.SIGKILL
+        candidates = [model] + ([pending] if pending is not None else [])
+        stale = temp_files(data)
+    srv = ServerProcess(data, tmp_path)
+    with Client(srv.target) as c:
+        assert any(holds(c, "kv", m, written) for m in candidates)
+    srv.stop()
+    assert not temp_files(data)
+    assert not [line for line in srv.stderr if "epoll" in line or "Traceback" in line]
+
+
+def test_a_full_disk_refuses_the_write_and_changes_nothing(tmp_path):
+    """RLIMIT_FSIZE stands in for a full disk: the server ignores SIGXFSZ, the write fails with
+    EFBIG, the client gets RESOURCE_EXHAUSTED, and memory and disk are as before the write."""
+    rng = np.random.default_rng(1)
+    data = tmp_path / "data"
+
+    def batch(n):
+        x = rng.standard_normal((n, DIM)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    srv = ServerProcess(data, tmp_path, fsize_limit=48 << 10)
+    kept: dict[int, np.ndarray] = {}
+    with Client(srv.target) as c:
+        first = batch(64)  # 64 KiB of vectors: more than one file may hold
+        with pytest.raises(grpc.RpcError) as exc:
+            c.upsert("fresh", [{"vector": v} for v in first], timeout=30)
+        assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "full" in exc.value.details()
+        assert c.indexes(timeout=30) == [] and not (data / "indexes" / "fresh").exists()
+        for _ in range(20):
+            x = batch(8)
+            try:
+                r = c.upsert("kv", [{"vector": v, "metadata": {"n": "1"}} for v in x], timeout=30)
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+                refused = x
+                break
+            kept.update(zip(r.ids, x))
+        else:
+            pytest.fail("the file size limit was never reached")
+        assert count(c, "kv") == len(kept)
+        assert c.search("kv", vector=refused[0], k=1, timeout=30)[0]["score"] < 0.99
+        assert srv.proc.poll() is None  # SIGXFSZ did not kill it
+    srv.kill()
+    srv = ServerProcess(data, tmp_path)  # the disk has room again
+    with Client(srv.target) as c:
+        assert count(c, "kv") == len(kept)
+        for i, v in kept.items():
+            assert c.search("kv", vector=v, k=1, timeout=30)[0]["id"] == i
+        assert c.search("kv", vector=refused[0], k=1, timeout=30)[0]["score"] < 0.99
+        r = c.upsert("kv", [{"vector": v} for v in refused], timeout=30)
+        assert list(r.ids) == list(range(len(kept), len(kept) + len(refused)))  # no id was used up
+    srv.stop()
