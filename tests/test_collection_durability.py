@@ -49,7 +49,9 @@ class ServerProcess:
         assert "serving on" in line, (line, self.proc.stderr.read() if self.proc.poll() is not None else "")
         self.target = line.split(" on ")[1].split()[0]
         self.stderr: list[str] = []
-        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
+        self._reader = threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr),
+                                        daemon=True)
+        self._reader.start()
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -58,6 +60,13 @@ class ServerProcess:
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         assert self.proc.wait(60) == 0, "".join(self.stderr[-20:])
+
+    def errors(self) -> list[str]:
+        """Lines of stderr that show a failure (an abort, a traceback), once it has exited."""
+        self.proc.wait(60)
+        self._reader.join(10)
+        return [line for line in self.stderr if "epoll" in line or "Traceback" in line
+                or '"level": "error"' in line]
 
 
 def temp_files(data: Path) -> set[Path]:
@@ -87,7 +96,7 @@ def test_sigkill_twenty_times_during_upserts_and_deletes(tmp_path):
     data = tmp_path / "data"
     model: dict[int, tuple] = {}  # what the acknowledged writes say the collection holds
     written: dict[int, np.ndarray] = {}  # every id ever sent, with its last vector
-    op = 0
+    op, stale, candidates = 0, set(), []
     for round_ in range(20):
         srv = ServerProcess(data, tmp_path)
         restarted = time.time()
@@ -125,14 +134,14 @@ def test_sigkill_twenty_times_during_upserts_and_deletes(tmp_path):
                 model, pending = after, None
         srv.proc.wait(30)
         assert srv.proc.returncode == -signal.SIGKILL
+        assert not srv.errors(), srv.errors()
         candidates = [model] + ([pending] if pending is not None else [])
         stale = temp_files(data)
     srv = ServerProcess(data, tmp_path)
     with Client(srv.target) as c:
         assert any(holds(c, "kv", m, written) for m in candidates)
     srv.stop()
-    assert not temp_files(data)
-    assert not [line for line in srv.stderr if "epoll" in line or "Traceback" in line]
+    assert not temp_files(data) and not srv.errors(), srv.errors()
 
 
 def test_a_full_disk_refuses_the_write_and_changes_nothing(tmp_path):

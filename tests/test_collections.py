@@ -205,3 +205,26 @@ def test_a_snapshot_is_readable_by_another_process(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1000", "hnsw", "17", "17"]
     c.close()
+
+
+def test_an_index_from_before_the_log_is_converted_with_its_vectors(tmp_path):
+    """The earlier layout (IDMap2,Flat index.faiss + metadata.json, removals in removed.npy)."""
+    import faiss
+
+    from embedsvc.index.planner import IndexPlan
+    from embedsvc.index.vector_index import VectorIndex
+
+    rng = np.random.default_rng(6)
+    x = unit(rng, 5)
+    index = faiss.index_factory(DIM, "IDMap2,Flat", faiss.METRIC_INNER_PRODUCT)
+    index.add_with_ids(x, np.array([10, 11, 12, 13, 14], dtype=np.int64))
+    old = VectorIndex(index, IndexPlan("flat", "IDMap2,Flat", None), BINDING, {"kind": "flat"}, {13})
+    root = tmp_path / "indexes" / "old"
+    old.save(root)
+    (root / "metadata.json").write_text('{"10": {"a": "x"}, "11": {}, "12": {}, "14": {}}')
+    cols = Collections(tmp_path / "indexes")
+    c = cols.get("old")
+    assert c.count == 4 and c.search(x[0], 1)[0] == (10, pytest.approx(1.0), {"a": "x"})
+    assert c.search(x[3], 1)[0][0] != 13
+    assert not (root / "metadata.json").exists() and (root / "MANIFEST.json").is_file()
+    cols.close()

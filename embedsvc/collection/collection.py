@@ -27,6 +27,7 @@ from ..errors import IncompatibleError, InvalidInputError, ResourceExhaustedErro
 from ..index.wal import DISK_FULL, WriteAheadLog
 from . import ann, records
 from .rows import MAX_ID, RowTable, unit_vectors, valid_ids
+from .maintenance import Maintainer
 from .search import ann_candidates, exact_top
 from .settings import CollectionSettings
 from .snapshot import (read_manifest, read_snapshot, remove_stale, wal_files, wal_path,
@@ -35,8 +36,6 @@ from .snapshot import (read_manifest, read_snapshot, remove_stale, wal_files, wa
 class Collection:
     def __init__(self, root: Path, table: RowTable, binding: dict[str, Any], wal: WriteAheadLog,
                  settings: CollectionSettings, log_bytes: int, snapshot_bytes: int):
-        from .maintenance import Maintainer
-
         self.root, self.table, self.binding, self.settings = root, table, binding, settings
         self.wal = wal
         self.log_bytes, self.snapshot_bytes = log_bytes, snapshot_bytes

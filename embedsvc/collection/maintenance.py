@@ -18,8 +18,6 @@ import logging
 import threading
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from ..index.wal import WriteAheadLog
@@ -27,15 +25,12 @@ from . import ann
 from .rows import NEVER, RowTable, View
 from .snapshot import remove_stale, wal_files, wal_path, write_manifest, write_snapshot
 
-if TYPE_CHECKING:
-    from .collection import Collection
-
 log = logging.getLogger("embedsvc.collections")
 RETRY_AFTER_ERROR_S = 5.0
 
 
 class Maintainer:
-    def __init__(self, collection: "Collection"):
+    def __init__(self, collection):  # a collection.Collection
         self.c = collection
         self._wake = threading.Event()
         self._stopped = False

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from ..collection import legacy
 from ..collection.collection import Collection
 from ..collection.settings import CollectionSettings
 from ..errors import NotFoundError
@@ -31,6 +32,8 @@ class Collections:
                 shutil.rmtree(leftover, ignore_errors=True)
             for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
                 try:
+                    if legacy.is_legacy(d):
+                        legacy.convert(d, self.settings)
                     self._items[d.name] = Collection.open(d, self.settings)
                 except Exception as exc:  # noqa: BLE001 - one damaged index must not stop the rest
                     log.error("index %r cannot be opened: %s", d.name, exc)
