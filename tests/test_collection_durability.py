@@ -107,13 +107,13 @@ def test_sigkill_twenty_times_during_upserts_and_deletes(tmp_path):
                 model = next((m for m in candidates if holds(c, "kv", m, written)), None)
             assert model is not None, f"round {round_}: the restarted server holds neither " \
                                       f"the state before nor the one after the write in flight"
-        threading.Timer(rng.uniform(0.2, 1.0), srv.kill).start()
+        threading.Timer(rng.uniform(0.2, 0.8), srv.kill).start()
         pending = None
         with Client(srv.target) as c:
             while True:
                 op += 1
                 if rng.random() < 0.7 or not model:
-                    ids = [int(i) for i in rng.choice(250, int(rng.integers(1, 9)), replace=False)]
+                    ids = [int(i) for i in rng.choice(150, int(rng.integers(1, 9)), replace=False)]
                     x = rng.standard_normal((len(ids), DIM)).astype(np.float32)
                     x /= np.linalg.norm(x, axis=1, keepdims=True)
                     meta = {"op": str(op)}

@@ -26,12 +26,13 @@ from ..atomic import fsync_dir
 from ..errors import IncompatibleError, InvalidInputError, ResourceExhaustedError
 from ..index.wal import DISK_FULL, WriteAheadLog
 from . import ann, records
-from .rows import MAX_ID, RowTable, unit_vectors, valid_ids
 from .maintenance import Maintainer
+from .rows import MAX_ID, RowTable, unit_vectors, valid_ids
 from .search import ann_candidates, exact_top
 from .settings import CollectionSettings
 from .snapshot import (read_manifest, read_snapshot, remove_stale, wal_files, wal_path,
                        write_manifest, write_snapshot)
+
 
 class Collection:
     def __init__(self, root: Path, table: RowTable, binding: dict[str, Any], wal: WriteAheadLog,

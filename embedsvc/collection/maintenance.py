@@ -48,11 +48,13 @@ class Maintainer:
                 self._thread.start()
         self._wake.set()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the current step; a long one (a rebuild) is left to die with the process:
+        the log holds every write, and the next start removes what it left half-written."""
         self._stopped = True
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+            self._thread.join(timeout)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         return self.idle.wait(timeout)
