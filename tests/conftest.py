@@ -57,7 +57,6 @@ def no_network(monkeypatch):
 
 # -- real datasets ----------------------------------------------------------------------------
 FMNIST_TRAIN, FMNIST_TEST = 4000, 500
-FMNIST_STORE_PER_CLASS = 150  # the heads tests take at most 60 shots per class
 
 
 @pytest.fixture(scope="session")
@@ -73,16 +72,13 @@ def fmnist_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def fmnist_store(fmnist_dir, tmp_path_factory):
-    """A store of 1,500 train (150 per class) + 500 test images (a manifest picks them),
-    embedded once with the real effnet-lite0."""
+    """A store of 4,000 train + 500 test images (a manifest picks them), embedded once."""
     from embedsvc.store import EmbedDatasetConfig, EmbeddingStore, embed_dataset
 
     test_files = sorted((fmnist_dir / "test").rglob("*.png"), key=lambda p: p.name)[:FMNIST_TEST]
     manifest = tmp_path_factory.mktemp("manifest") / "fmnist.csv"
     lines = ["path,label,split"]
-    for folder in sorted(p for p in (fmnist_dir / "train").iterdir() if p.is_dir()):
-        picked = sorted(folder.glob("*.png"))[:FMNIST_STORE_PER_CLASS]
-        lines += [f"{p},{folder.name},train" for p in picked]
+    lines += [f"{p},{p.parent.name},train" for p in sorted((fmnist_dir / "train").rglob("*.png"))]
     lines += [f"{p},{p.parent.name},test" for p in test_files]
     manifest.write_text("\n".join(lines) + "\n")
     out = tmp_path_factory.mktemp("stores") / "fmnist"

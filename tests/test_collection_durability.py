@@ -92,14 +92,26 @@ def holds(c: Client, name: str, model: dict, written: dict) -> bool:
 
 
 def test_sigkill_twenty_times_during_upserts_and_deletes(tmp_path):
-    rng = np.random.default_rng(0)
+    """Two servers on their own data dirs, killed 10 times each, side by side (the restarts,
+    mostly importing torch, take most of the time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(kill_and_restart, tmp_path / f"server{n}", 10, n) for n in range(2)]
+        for run in runs:
+            run.result()
+
+
+def kill_and_restart(tmp_path: Path, rounds: int, seed: int) -> None:
+    tmp_path.mkdir()
+    rng = np.random.default_rng(seed)
     data = tmp_path / "data"
     model: dict[int, tuple] = {}  # what the acknowledged writes say the collection holds
     written: dict[int, np.ndarray] = {}  # every id ever sent, with its last vector
     op, stale, candidates = 0, set(), []
-    for round_ in range(20):
+    for round_ in range(rounds):
+        restarted = time.time()  # a temp file older than the new process is a leftover
         srv = ServerProcess(data, tmp_path)
-        restarted = time.time()
         if round_:
             leftovers = {p for p in stale if p.exists() and p.stat().st_mtime < restarted}
             assert not leftovers, leftovers

@@ -139,7 +139,7 @@ class Collection:
 
     # -- reads --------------------------------------------------------------------------------
     def search(self, query, k: int, where: dict[str, str] | None = None) -> list[tuple[int, float, dict]]:
-        """The ``k`` best (id, score, metadata) for one query (see ``search.search_view``)."""
+        """The ``k`` best (id, score, metadata) for one query (see ``search.py``)."""
         q = unit_vectors(query, int(self.binding["dim"]))
         with self.index_lock.reading():  # the index is not grown while it is searched
             v = self.table.view
