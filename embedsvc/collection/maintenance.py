@@ -36,17 +36,19 @@ class Maintainer:
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._idle_lock = threading.Lock()
         self.idle = threading.Event()  # set while nothing is left to do (tests and benchmarks)
         self.last_error: str | None = None
 
     def poke(self) -> None:
-        self.idle.clear()
+        with self._idle_lock:  # with _run's check: idle is never set while a poke is unseen
+            self.idle.clear()
+            self._wake.set()
         with self._start_lock:
             if self._thread is None and not self._stopped:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name=f"maintain-{self.c.root.name}")
                 self._thread.start()
-        self._wake.set()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop after the current step; a long one (a rebuild) is left to die with the process:
@@ -71,7 +73,9 @@ class Maintainer:
                 self._wake.wait(RETRY_AFTER_ERROR_S)
                 continue
             if not worked:
-                self.idle.set()
+                with self._idle_lock:
+                    if not self._wake.is_set():
+                        self.idle.set()
                 self._wake.wait()
 
     def step(self) -> bool:
