@@ -23,10 +23,10 @@ from ..collection.rows import unit_vectors, valid_ids
 from ..embeddings import Embeddings, check_compatible, check_weights
 from ..errors import DeadlineExceededError, InvalidInputError
 from ..images import open_image
+from ..names import valid_name
 from .admission import Admission
 from .collections import Collections
 from .config import ServeConfig
-from ..names import valid_name
 from .datadir import DataDir
 from .heads import IMAGENET_HEAD, HeadRegistry
 from .metrics import ServiceMetrics
@@ -202,12 +202,13 @@ class EmbeddingCore:
                 raise InvalidInputError(f"item {names[n]} needs exactly one of image or vector")
             if it.get("vector") is not None:
                 rows[n] = unit_vectors(it["vector"], dim, [names[n]])[0]
-        images = [(str(n), it["image"]) for n, it in enumerate(items) if it.get("image") is not None]
-        if images:
-            emb, _ = self.embed(images, binding["backbone"], PRE_LOGITS, True, deadline)
+        with_image = [n for n, it in enumerate(items) if it.get("image") is not None]
+        if with_image:  # a bad image's error names it as "#position (id N)"
+            emb, _ = self.embed([(names[n], items[n]["image"]) for n in with_image],
+                                binding["backbone"], PRE_LOGITS, True, deadline)
             check_compatible(binding, emb.provenance, f"index {index!r}")
-            for key, vec in zip(emb.ids, emb.vectors):
-                rows[int(key)] = vec
+            for n, vec in zip(with_image, emb.vectors):
+                rows[n] = vec
         metadata = [dict(it.get("metadata") or {}) for it in items]
         used = self.collections.write(index, binding, lambda c: c.upsert(np.stack(rows), ids,
                                                                           metadata, names))
