@@ -10,10 +10,12 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
+
 import numpy as np
 
 from ..index.planner import IndexPlan, plan_index
-from ..index.vector_index import SEARCH_LADDER, exact_neighbors, held_out_queries, pick_search_param
+from ..index.vector_index import (exact_neighbors, held_out_queries, pick_search_param,
+                                  search_ladder, train)
 from .settings import CollectionSettings
 
 K = 10  # recall@10 is what the tuning promises
@@ -33,16 +35,10 @@ def build(vectors: np.ndarray, plan: IndexPlan, s: CollectionSettings, seed: int
     """(faiss index over ``vectors`` labelled 0..n-1, infos with the tuned parameter)."""
     import faiss
 
-    from ..index.vector_index import _training_settings
-
     t0 = time.perf_counter()
-    factory = plan.factory.removeprefix("IDMap2,")
+    factory = plan.factory.removeprefix("IDMap2,")  # labels are row numbers: no id map
     index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    if not index.is_trained:
-        _training_settings(index)
-        rng = np.random.default_rng(seed)
-        n_train = min(len(vectors), max((plan.nlist or 1) * 64, 10_000))
-        index.train(vectors[np.sort(rng.choice(len(vectors), n_train, replace=False))])
+    train(index, plan, vectors, seed)
     index.add(vectors)
     infos = {"kind": plan.kind, "factory": factory, "built_count": len(vectors),
              "build_seconds": round(time.perf_counter() - t0, 2)}
@@ -54,14 +50,11 @@ def tune(index, plan: IndexPlan, vectors: np.ndarray, target: float, seed: int =
     """Smallest search parameter whose recall@10 on held-out queries meets the target."""
     queries = held_out_queries(vectors, TUNING_QUERIES, seed)
     truth = exact_neighbors(vectors, queries, K)
-    ladder = SEARCH_LADDER[plan.search_param]
-    if plan.nlist:
-        ladder = tuple(v for v in ladder if v <= plan.nlist) or (plan.nlist,)
 
     def ids_found(value: int) -> np.ndarray:
         return index.search(queries, K, params=search_params(plan.search_param, value, None))[1]
 
-    found = pick_search_param(ladder, ids_found, truth, target)
+    found = pick_search_param(search_ladder(plan), ids_found, truth, target)
     return {"search_param": plan.search_param, **found, "tuned_count": len(vectors)}
 
 

@@ -30,8 +30,8 @@ from .maintenance import Maintainer
 from .rows import MAX_ID, RowTable, unit_vectors, valid_ids
 from .search import ann_candidates, exact_top
 from .settings import CollectionSettings
-from .snapshot import (read_manifest, read_snapshot, remove_stale, wal_files, wal_path,
-                       write_manifest, write_snapshot)
+from .snapshot import (read_manifest, read_snapshot, remove_stale, snapshot_bytes, wal_files,
+                       wal_path, write_manifest, write_snapshot)
 
 
 class Collection:
@@ -95,8 +95,8 @@ class Collection:
                 log_bytes += log.size
         if wal is None:
             wal = WriteAheadLog.open(wal_path(root, seq + 1), seq + 1)[0]
-        snapshot_bytes = sum(p.stat().st_size for p in (root / manifest["snapshot"]).iterdir())
-        return cls(root, table, binding, wal, settings, log_bytes, snapshot_bytes)
+        return cls(root, table, binding, wal, settings, log_bytes,
+                   snapshot_bytes(root / manifest["snapshot"]))
 
     # -- writes -------------------------------------------------------------------------------
     def upsert(self, vectors, ids: Sequence[int | None], metadata: Sequence[dict[str, str]],

@@ -23,7 +23,8 @@ import numpy as np
 from ..index.wal import WriteAheadLog
 from . import ann
 from .rows import NEVER, RowTable, View
-from .snapshot import remove_stale, wal_files, wal_path, write_manifest, write_snapshot
+from .snapshot import (remove_stale, snapshot_bytes, wal_files, wal_path, write_manifest,
+                       write_snapshot)
 
 log = logging.getLogger("embedsvc.collections")
 RETRY_AFTER_ERROR_S = 5.0
@@ -189,4 +190,4 @@ class Maintainer:
             if first <= v.seq and path != c.wal.path:
                 path.unlink()
         remove_stale(c.root, name)
-        c.snapshot_bytes = sum(p.stat().st_size for p in (c.root / name).iterdir())
+        c.snapshot_bytes = snapshot_bytes(c.root / name)

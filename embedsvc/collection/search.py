@@ -13,20 +13,23 @@ from . import ann
 from .rows import View
 
 
+def _fetch(k: int, where: dict | None) -> int:
+    return max(k * 20, 200) if where else k
+
+
 def ann_candidates(v: View, q: np.ndarray, k: int, where: dict | None) -> np.ndarray:
     """Candidate rows from the approximate index (call it holding the index's read lock)."""
     indexed = v.indexed if v.ann is not None else 0
     if not indexed:
         return np.zeros(0, np.int64)
-    fetch = max(k * 20, 200) if where else k
-    return ann.search(v.ann, v.infos, q, min(fetch, indexed), v.alive(0, indexed))
+    return ann.search(v.ann, v.infos, q, min(_fetch(k, where), indexed), v.alive(0, indexed))
 
 
 def exact_top(v: View, q: np.ndarray, k: int, where: dict | None,
               found: np.ndarray) -> list[tuple[int, float, dict]]:
     """The best ``k`` (id, score, metadata) among ``found`` and the rows no index covers."""
     indexed = v.indexed if v.ann is not None else 0
-    fetch = max(k * 20, 200) if where else k
+    fetch = _fetch(k, where)
     tail = v.vectors[indexed:v.n] @ q[0]
     tail[~v.alive(indexed)] = -np.inf
     if where or len(tail) <= fetch:

@@ -12,7 +12,7 @@
 A snapshot folder is written under a temporary name and renamed when whole; the manifest is
 replaced only after that, and older snapshots and logs are removed only after the manifest.
 A crash at any point leaves the previous manifest naming a complete snapshot and the logs it
-needs. Any other process may open a snapshot folder read-only (``read_snapshot``).
+needs. Any other process may open a snapshot folder read-only (``SnapshotReader``).
 """
 from __future__ import annotations
 
@@ -121,6 +121,10 @@ def read_snapshot(path: str | os.PathLike, mmap: bool = False) -> tuple[View, in
     ended = np.where(alive, NEVER, seq).astype(np.int64)
     view = View(n, seq, vectors, ids, ended, metadata, ann, int(meta["indexed"]), infos)
     return view, int(meta["next_id"]), binding
+
+
+def snapshot_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir())
 
 
 def remove_stale(root: Path, keep: str | None) -> None:

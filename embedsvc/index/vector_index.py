@@ -226,12 +226,7 @@ def build_index(vectors: np.ndarray, ids: np.ndarray | None = None, binding: dic
     plan = plan_index(len(x), x.shape[1], kind, memory_budget_bytes)
     t0 = time.perf_counter()
     index = faiss.index_factory(x.shape[1], plan.factory, faiss.METRIC_INNER_PRODUCT)
-    if not index.is_trained:
-        _training_settings(index)
-        rng = np.random.default_rng(seed)
-        # k-means needs ~39-256 points per list; more only costs time
-        n_train = min(len(x), max(plan.nlist * 64, 10_000))
-        index.train(x[np.sort(rng.choice(len(x), n_train, replace=False))])
+    train(index, plan, x, seed)
     index.add_with_ids(x, ids)
     build_s = time.perf_counter() - t0
     infos: dict[str, Any] = {"kind": plan.kind, "factory": plan.factory, "count": len(x),
@@ -243,6 +238,25 @@ def build_index(vectors: np.ndarray, ids: np.ndarray | None = None, binding: dic
     else:
         vi.infos.update(recall_at_k=1.0, recall_target_met=True)
     return vi
+
+
+def train(index, plan: IndexPlan, x: np.ndarray, seed: int = 0) -> None:
+    """Train an index that needs it (IVF) on a sample of ``x``."""
+    if index.is_trained:
+        return
+    _training_settings(index)
+    rng = np.random.default_rng(seed)
+    # k-means needs ~39-256 points per list; more only costs time
+    n_train = min(len(x), max((plan.nlist or 1) * 64, 10_000))
+    index.train(x[np.sort(rng.choice(len(x), n_train, replace=False))])
+
+
+def search_ladder(plan: IndexPlan) -> tuple[int, ...]:
+    """The search parameter values tuning tries, in order (nprobe never beyond nlist)."""
+    ladder = SEARCH_LADDER[plan.search_param]
+    if plan.nlist:
+        ladder = tuple(v for v in ladder if v <= plan.nlist) or (plan.nlist,)
+    return ladder
 
 
 def _training_settings(index) -> None:
@@ -270,9 +284,7 @@ def tune(vi: VectorIndex, x: np.ndarray, ids: np.ndarray, target: float, k: int,
     """
     queries = held_out_queries(x, n_queries, seed)
     truth = ids[exact_neighbors(x, queries, k)]
-    ladder = SEARCH_LADDER[vi.plan.search_param]
-    if vi.plan.nlist:
-        ladder = tuple(v for v in ladder if v <= vi.plan.nlist) or (vi.plan.nlist,)
+    ladder = search_ladder(vi.plan)
 
     def ids_found(value: int) -> np.ndarray:
         vi.set_search_param(value)
