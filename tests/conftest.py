@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -56,7 +59,11 @@ def no_network(monkeypatch):
 
 
 # -- real datasets ----------------------------------------------------------------------------
-FMNIST_TRAIN, FMNIST_TEST = 4000, 500
+FMNIST_LIMIT = 4000  # images per split written to disk (advise counts 300 per class of them)
+# the real-weight store: enough for heads trained on 60 per class and for FAISS's IVF training,
+# and embedded in about half a minute on 2 cores
+FMNIST_STORE_PER_CLASS, FMNIST_TEST = 200, 500
+FMNIST_STORE_COUNT = 10 * FMNIST_STORE_PER_CLASS + FMNIST_TEST
 
 
 @pytest.fixture(scope="session")
@@ -66,19 +73,21 @@ def fmnist_dir(tmp_path_factory) -> Path:
     from embedsvc.datasets.fetch import fetch_dataset
 
     out = tmp_path_factory.mktemp("fmnist")
-    fetch_dataset("fashion-mnist", out, limit=FMNIST_TRAIN)
+    fetch_dataset("fashion-mnist", out, limit=FMNIST_LIMIT)
     return out
 
 
 @pytest.fixture(scope="session")
 def fmnist_store(fmnist_dir, tmp_path_factory):
-    """A store of 4,000 train + 500 test images (a manifest picks them), embedded once."""
+    """A store of 2,000 train (200 per class) + 500 test images, picked by a manifest, embedded once
+    with the real effnet-lite0."""
     from embedsvc.store import EmbedDatasetConfig, EmbeddingStore, embed_dataset
 
     test_files = sorted((fmnist_dir / "test").rglob("*.png"), key=lambda p: p.name)[:FMNIST_TEST]
     manifest = tmp_path_factory.mktemp("manifest") / "fmnist.csv"
     lines = ["path,label,split"]
-    lines += [f"{p},{p.parent.name},train" for p in sorted((fmnist_dir / "train").rglob("*.png"))]
+    lines += [f"{p},{p.parent.name},train" for cls in sorted((fmnist_dir / "train").iterdir())
+              for p in sorted(cls.glob("*.png"))[:FMNIST_STORE_PER_CLASS]]
     lines += [f"{p},{p.parent.name},test" for p in test_files]
     manifest.write_text("\n".join(lines) + "\n")
     out = tmp_path_factory.mktemp("stores") / "fmnist"
@@ -108,3 +117,41 @@ def tiny_store(fmnist_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("stores") / "tiny"
     embed_dataset(manifest, out, EmbedDatasetConfig(backbone=TINY, shard_size=128), progress=False)
     return EmbeddingStore.open(out)
+
+
+# -- the command line ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Ran:
+    """What a command did: its exit code and what it printed (like subprocess.CompletedProcess)."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m embedsvc ARGS`` in a fresh process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "embedsvc", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cli(capfd):
+    """``embedsvc ARGS`` through ``embedsvc.cli.main`` in this process, its file descriptors 1 and 2
+    captured (FAISS and other C code print there too). The same code path as ``python -m
+    embedsvc`` less the 3-6 s a fresh process spends importing torch, timm and scikit-learn;
+    what only a process shows (the entry point, signals, imports, a fresh interpreter) is tested
+    with ``run_cli``."""
+    from embedsvc.cli import main
+
+    def run(*args) -> Ran:
+        capfd.readouterr()  # what came before is not this command's
+        said = ""
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse: --help, --version and usage errors
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+            said = "" if isinstance(exc.code, int | None) else f"{exc.code}\n"  # as Python prints it
+        out, err = capfd.readouterr()
+        return Ran(code, out, err + said)
+
+    return run

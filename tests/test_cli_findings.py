@@ -1,5 +1,6 @@
-"""Issue 10's command-line findings, each through the CLI as a user runs it: a real process, its
-exit code and its stderr. Stores use the tiny test backbone; the server is a real one on a port."""
+"""Issue 10's command-line findings, each through the CLI: its exit code and its stderr. ``serve``
+and the import check run as a user runs them, in a fresh process (``run_cli``); the others call
+the same ``main`` in this one (``cli``). Stores use the tiny test backbone."""
 from __future__ import annotations
 
 import json
@@ -10,13 +11,8 @@ import sys
 
 import pytest
 
-from conftest import TINY, write_manifest
+from conftest import TINY, run_cli, write_manifest
 from embedsvc.cli import build_parser
-
-
-def run(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "embedsvc", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env)
 
 
 def one_error_line(proc, rc: int, *needles: str) -> str:
@@ -51,11 +47,11 @@ def store_copy(tiny_store, tmp_path):
     (["embed-dataset", "d", "--out", "o", "--workers", "-1"], "--workers"),
     (["index", "build", "S", "--memory-budget", "lots"], "lots"),
 ])
-def test_bad_values_are_usage_errors(argv, needle):
-    one_error_line(run(*argv), 2, needle)
+def test_bad_values_are_usage_errors(cli, argv, needle):
+    one_error_line(cli(*argv), 2, needle)
 
 
-def test_every_command_has_an_example_and_every_flag_help():
+def test_every_command_has_an_example_and_every_flag_help(cli):
     import argparse
 
     missing = []
@@ -73,8 +69,8 @@ def test_every_command_has_an_example_and_every_flag_help():
 
     walk(build_parser(), [])
     assert not missing, missing
-    assert "EMBEDSVC_TOKEN" in run("--help").stdout
-    assert "EMBEDSVC_TOKEN" in run("client", "embed", "--help").stdout
+    assert "EMBEDSVC_TOKEN" in cli("--help").stdout
+    assert "EMBEDSVC_TOKEN" in cli("client", "embed", "--help").stdout
 
 
 # -- serve: a taken port, a bad host, a taken metrics port, a bad config: one line each ----------------
@@ -84,9 +80,9 @@ def test_serve_refuses_what_it_cannot_listen_on(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         base = ["serve", "--data-dir", tmp_path, "--backbone", TINY]
-        one_error_line(run(*base, "--port", port), 1, str(port), "in use")
-        one_error_line(run(*base, "--port", 0, "--metrics-port", port), 1, str(port))
-    one_error_line(run(*base, "--host", "no-such-host.invalid", "--port", 0), 1, "no-such-host.invalid")
+        one_error_line(run_cli(*base, "--port", port), 1, str(port), "in use")
+        one_error_line(run_cli(*base, "--port", 0, "--metrics-port", port), 1, str(port))
+    one_error_line(run_cli(*base, "--host", "no-such-host.invalid", "--port", 0), 1, "no-such-host.invalid")
 
 
 @pytest.mark.parametrize("text, needle", [
@@ -98,7 +94,7 @@ def test_serve_refuses_what_it_cannot_listen_on(tmp_path):
 def test_serve_config_errors_are_one_line(tmp_path, text, needle):
     cfg = tmp_path / "serve.toml"
     cfg.write_text(text + ("" if "port" in text else "port = 0\n"))
-    one_error_line(run("serve", "--config", cfg, "--data-dir", tmp_path, timeout=60), 1, needle)
+    one_error_line(run_cli("serve", "--config", cfg, "--data-dir", tmp_path, timeout=60), 1, needle)
 
 
 # -- inputs ----------------------------------------------------------------------------------------
@@ -111,60 +107,60 @@ def test_missing_image_is_reported_before_any_model_loads(tmp_path):
     assert not any(l.rstrip().endswith("| torch") for l in proc.stderr.splitlines())
 
 
-def test_a_weights_file_that_is_not_a_checkpoint(photos, tmp_path):
+def test_a_weights_file_that_is_not_a_checkpoint(cli, photos, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("not weights\n")
-    one_error_line(run("embed", photos["chelsea"], "--weights", notes), 1, "notes.txt", "does not fit")
+    one_error_line(cli("embed", photos["chelsea"], "--weights", notes), 1, "notes.txt", "does not fit")
 
 
 # -- heads ----------------------------------------------------------------------------------------
-def test_train_head_on_a_class_with_one_example(fmnist_dir, tmp_path):
+def test_train_head_on_a_class_with_one_example(cli, fmnist_dir, tmp_path):
     files = sorted((fmnist_dir / "train" / "bag").glob("*.png"))[:6] + \
         sorted((fmnist_dir / "train" / "coat").glob("*.png"))[:1]
     manifest = write_manifest(tmp_path / "m.csv", [(p, p.parent.name, None) for p in files])
-    assert run("embed-dataset", manifest, "--out", tmp_path / "s", "--backbone", TINY,
+    assert cli("embed-dataset", manifest, "--out", tmp_path / "s", "--backbone", TINY,
                "--quiet").returncode == 0
-    one_error_line(run("train-head", tmp_path / "s", "--out", tmp_path / "h", "--quiet"), 1, "coat")
+    one_error_line(cli("train-head", tmp_path / "s", "--out", tmp_path / "h", "--quiet"), 1, "coat")
     # and the same store is too small for an ivfpq index: said, not a traceback
-    one_error_line(run("index", "build", tmp_path / "s", "--kind", "ivfpq"), 1, "ivfpq", "7")
+    one_error_line(cli("index", "build", tmp_path / "s", "--kind", "ivfpq"), 1, "ivfpq", "7")
 
 
-def test_train_head_split_shots_and_overwrite(store_copy, tmp_path):
+def test_train_head_split_shots_and_overwrite(cli, store_copy, tmp_path):
     out = tmp_path / "head"
-    one_error_line(run("train-head", store_copy, "--out", out, "--eval-split", "val", "--quiet"),
+    one_error_line(cli("train-head", store_copy, "--out", out, "--eval-split", "val", "--quiet"),
                    1, "'val'", "test, train")
-    proc = run("train-head", store_copy, "--out", out, "--shots", "1000", "--quiet")
+    proc = cli("train-head", store_copy, "--out", out, "--shots", "1000", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "warning: --shots 1000" in proc.stderr and "using all" in proc.stderr
-    one_error_line(run("train-head", store_copy, "--out", out, "--quiet"), 1, "--overwrite")
-    assert run("train-head", store_copy, "--out", out, "--overwrite", "--quiet").returncode == 0
+    one_error_line(cli("train-head", store_copy, "--out", out, "--quiet"), 1, "--overwrite")
+    assert cli("train-head", store_copy, "--out", out, "--overwrite", "--quiet").returncode == 0
 
 
 # -- indexes and search ------------------------------------------------------------------------------
-def test_recall_target_missed_is_said_and_faiss_is_quiet(store_copy):
-    proc = run("index", "build", store_copy, "--kind", "ivfpq", "--recall", "1.0")
+def test_recall_target_missed_is_said_and_faiss_is_quiet(cli, store_copy):
+    proc = cli("index", "build", store_copy, "--kind", "ivfpq", "--recall", "1.0")
     assert proc.returncode == 0, proc.stderr
     assert "WARNING clustering" not in proc.stderr
     assert "below the target 1" in proc.stderr
 
 
-def test_search_sees_rows_added_after_the_index(store_copy, fmnist_dir, tmp_path):
-    assert run("index", "build", store_copy).returncode == 0
+def test_search_sees_rows_added_after_the_index(cli, store_copy, fmnist_dir, tmp_path):
+    assert cli("index", "build", store_copy).returncode == 0
     new = sorted((fmnist_dir / "test" / "bag").glob("*.png"))[-3:]
     manifest = write_manifest(tmp_path / "more.csv", [(p, "bag", "extra") for p in new])
-    assert run("embed-dataset", manifest, "--out", store_copy, "--backbone", TINY,
+    assert cli("embed-dataset", manifest, "--out", store_copy, "--backbone", TINY,
                "--quiet").returncode == 0
-    proc = run("search", store_copy, "--id", 401, "-k", 3, "--json")
+    proc = cli("search", store_copy, "--id", 401, "-k", 3, "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)[0]["id"] == 401
     assert "last 3 rows" in proc.stderr and "index update" in proc.stderr
 
 
-def test_advise_refuses_a_store(tiny_store):
-    one_error_line(run("advise", tiny_store.root, "--quiet"), 1, "embedding store")
+def test_advise_refuses_a_store(cli, tiny_store):
+    one_error_line(cli("advise", tiny_store.root, "--quiet"), 1, "embedding store")
 
 
-def test_fetch_with_a_smaller_limit_leaves_no_old_files(tmp_path):
-    assert run("datasets", "fetch", "digits", "--out", tmp_path, "--limit", 30, "--quiet").returncode == 0
-    assert run("datasets", "fetch", "digits", "--out", tmp_path, "--limit", 10, "--quiet").returncode == 0
+def test_fetch_with_a_smaller_limit_leaves_no_old_files(cli, tmp_path):
+    assert cli("datasets", "fetch", "digits", "--out", tmp_path, "--limit", 30, "--quiet").returncode == 0
+    assert cli("datasets", "fetch", "digits", "--out", tmp_path, "--limit", 10, "--quiet").returncode == 0
     assert len(list(tmp_path.rglob("*.png"))) == 20  # 10 train + 10 test

@@ -103,7 +103,7 @@ def test_gradual_unfreezes_from_the_top_in_order(ft_data, tmp_path):
 
 
 def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(ft_data, tmp_path):
-    args = ["--strategy", "gradual", "--epochs", "4", "--image-size", str(SIZE), "--seed", "3",
+    args = ["--strategy", "gradual", "--epochs", "3", "--image-size", str(SIZE), "--seed", "3",
             "--patience", "0"]
     whole = subprocess.run([sys.executable, "-m", "embedsvc", "finetune", str(ft_data), *args,
                             "--out", str(tmp_path / "whole"), "--quiet"],
@@ -130,18 +130,15 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(ft_data, tm
     assert (tmp_path / "whole" / "metrics.csv").read_text().splitlines()[0] == (run / "metrics.csv").read_text().splitlines()[0]
 
 
-def test_finetuned_backbone_and_head_in_embed_and_classify(partial_run, fmnist_dir):
+def test_finetuned_backbone_and_head_in_embed_and_classify(cli, partial_run, fmnist_dir):
     name = partial_run.backbone_name
     test_images = [sorted((fmnist_dir / "test" / c).glob("*.png"))[0] for c in ("sneaker", "trouser", "bag")]
-    emb = subprocess.run([sys.executable, "-m", "embedsvc", "embed", "-b", f"finetuned:{partial_run.run_dir}",
-                          *map(str, test_images), "--out", str(partial_run.run_dir / "e.npy")],
-                         capture_output=True, text=True, timeout=300)
+    emb = cli("embed", "-b", f"finetuned:{partial_run.run_dir}", *test_images,
+              "--out", partial_run.run_dir / "e.npy")
     assert emb.returncode == 0, emb.stderr
     prov = json.loads((partial_run.run_dir / "e.npy.json").read_text())["provenance"]
     assert prov["backbone"] == name and prov["preprocess"]["input_size"] == [3, SIZE, SIZE]
-    cls = subprocess.run([sys.executable, "-m", "embedsvc", "classify", "--head",
-                          str(partial_run.run_dir / "head"), "--json", *map(str, test_images)],
-                         capture_output=True, text=True, timeout=300)
+    cls = cli("classify", "--head", partial_run.run_dir / "head", "--json", *test_images)
     assert cls.returncode == 0, cls.stderr
     labels = [r["label"] for r in json.loads(cls.stdout)]
     assert len(labels) == 3 and set(labels) <= set(json.loads((partial_run.run_dir / "finetuned.json").read_text())["classes"])
@@ -194,11 +191,10 @@ def test_interpolation_spans_pretrained_to_finetuned(partial_run, tmp_path):
     assert backbone.cfg.weights_sha256 == head["provenance"]["weights_sha256"]
 
 
-def test_advise_follows_the_decision_guide(fmnist_dir, tmp_path):
+def test_advise_follows_the_decision_guide(cli, fmnist_dir, tmp_path):
     def advise_cli(per_class: int, *extra: str) -> str:
         data = _manifest(fmnist_dir, tmp_path / f"d{per_class}.csv", per_class)
-        p = subprocess.run([sys.executable, "-m", "embedsvc", "advise", str(data), "--quiet", *extra],
-                           capture_output=True, text=True, timeout=600)
+        p = cli("advise", data, "--quiet", *extra)
         assert p.returncode == 0, p.stderr
         return p.stdout
 
@@ -236,21 +232,18 @@ def test_domain_gap_to_photos_is_large_and_unfreezes_more(fmnist_dir, photos, tm
     assert recommend(30, 10, gap).strategy == "partial"
 
 
-def test_bad_finetune_requests_exit_with_one_line(ft_data, partial_run, tmp_path):
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "embedsvc", *args], capture_output=True, text=True, timeout=300)
-
-    p = run("finetune", str(ft_data), "--out", str(partial_run.run_dir))
+def test_bad_finetune_requests_exit_with_one_line(cli, ft_data, partial_run, tmp_path):
+    p = cli("finetune", str(ft_data), "--out", str(partial_run.run_dir))
     assert p.returncode == 1 and "already holds a run" in p.stderr and len(p.stderr.strip().splitlines()) == 1
-    p = run("finetune", "--resume", str(tmp_path / "nothing"))
+    p = cli("finetune", "--resume", str(tmp_path / "nothing"))
     assert p.returncode == 1 and "nothing to resume" in p.stderr
     unlabelled = tmp_path / "u.csv"
     unlabelled.write_text("path\n" + "\n".join(l.split(",")[0] for l in ft_data.read_text().splitlines()[1:5]) + "\n")
-    p = run("finetune", str(unlabelled), "--out", str(tmp_path / "u"))
+    p = cli("finetune", str(unlabelled), "--out", str(tmp_path / "u"))
     assert p.returncode == 1 and "no label" in p.stderr
-    p = run("finetune", str(ft_data), "--out", str(tmp_path / "x"), "--strategy", "bogus")
+    p = cli("finetune", str(ft_data), "--out", str(tmp_path / "x"), "--strategy", "bogus")
     assert p.returncode == 2
-    p = run("interpolate", str(partial_run.run_dir), "--alpha", "1.5")
+    p = cli("interpolate", str(partial_run.run_dir), "--alpha", "1.5")
     assert p.returncode == 2 and "--alpha" in p.stderr  # a usage error since issue 10
-    p = run("embed", "-b", f"finetuned:{tmp_path / 'nothing'}", str(ft_data))
+    p = cli("embed", "-b", f"finetuned:{tmp_path / 'nothing'}", str(ft_data))
     assert p.returncode == 1 and "finetuned.json" in p.stderr

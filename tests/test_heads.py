@@ -135,16 +135,14 @@ def test_learning_curve_report_rises_with_labels(fmnist_store, tmp_path):
     assert accs[50] > accs[10] > accs[1]
 
 
-def test_train_head_and_classify_cli(fmnist_store, tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "embedsvc", *map(str, a)],  # noqa: E731
-                                    capture_output=True, text=True, timeout=600)
-    p = run("train-head", fmnist_store.root, "--kind", "centroid", "--out", tmp_path / "h", "--quiet")
+def test_train_head_and_classify_cli(cli, fmnist_store, tmp_path):
+    p = cli("train-head", fmnist_store.root, "--kind", "centroid", "--out", tmp_path / "h", "--quiet")
     assert p.returncode == 0, p.stderr
     assert "accuracy" in p.stdout and (tmp_path / "h" / "report" / "report.md").is_file()
     row = next(r for r in fmnist_store.metadata() if r["split"] == "test" and r["label"] == "trouser")
-    p = run("classify", "--head", tmp_path / "h", row["path"], "--json", "--top", "3")
+    p = cli("classify", "--head", tmp_path / "h", row["path"], "--json", "--top", "3")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)[0]
     assert out["label"] == "trouser" and len(out["top"]) == 3 and 0 <= out["ood_score"] <= 1
-    p = run("classify", "--head", tmp_path / "nope", row["path"])
+    p = cli("classify", "--head", tmp_path / "nope", row["path"])
     assert p.returncode == 1 and "no head" in p.stderr

@@ -322,7 +322,7 @@ def test_load_with_idle_streams_and_bad_clients(tmp_path, photos):
             t.start()
         # Health is probed from its own process: in this one, 64 client threads hold the GIL
         # and would time themselves, not the server
-        prober = subprocess.Popen([sys.executable, "-c", HEALTH_PROBER, target, "20"],
+        prober = subprocess.Popen([sys.executable, "-c", HEALTH_PROBER, target, "12"],
                                   stdout=subprocess.PIPE, text=True)
         while prober.poll() is None:
             peak.append(_rss(proc.pid))

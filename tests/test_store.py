@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import FMNIST_STORE_COUNT
 from embedsvc.errors import IncompatibleError
 from embedsvc.store import EmbedDatasetConfig, EmbeddingStore, embed_dataset
 
@@ -36,18 +37,18 @@ def _run_cli(*args):
 
 def test_store_layout_and_metadata(fmnist_store):
     s = fmnist_store
-    assert s.count == 4500 and s.dim == 1280 and s.dtype == "float32"
+    assert s.count == FMNIST_STORE_COUNT and s.dim == 1280 and s.dtype == "float32"
     v = s.vectors()
-    assert v.shape == (4500, 1280) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)
+    assert v.shape == (FMNIST_STORE_COUNT, 1280) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)
     row = s.row(0)
     assert set(row) >= {"id", "path", "label", "split", "sha256", "width", "height"}
     assert row["width"] == row["height"] == 28 and len(row["sha256"]) == 64
     m = json.loads((s.root / "manifest.json").read_text())
-    assert m["provenance"]["backbone"] == "effnet-lite0" and m["count"] == 4500
+    assert m["provenance"]["backbone"] == "effnet-lite0" and m["count"] == FMNIST_STORE_COUNT
     assert {r["split"] for r in s.metadata()} == {"train", "test"}
 
 
-def test_killed_run_resumes_with_every_row_exactly_once(digits_manifest, tmp_path):
+def test_killed_run_resumes_with_every_row_exactly_once(cli, digits_manifest, tmp_path):
     clean = tmp_path / "clean"
     embed_dataset(digits_manifest, clean, EmbedDatasetConfig(shard_size=64), progress=False)
 
@@ -64,10 +65,9 @@ def test_killed_run_resumes_with_every_row_exactly_once(digits_manifest, tmp_pat
     partial = EmbeddingStore.open(killed)
     assert 0 < partial.count < 320, "the kill should land part-way"
 
-    proc = _run_cli("embed-dataset", digits_manifest, "--out", killed, "--shard-size", "64", "--quiet")
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    assert f"{partial.count} of 320 inputs were already done" in out
+    resumed = cli("embed-dataset", digits_manifest, "--out", killed, "--shard-size", "64", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{partial.count} of 320 inputs were already done" in resumed.stdout
 
     a, b = EmbeddingStore.open(clean), EmbeddingStore.open(killed)
     assert [r["path"] for r in b.metadata()] == [r["path"] for r in a.metadata()]

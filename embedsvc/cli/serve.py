@@ -8,13 +8,16 @@ from .common import EXIT_OK, TOKEN_ENV, command, port, token
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..service.config import ServeConfig
-    from ..service.grpc_server import Server
+    from ..service.listen import check_listen_addresses
     from ..service.logs import setup_json_logging
 
     setup_json_logging()
     config = ServeConfig.load(args.config, port=args.port, host=args.host, data_dir=args.data_dir,
                               default_backbone=args.backbone, metrics_port=args.metrics_port,
                               auth_token=token())
+    check_listen_addresses(config)  # a bad config or a taken port is said before torch loads
+    from ..service.grpc_server import Server
+
     server = Server(config).start()
     metrics = f", metrics on :{server.metrics_port}/metrics" if server.metrics_port else ""
     print(f"embedsvc serving on {config.host}:{server.port} (data dir {config.data_dir}{metrics})",

@@ -18,23 +18,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import (DeadlineExceededError, InvalidInputError, ResourceExhaustedError,
-                      UnavailableError)
-
-
-@dataclass(frozen=True)
-class BatchingConfig:
-    max_batch_size: int = 32
-    max_queue_delay_ms: float = 5.0
-    max_queue_size: int = 1024
-
-    def __post_init__(self) -> None:
-        for name, low in (("max_batch_size", 1), ("max_queue_delay_ms", 0), ("max_queue_size", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low \
-                    or (name != "max_queue_delay_ms" and not isinstance(value, int)):
-                kind = "a number" if name == "max_queue_delay_ms" else "an integer"
-                raise InvalidInputError(f"batching.{name} must be {kind} >= {low}, got {value!r}")
+from ..errors import DeadlineExceededError, ResourceExhaustedError, UnavailableError
+from .config import BatchingConfig
 
 
 @dataclass

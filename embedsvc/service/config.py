@@ -15,12 +15,27 @@ from typing import Any
 from ..backbones.registry import DEFAULT_BACKBONE
 from ..collection.settings import CollectionSettings
 from ..errors import InvalidInputError
-from .batcher import BatchingConfig
 
 # Servers see bytes from anyone: a lower per-image limit than the library's (64 MP), so that the
 # decode threads together stay within a known amount of memory (see ServeConfig.memory_bound).
 SERVER_MAX_PIXELS = 40_000_000
 REQUEST_COPIES = 4
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """The dynamic batcher's limits (``batcher.DynamicBatcher``): the ``[batching]`` table."""
+    max_batch_size: int = 32
+    max_queue_delay_ms: float = 5.0
+    max_queue_size: int = 1024
+
+    def __post_init__(self) -> None:
+        for name, low in (("max_batch_size", 1), ("max_queue_delay_ms", 0), ("max_queue_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low \
+                    or (name != "max_queue_delay_ms" and not isinstance(value, int)):
+                kind = "a number" if name == "max_queue_delay_ms" else "an integer"
+                raise InvalidInputError(f"batching.{name} must be {kind} >= {low}, got {value!r}")
 
 
 @dataclass(frozen=True)

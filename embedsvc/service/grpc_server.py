@@ -27,7 +27,7 @@ from ..v1 import embedsvc_pb2_grpc as pb_grpc
 from .config import ServeConfig
 from .core import EmbeddingCore
 from .interceptors import AdmissionInterceptor, TokenAuthInterceptor
-from .listen import check_listen_address
+from .listen import check_listen_addresses
 from .status import PER_ITEM_ERRORS, SERVICE_NAME, count as _count, public_message, status_of
 
 log = logging.getLogger("embedsvc.server")
@@ -213,9 +213,7 @@ class Server:
             # over a file size limit a write should fail with EFBIG (answered as a full disk),
             # not kill the process
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        check_listen_address(config.host, config.port, "port")
-        if config.metrics_port is not None:
-            check_listen_address(config.host, config.metrics_port, "metrics_port")
+        check_listen_addresses(config)
         self.core = EmbeddingCore(config)
         self.pool = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="work")
         self.loop = asyncio.new_event_loop()

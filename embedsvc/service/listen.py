@@ -35,3 +35,10 @@ def check_listen_address(host: str, port: int, what: str = "port") -> None:
                 raise InvalidInputError(f"{what} {port} needs privileges this process does "
                                         f"not have") from None
             raise InvalidInputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def check_listen_addresses(config) -> None:
+    """The gRPC port and, when one is set, the metrics port of a ``ServeConfig``."""
+    check_listen_address(config.host, config.port, "port")
+    if config.metrics_port is not None:
+        check_listen_address(config.host, config.metrics_port, "metrics_port")
