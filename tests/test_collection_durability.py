@@ -6,10 +6,10 @@ every phase: log appends, snapshots, exact -> HNSW rebuilds, background indexing
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import resource
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -26,46 +26,73 @@ pytestmark = pytest.mark.slow
 DIM = 256  # the tiny backbone's
 CONFIG = """
 [collections]
-flat_below = 300
+flat_below = 100
 compact_log_bytes = 65536
 index_batch = 32
 """
 
 
+# Each restart of `python -m embedsvc serve` spends 5-6 s of a 2-core machine importing torch,
+# timm and grpc: twenty-odd of them would be most of this file's time. So the servers here are
+# forked from a process that has imported those once (multiprocessing's forkserver): each is
+# still a process of its own running `embedsvc serve` (embedsvc.cli.main) on its own port, and
+# SIGKILL ends it as it ends the real one. Other tests start `python -m embedsvc serve` itself.
+FORKS = multiprocessing.get_context("forkserver")
+FORKS.set_forkserver_preload(["embedsvc.cli", "embedsvc.service.grpc_server", "timm", __name__])
+
+
+def _serve_forked(argv: list[str], log: str, fsize_limit: int | None) -> None:
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    if fsize_limit is not None:
+        sys.dont_write_bytecode = True  # no .pyc may meet the limit before the server ignores SIGXFSZ
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
+    from embedsvc.cli import main
+
+    sys.exit(main(argv))
+
+
 class ServerProcess:
+    """``embedsvc serve`` in a process of its own (forked, see above): its address, its stderr
+    and stdout (one log file), how it ended."""
+
     def __init__(self, data: Path, tmp: Path, fsize_limit: int | None = None):
         (tmp / "serve.toml").write_text(CONFIG)
+        self.log = tmp / f"serve-{time.monotonic_ns()}.log"
+        argv = ["serve", "--port", "0", "--data-dir", str(data), "--backbone", TINY,
+                "--config", str(tmp / "serve.toml")]
+        self.proc = FORKS.Process(target=_serve_forked, args=(argv, str(self.log), fsize_limit),
+                                  daemon=True)  # a failed test leaves no server behind
+        self.proc.start()
+        deadline = time.monotonic() + 120
+        while not (said := [l for l in self.lines() if l.startswith("embedsvc serving on")]):
+            assert self.proc.is_alive() and time.monotonic() < deadline, self.lines()[-20:]
+            time.sleep(0.02)
+        self.target = said[0].split(" on ")[1].split()[0]
 
-        def limits():
-            if fsize_limit is not None:
-                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
+    def send(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
 
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "embedsvc", "serve", "--port", "0", "--data-dir", str(data),
-             "--backbone", TINY, "--config", str(tmp / "serve.toml")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limits, env=env)
-        line = self.proc.stdout.readline()
-        assert "serving on" in line, (line, self.proc.stderr.read() if self.proc.poll() is not None else "")
-        self.target = line.split(" on ")[1].split()[0]
-        self.stderr: list[str] = []
-        self._reader = threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr),
-                                        daemon=True)
-        self._reader.start()
+    def wait(self, timeout: float) -> int | None:
+        self.proc.join(timeout)
+        return self.proc.exitcode
 
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
+        self.send(signal.SIGKILL)
+        self.wait(30)
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(60) == 0, "".join(self.stderr[-20:])
+        self.send(signal.SIGTERM)
+        assert self.wait(60) == 0, "".join(self.lines()[-20:])
+
+    def lines(self) -> list[str]:
+        return self.log.read_text().splitlines(keepends=True) if self.log.is_file() else []
 
     def errors(self) -> list[str]:
-        """Lines of stderr that show a failure (an abort, a traceback), once it has exited."""
-        self.proc.wait(60)
-        self._reader.join(10)
-        return [line for line in self.stderr if "epoll" in line or "Traceback" in line
+        """Lines that show a failure (an abort, a traceback), once it has exited."""
+        self.wait(60)
+        return [line for line in self.lines() if "epoll" in line or "Traceback" in line
                 or '"level": "error"' in line]
 
 
@@ -119,7 +146,7 @@ def kill_and_restart(tmp_path: Path, rounds: int, seed: int) -> None:
                 model = next((m for m in candidates if holds(c, "kv", m, written)), None)
             assert model is not None, f"round {round_}: the restarted server holds neither " \
                                       f"the state before nor the one after the write in flight"
-        threading.Timer(rng.uniform(0.2, 0.8), srv.kill).start()
+        threading.Timer(rng.uniform(0.2, 0.8), srv.send, (signal.SIGKILL,)).start()
         pending = None
         with Client(srv.target) as c:
             while True:
@@ -141,11 +168,10 @@ def kill_and_restart(tmp_path: Path, rounds: int, seed: int) -> None:
                 try:
                     call()
                 except grpc.RpcError as exc:
-                    assert exc.code() == grpc.StatusCode.UNAVAILABLE, (exc, "".join(srv.stderr[-40:]))
+                    assert exc.code() == grpc.StatusCode.UNAVAILABLE, (exc, "".join(srv.lines()[-40:]))
                     break
                 model, pending = after, None
-        srv.proc.wait(30)
-        assert srv.proc.returncode == -signal.SIGKILL
+        assert srv.wait(30) == -signal.SIGKILL
         assert not srv.errors(), srv.errors()
         candidates = [model] + ([pending] if pending is not None else [])
         stale = temp_files(data)
@@ -187,7 +213,7 @@ def test_a_full_disk_refuses_the_write_and_changes_nothing(tmp_path):
             pytest.fail("the file size limit was never reached")
         assert count(c, "kv") == len(kept)
         assert c.search("kv", vector=refused[0], k=1, timeout=30)[0]["score"] < 0.99
-        assert srv.proc.poll() is None  # SIGXFSZ did not kill it
+        assert srv.proc.is_alive()  # SIGXFSZ did not kill it
     srv.kill()
     srv = ServerProcess(data, tmp_path)  # the disk has room again
     with Client(srv.target) as c:

@@ -102,12 +102,11 @@ def test_gradual_unfreezes_from_the_top_in_order(ft_data, tmp_path):
         assert torch.equal(before[k], after[k]), k
 
 
-def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(ft_data, tmp_path):
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(cli, ft_data, tmp_path):
+    """The uninterrupted run in this process, the killed one and its resumption in fresh ones."""
     args = ["--strategy", "gradual", "--epochs", "3", "--image-size", str(SIZE), "--seed", "3",
             "--patience", "0"]
-    whole = subprocess.run([sys.executable, "-m", "embedsvc", "finetune", str(ft_data), *args,
-                            "--out", str(tmp_path / "whole"), "--quiet"],
-                           capture_output=True, text=True, timeout=600)
+    whole = cli("finetune", ft_data, *args, "--out", tmp_path / "whole", "--quiet")
     assert whole.returncode == 0, whole.stderr
     run = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "embedsvc", "finetune", str(ft_data), *args,
