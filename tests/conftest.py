@@ -134,6 +134,16 @@ def run_cli(*args, timeout: int = 300) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
+def run_importtime(*args) -> tuple[Ran, set[str]]:
+    """``python -X importtime -m embedsvc ARGS``: what it did (its stderr without the import
+    lines) and the modules it imported."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "embedsvc", *map(str, args)],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
+    timings = [l for l in proc.stderr.splitlines(keepends=True) if l.startswith("import time:")]
+    said = "".join(l for l in proc.stderr.splitlines(keepends=True) if l not in timings)
+    return Ran(proc.returncode, proc.stdout, said), {l.rsplit("|", 1)[-1].strip() for l in timings}
+
+
 @pytest.fixture
 def cli(capfd):
     """``embedsvc ARGS`` through ``embedsvc.cli.main`` in this process, its file descriptors 1 and 2

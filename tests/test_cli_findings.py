@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import subprocess
-import sys
 
 import pytest
 
-from conftest import TINY, run_cli, write_manifest
+from conftest import TINY, run_cli, run_importtime, write_manifest
 from embedsvc.cli import build_parser
 
 
@@ -97,14 +95,22 @@ def test_serve_config_errors_are_one_line(tmp_path, text, needle):
     one_error_line(run_cli("serve", "--config", cfg, "--data-dir", tmp_path, timeout=60), 1, needle)
 
 
+def run_without_torch(*args) -> str:
+    """Run a command that must fail before it imports torch; its one error line."""
+    ran, modules = run_importtime(*args)
+    assert ran.returncode == 1 and len(ran.stderr.splitlines()) == 1, ran.stderr[-3000:]
+    assert "torch" not in modules
+    return ran.stderr
+
+
+def test_serve_says_a_bad_config_before_loading_torch(tmp_path):
+    (tmp_path / "serve.toml").write_text('port = "abc"\n')
+    assert "port" in run_without_torch("serve", "--config", tmp_path / "serve.toml")
+
+
 # -- inputs ----------------------------------------------------------------------------------------
 def test_missing_image_is_reported_before_any_model_loads(tmp_path):
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "embedsvc", "embed",
-                           tmp_path / "missing.png"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
-    errors = [l for l in proc.stderr.splitlines() if not l.startswith("import time:")]
-    assert len(errors) == 1 and "missing.png" in errors[0]
-    assert not any(l.rstrip().endswith("| torch") for l in proc.stderr.splitlines())
+    assert "missing.png" in run_without_torch("embed", tmp_path / "missing.png")
 
 
 def test_a_weights_file_that_is_not_a_checkpoint(cli, photos, tmp_path):

@@ -4,9 +4,9 @@ parser imports no torch."""
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
+
+from conftest import run_importtime
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("embedsvc", "classifiers")
@@ -93,11 +93,9 @@ def test_no_module_over_the_size_limit():
 
 
 def _imported_by(*argv: str) -> set[str]:
-    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "embedsvc", *argv],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines()
-            if line.startswith("import time:")}
+    ran, modules = run_importtime(*argv)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    return modules
 
 
 def test_help_and_client_help_import_no_heavy_library():
