@@ -7,7 +7,11 @@
 (c) model only: the same backbone forward on already-preprocessed batches of the same size,
     the ceiling the pipeline can reach.
 
-    .venv/bin/python bench/embed_throughput.py [--n 2000] [--batch-size 32] [--src FOLDER]
+    .venv/bin/python bench/embed_throughput.py [--n 2000] [--batch-size 32] [--src FOLDER | --photos]
+
+``--photos``: N camera-sized JPEGs (500-1200 px, ``embedsvc datasets fetch photos``) instead of
+the 28-px Fashion-MNIST PNGs, where decoding and resizing cost what they cost on users' photos.
+``--src``: the first N images of a folder or manifest (all three modes see the same N).
 """
 from __future__ import annotations
 
@@ -83,7 +87,10 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=None, help="decode threads (default: auto)")
-    ap.add_argument("--src", help="image folder (default: the first N Fashion-MNIST train images)")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--src", help="image folder or manifest (default: the first N Fashion-MNIST "
+                                   "train images)")
+    src.add_argument("--photos", action="store_true", help="N JPEG photos of 500-1200 px")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -97,18 +104,29 @@ def main() -> int:
         print(json.dumps(res))
         return 0
 
-    tmp = None
-    if not args.src:
+    tmp = tempfile.TemporaryDirectory()
+    if args.photos:
+        from embedsvc.datasets.fetch import fetch_dataset
+
+        fetch_dataset("photos", tmp.name, progress=True, limit=args.n)
+        args.src = tmp.name
+    elif not args.src:
         from embedsvc.datasets.fetch import FASHION_MNIST_CLASSES, load_fashion_mnist
         from PIL import Image
 
-        tmp = tempfile.TemporaryDirectory()
         x, y = load_fashion_mnist("train")
         for i in range(args.n):
             d = Path(tmp.name) / FASHION_MNIST_CLASSES[y[i]]
             d.mkdir(exist_ok=True)
             Image.fromarray(x[i]).save(d / f"{i:05d}.png")
         args.src = tmp.name
+    else:  # the first N of the user's source, as a manifest every mode reads
+        from embedsvc.datasets import scan_source
+
+        manifest = Path(tmp.name) / "first_n.csv"
+        paths = [r.path for r in scan_source(args.src)][: args.n]
+        manifest.write_text("path\n" + "".join(f"{p}\n" for p in paths))
+        args.src, args.n = str(manifest), len(paths)
     print(f"{args.n} real images from {args.src}, effnet-lite0 at 224 px, {os.cpu_count()} cores, "
           f"batch {args.batch_size}, decode threads: {'auto' if args.workers is None else args.workers}")
     r = {
@@ -123,8 +141,7 @@ def main() -> int:
     print(f"pipeline / naive      = {rate['pipeline'] / rate['naive']:.2f}x")
     print(f"pipeline / model-only = {rate['pipeline'] / rate['model']:.2f} "
           f"(overhead {100 * (1 - rate['pipeline'] / rate['model']):.0f}%)")
-    if tmp:
-        tmp.cleanup()
+    tmp.cleanup()
     return 0
 
 

@@ -33,6 +33,30 @@ def test_digits_split_is_stratified_and_complete(tmp_path):
     assert sorted(p.stat().st_mtime_ns for p in tmp_path.rglob("*.png")) == before
 
 
+def test_photos_are_camera_sized_jpegs_of_the_sample_photos(tmp_path):
+    from embedsvc.datasets.photos import SIDE_RANGE, source_photos
+
+    counts = fetch_dataset("photos", tmp_path / "a", limit=30)
+    assert counts == {"train": 24, "test": 6}
+    records = scan_source(tmp_path / "a")
+    assert len(records) == 30 and {r.label for r in records} <= set(source_photos())
+    for r in records:
+        with Image.open(r.path) as img:
+            assert img.format == "JPEG" and img.mode == "RGB"
+            assert SIDE_RANGE[0] <= max(img.size) <= SIDE_RANGE[1], (r.path, img.size)
+    # the same seed writes the same bytes, and a smaller limit keeps a prefix of a larger one
+    fetch_dataset("photos", tmp_path / "b", limit=10)
+    small = sorted((tmp_path / "b").rglob("*.jpg"))
+    assert len(small) == 10
+    for p in small:
+        assert p.read_bytes() == (tmp_path / "a" / p.relative_to(tmp_path / "b")).read_bytes()
+    fetch_dataset("photos", tmp_path / "a", limit=10)
+    assert sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.jpg")) == \
+        [p.relative_to(tmp_path / "b") for p in small]
+    with pytest.raises(InvalidInputError, match="holds other data"):
+        fetch_dataset("digits", tmp_path / "a")
+
+
 def test_unknown_dataset_lists_choices(tmp_path):
     with pytest.raises(NotFoundError, match="fashion-mnist"):
         fetch_dataset("imagenet", tmp_path)

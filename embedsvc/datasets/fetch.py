@@ -2,6 +2,8 @@
 
 - ``fashion-mnist``: Debian's ``dataset-fashion-mnist`` (IDX files); 60,000 train + 10,000 test.
 - ``digits``: scikit-learn's bundled ``load_digits`` (1,797 8x8 images), split 80/20, stratified.
+- ``photos``: JPEG photos of 500-1200 px cropped from the sample photos installed packages ship
+  (``photos.py``); 600 unless ``limit`` says otherwise.
 
 Nothing is downloaded. Writing is idempotent: existing files are kept, so an interrupted fetch
 can simply be run again.
@@ -70,15 +72,19 @@ def load_digits_split() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {"train": (xtr, ytr), "test": (xte, yte)}
 
 
-def _write_split(out: Path, split: str, images: np.ndarray, labels: np.ndarray,
-                 class_names: tuple[str, ...], progress: bool) -> int:
-    from PIL import Image
-
+def refuse_other_data(out: Path, split: str, class_names) -> None:
     if (out / split).is_dir():
         foreign = sorted(p.name for p in (out / split).iterdir() if p.name not in class_names)
         if foreign:
             raise InvalidInputError(f"{str(out)!r} holds other data ({split}/{foreign[0]}); "
                                     f"choose an empty or earlier --out of this dataset")
+
+
+def _write_split(out: Path, split: str, images: np.ndarray, labels: np.ndarray,
+                 class_names: tuple[str, ...], progress: bool) -> int:
+    from PIL import Image
+
+    refuse_other_data(out, split, class_names)
     for name in class_names:
         (out / split / name).mkdir(parents=True, exist_ok=True)
     written = 0
@@ -124,16 +130,27 @@ def _digits(out: Path, progress: bool, limit: int | None) -> dict[str, int]:
     return counts
 
 
+def _photos(out: Path, progress: bool, limit: int | None) -> dict[str, int]:
+    from .photos import source_photos, write_photos
+
+    sources = source_photos()
+    for split in ("train", "test"):
+        refuse_other_data(out, split, tuple(sources))
+    return write_photos(out, sources, progress, limit)
+
+
 DATASETS: dict[str, Callable[[Path, bool, int | None], dict[str, int]]] = {
     "fashion-mnist": _fashion,
     "digits": _digits,
+    "photos": _photos,
 }
 
 
 def fetch_dataset(name: str, out: str | os.PathLike, progress: bool = False,
                   limit: int | None = None) -> dict[str, int]:
-    """Write dataset ``name`` as ``out/<split>/<class>/<index>.png``; returns counts per split.
-    ``limit`` keeps the first N images of each split (for quick experiments and tests)."""
+    """Write dataset ``name`` as ``out/<split>/<class>/<index>.png`` (``.jpg`` for photos);
+    returns counts per split. ``limit`` keeps the first N images of each split (for quick
+    experiments and tests); for ``photos`` it is the number of photos."""
     if name not in DATASETS:
         raise NotFoundError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
     return DATASETS[name](Path(out), progress, limit)
