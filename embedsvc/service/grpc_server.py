@@ -302,6 +302,10 @@ class Server:
         done = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: done.set())
-        done.wait()
+        # Python runs signal handlers in the main thread, between bytecodes: a wait without a
+        # timeout may never return to run one (a server once ignored SIGTERM for an hour), so
+        # wake up every second
+        while not done.wait(1.0):
+            pass
         log.info("signal received: draining and stopping")
         self.stop(grace)
