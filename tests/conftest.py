@@ -139,8 +139,9 @@ def run_importtime(*args) -> tuple[Ran, set[str]]:
     lines) and the modules it imported."""
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "embedsvc", *map(str, args)],
                           capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
-    timings = [l for l in proc.stderr.splitlines(keepends=True) if l.startswith("import time:")]
-    said = "".join(l for l in proc.stderr.splitlines(keepends=True) if l not in timings)
+    lines = proc.stderr.splitlines(keepends=True)
+    timings = [l for l in lines if l.startswith("import time:")]
+    said = "".join(l for l in lines if not l.startswith("import time:"))
     return Ran(proc.returncode, proc.stdout, said), {l.rsplit("|", 1)[-1].strip() for l in timings}
 
 
