@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import run_cli
 from classifiers.finetune import FinetuneConfig, finetune, interpolate_run, recommend
 from classifiers.finetune.schedule import lr_factor, lr_multiplier, trainable_depth
 from embedsvc.backbones import create_backbone
@@ -117,8 +118,7 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(cli, ft_dat
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     assert not (run / "finetuned.json").exists()  # it really was interrupted
-    resumed = subprocess.run([sys.executable, "-m", "embedsvc", "finetune", "--resume", str(run)],
-                             capture_output=True, text=True, timeout=600)
+    resumed = run_cli("finetune", "--resume", run, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
     a = load_file(str(tmp_path / "whole" / "model.safetensors"))

@@ -11,12 +11,13 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from conftest import run_cli
 from embedsvc.client import Client
 from embedsvc.errors import ResourceExhaustedError
 from embedsvc.extract import FeatureExtractor
 from embedsvc.errors import DeadlineExceededError
-from embedsvc.service.batcher import BatchingConfig, DynamicBatcher
-from embedsvc.service.config import ServeConfig
+from embedsvc.service.batcher import DynamicBatcher
+from embedsvc.service.config import BatchingConfig, ServeConfig
 from embedsvc.service.grpc_server import Server
 from embedsvc.v1 import embedsvc_pb2 as pb
 from embedsvc.v1 import embedsvc_pb2_grpc as pb_grpc
@@ -70,12 +71,8 @@ def test_classify_with_the_builtin_imagenet_head(stub, photos):
 
 def test_a_head_dropped_into_the_data_dir_is_served_without_restart(server, stub, fmnist_store, tmp_path):
     assert "fmnist" not in [h.name for h in stub.ListHeads(pb.ListHeadsRequest()).heads]
-    import subprocess
-    import sys
-
-    p = subprocess.run([sys.executable, "-m", "embedsvc", "train-head", str(fmnist_store.root),
-                        "--kind", "centroid", "--out", str(tmp_path / "fmnist"), "--quiet",
-                        "--register", str(server.core.data_dir)], capture_output=True, text=True, timeout=600)
+    p = run_cli("train-head", fmnist_store.root, "--kind", "centroid", "--out", tmp_path / "fmnist",
+                "--quiet", "--register", server.core.data_dir, timeout=600)
     assert p.returncode == 0 and "registered as head 'fmnist'" in p.stdout, p.stderr
     heads = {h.name: h for h in stub.ListHeads(pb.ListHeadsRequest()).heads}
     assert heads["fmnist"].kind == "centroid" and len(heads["fmnist"].classes) == 10
@@ -318,8 +315,6 @@ def test_sigterm_drains_in_flight_requests_and_keeps_acknowledged_upserts(tmp_pa
 def test_async_client_and_command_line_client(server, photos):
     import asyncio
     import json as _json
-    import subprocess
-    import sys
 
     from embedsvc.client import AsyncClient
 
@@ -332,8 +327,7 @@ def test_async_client_and_command_line_client(server, photos):
     vecs, labels = asyncio.run(go())
     assert vecs.shape == (2, 1280) and {"espresso", "cup"} & {l for l, _ in labels[0]["top"]}
     target = f"127.0.0.1:{server.port}"
-    run = lambda *a: subprocess.run([sys.executable, "-m", "embedsvc", "client", *map(str, a)],  # noqa: E731
-                                    capture_output=True, text=True, timeout=300)
+    run = lambda *a: run_cli("client", *a)  # noqa: E731
     p = run("classify", photos["chelsea"], "--server", target, "--top", "5")
     assert p.returncode == 0, p.stderr
     assert {"tabby, tabby cat", "tiger cat", "Egyptian cat"} & {t["label"] for t in _json.loads(p.stdout)[0]["top"]}

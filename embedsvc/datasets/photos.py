@@ -39,20 +39,28 @@ def source_photos() -> dict[str, np.ndarray]:
     return out
 
 
-def photo_jpeg(source: np.ndarray, rng: np.random.Generator) -> bytes:
-    """One random crop of ``source`` as a JPEG whose longer side is in SIDE_RANGE."""
+def draw_crop(shape: tuple[int, ...], rng: np.random.Generator) -> tuple[int, ...]:
+    """(x, y, width, height, longer side, JPEG quality) of one photo cut from a source of
+    ``shape``: drawn for every index, encoded or not, so that any limit writes the same files."""
+    h, w = shape[:2]
+    ch, cw = int(h * rng.uniform(0.5, 1.0)), int(w * rng.uniform(0.5, 1.0))
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    side = int(rng.integers(SIDE_RANGE[0], SIDE_RANGE[1] + 1))
+    return x, y, cw, ch, side, int(rng.integers(85, 96))
+
+
+def photo_jpeg(source: np.ndarray, crop: tuple[int, ...]) -> bytes:
+    """The crop (``draw_crop``) of ``source`` as a JPEG whose longer side is in SIDE_RANGE."""
     import io
 
     from PIL import Image
 
-    h, w = source.shape[:2]
-    ch, cw = int(h * rng.uniform(0.5, 1.0)), int(w * rng.uniform(0.5, 1.0))
-    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    crop = Image.fromarray(np.ascontiguousarray(source[y:y + ch, x:x + cw]))
-    scale = int(rng.integers(SIDE_RANGE[0], SIDE_RANGE[1] + 1)) / max(ch, cw)
-    crop = crop.resize((max(1, round(cw * scale)), max(1, round(ch * scale))), Image.BICUBIC)
+    x, y, cw, ch, side, quality = crop
+    img = Image.fromarray(np.ascontiguousarray(source[y:y + ch, x:x + cw]))
+    scale = side / max(ch, cw)
+    img = img.resize((max(1, round(cw * scale)), max(1, round(ch * scale))), Image.BICUBIC)
     buf = io.BytesIO()
-    crop.save(buf, format="JPEG", quality=int(rng.integers(85, 96)), subsampling="4:2:0")
+    img.save(buf, format="JPEG", quality=quality, subsampling="4:2:0")
     return buf.getvalue()
 
 
@@ -74,9 +82,9 @@ def write_photos(out: Path, sources: dict[str, np.ndarray], progress: bool, limi
         name = names[i % len(names)]
         split = "test" if i % TEST_EVERY == TEST_EVERY - 1 else "train"
         path = out / split / name / f"{i:05d}.jpg"
-        data = photo_jpeg(sources[name], rng)  # drawn for every index, so any limit agrees
+        crop = draw_crop(sources[name].shape, rng)
         if not path.exists():
-            atomic_write_bytes(path, data)
+            atomic_write_bytes(path, photo_jpeg(sources[name], crop))
         wanted.add(path)
         counts[split] += 1
     for old in out.glob("*/*/[0-9][0-9][0-9][0-9][0-9].jpg"):  # from a fetch with a larger limit
