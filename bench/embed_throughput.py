@@ -44,12 +44,13 @@ def naive(paths: list[str]) -> dict:
     return {"images": len(paths), "seconds": dt}
 
 
-def pipeline(src: str, batch: int, workers: int | None) -> dict:
+def pipeline(src: str, batch: int, workers: int | None, decode: str) -> dict:
     from embedsvc.store import EmbedDatasetConfig, embed_dataset
 
     with tempfile.TemporaryDirectory() as out:
         r = embed_dataset(src, Path(out) / "store",
-                          EmbedDatasetConfig(batch_size=batch, workers=workers), progress=False)
+                          EmbedDatasetConfig(batch_size=batch, workers=workers, decode=decode),
+                          progress=False)
     return {"images": r.added, "seconds": r.seconds}
 
 
@@ -73,7 +74,7 @@ def model_only(paths: list[str], batch: int) -> dict:
 def _child(mode: str, args, env_extra: dict) -> dict:
     env = dict(os.environ, **env_extra)
     cmd = [sys.executable, __file__, "--child", mode, "--src", args.src, "--n", str(args.n),
-           "--batch-size", str(args.batch_size)]
+           "--batch-size", str(args.batch_size), "--decode", args.decode]
     if args.workers is not None:
         cmd += ["--workers", str(args.workers)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -87,6 +88,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=None, help="decode threads (default: auto)")
+    ap.add_argument("--decode", choices=("fast", "exact"), default="fast",
+                    help="the pipeline's decode mode")
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--src", help="image folder or manifest (default: the first N Fashion-MNIST "
                                    "train images)")
@@ -99,7 +102,7 @@ def main() -> int:
 
         paths = [r.path for r in scan_source(args.src)][: args.n]
         res = {"naive": lambda: naive(paths),
-               "pipeline": lambda: pipeline(args.src, args.batch_size, args.workers),
+               "pipeline": lambda: pipeline(args.src, args.batch_size, args.workers, args.decode),
                "model": lambda: model_only(paths, args.batch_size)}[args.child]()
         print(json.dumps(res))
         return 0
@@ -128,7 +131,8 @@ def main() -> int:
         manifest.write_text("path\n" + "".join(f"{p}\n" for p in paths))
         args.src, args.n = str(manifest), len(paths)
     print(f"{args.n} real images from {args.src}, effnet-lite0 at 224 px, {os.cpu_count()} cores, "
-          f"batch {args.batch_size}, decode threads: {'auto' if args.workers is None else args.workers}")
+          f"batch {args.batch_size}, decode {args.decode}, decode threads: "
+          f"{'auto' if args.workers is None else args.workers}")
     r = {
         "naive": _child("naive", args, {"EMBEDSVC_MALLOC_TUNING": "0"}),
         "pipeline": _child("pipeline", args, {}),

@@ -17,10 +17,11 @@ import torch
 
 from .backbones.base import PRE_LOGITS, Backbone
 from .backbones.fuse import folded_copy
+from .decode_ahead import decoded_batches
 from .embeddings import Embeddings, check_weights
 from .errors import ImageDecodeError, InvalidInputError
-from .images import DEFAULT_MAX_PIXELS, ImageSource, describe, load_image
-from .preprocess import build_transform, normalize
+from .images import DEFAULT_MAX_PIXELS, ImageSource, describe, load_upright
+from .preprocess import DEFAULT_DECODE, Transform, build_transform, check_decode, normalize
 from .runtime import DevicePlan, plan_device
 
 
@@ -32,10 +33,15 @@ class ExtractConfig:
     device: str = "auto"
     amp: bool | None = None  # None: on for CUDA, off on CPU
     max_pixels: int = DEFAULT_MAX_PIXELS
+    decode: str = DEFAULT_DECODE  # preprocess.DECODE_MODES
+    workers: int | None = None  # decode threads ahead of the model; None: decode_ahead decides
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        check_decode(self.decode)
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
+            raise InvalidInputError(f"workers must be an integer >= 0, got {self.workers!r}")
 
 
 class FeatureExtractor:
@@ -55,14 +61,14 @@ class FeatureExtractor:
         self.net = folded_copy(backbone, backbone.cfg.preprocess.input_size).to(self.plan.device)
         if self.plan.channels_last:
             self.net.to(memory_format=torch.channels_last)
-        self.transform = build_transform(backbone.cfg.preprocess)
+        self.transform = build_transform(backbone.cfg.preprocess, config.decode)
         self.provenance = self.provenance_for(config.tap, config.normalize)
         if config.tap != PRE_LOGITS:
             self.provenance["dim"] = None  # filled on the first batch (depends on the stage)
 
     def provenance_for(self, tap: str, normalized: bool, dim: int | None = None) -> dict:
         return {**self.backbone.cfg.provenance(), "tap": tap, "normalized": normalized,
-                **({"dim": dim} if dim is not None else {})}
+                "decode": self.config.decode, **({"dim": dim} if dim is not None else {})}
 
     # -- one image ---------------------------------------------------------------------------
     def prepare(self, src: ImageSource, name: str | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -111,25 +117,42 @@ class FeatureExtractor:
         kept: list[str] = []
         skipped: list[tuple[str, str]] = []
         chunks: list[np.ndarray] = []
-        bs = self.config.batch_size
-        starts = range(0, len(images), bs)
+
+        def load(i: int) -> torch.Tensor | ImageDecodeError:
+            try:
+                return self.prepare(images[i], names[i])[0]
+            except ImageDecodeError as exc:  # raised (or listed) in order, in this thread
+                return exc
+
+        # batches decoded a few ahead, so memory stays flat however many images there are
+        batches = decoded_batches(load, len(images), self.config.batch_size, self.config.workers,
+                                  self.plan.device.type)
+        bar = None
         if progress:
             from tqdm import tqdm
 
-            starts = tqdm(starts, total=len(starts), unit="batch", desc=self.backbone.name)
-        for start in starts:
-            # decode one batch at a time so memory stays flat however many images there are
-            tensors = []
-            for img, name in zip(images[start:start + bs], names[start:start + bs]):
-                try:
-                    tensors.append(self.prepare(img, name)[0])
-                    kept.append(name)
-                except ImageDecodeError as exc:
-                    if not skip_bad:
-                        raise
-                    skipped.append((name, exc.reason))
-            if tensors:
-                chunks.append(self.embed_tensor(torch.stack(tensors)))
+            bar = tqdm(total=len(images), unit="img", desc=self.backbone.name)
+        start = 0
+        try:
+            for items in batches:
+                tensors = []
+                for name, item in zip(names[start:start + len(items)], items):
+                    if isinstance(item, ImageDecodeError):
+                        if not skip_bad:
+                            raise item
+                        skipped.append((name, item.reason))
+                    else:
+                        tensors.append(item)
+                        kept.append(name)
+                start += len(items)
+                if bar is not None:
+                    bar.update(len(items))
+                if tensors:
+                    chunks.append(self.embed_tensor(torch.stack(tensors)))
+        finally:
+            batches.close()  # joins the decode threads
+            if bar is not None:
+                bar.close()
         dim = self.provenance["dim"] or self.backbone.cfg.dim
         vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
         return Embeddings(vectors, tuple(kept), dict(self.provenance), tuple(skipped))
@@ -142,15 +165,15 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.clip(norms, 1e-12, None)).astype(np.float32, copy=False)
 
 
-def prepare_image(src: ImageSource, transform, name: str | None = None,
+def prepare_image(src: ImageSource, transform: Transform, name: str | None = None,
                   max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Decode ``src`` and apply ``transform`` (``preprocess.build_transform``): the model's
-    uint8 input and the upright image's (width, height). Any failure of either step is an
+    """Decode ``src`` (at the scale ``transform`` allows) and apply ``transform``: the model's
+    uint8 input and the upright image's full (width, height). Any failure of either step is an
     ImageDecodeError naming the item."""
     item = name or describe(src)
-    img = load_image(src, item, max_pixels)
+    img, size = load_upright(src, item, max_pixels, transform.draft_to)
     try:
-        return transform(img), img.size
+        return transform(img), size
     except MemoryError:
         raise ImageDecodeError(item, "not enough memory to resize it") from None
     except Exception as exc:  # noqa: BLE001 - a resize failure is this image's problem only
@@ -159,10 +182,12 @@ def prepare_image(src: ImageSource, transform, name: str | None = None,
 
 def extractor_for(provenance: dict, device: str = "auto") -> FeatureExtractor:
     """A FeatureExtractor that makes features exactly as ``provenance`` describes (a store's or a
-    head's): same backbone, checked by weights hash, same tap and normalisation."""
+    head's): same backbone, checked by weights hash, same tap, normalisation and decode mode
+    (provenances from before decode modes were made with ``exact``)."""
     from .backbones import create_backbone
 
     backbone = create_backbone(provenance["backbone"])
     check_weights(backbone.cfg, provenance, "features")
     return FeatureExtractor(backbone, ExtractConfig(
-        tap=provenance["tap"], normalize=provenance["normalized"], device=device))
+        tap=provenance["tap"], normalize=provenance["normalized"], device=device,
+        decode=provenance.get("decode") or "exact"))

@@ -54,8 +54,36 @@ def load_image(src: ImageSource, name: str | None = None,
     Raises ImageDecodeError for missing files, empty or truncated data, non-images, images over
     ``max_pixels`` and anything else a decoder raises.
     """
+    return load_upright(src, name, max_pixels)[0]
+
+
+def load_upright(src: ImageSource, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 draft_to: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """``load_image``, and the upright image's full (width, height).
+
+    ``draft_to``: let a JPEG decoder scale down in the DCT domain (1/2, 1/4, 1/8) as long as both
+    sides stay >= ``draft_to``: most of the decoding and resizing work of a large photo is never
+    done. The size returned is still the full image's, read from the header.
+    """
     item = name or describe(src)
-    return decoded(open_image(src, item, max_pixels), item)
+    img = open_image(src, item, max_pixels)
+    size = upright_size(img)
+    if draft_to is not None and not isinstance(src, Image.Image):  # never change a caller's image
+        img.draft("RGB", (draft_to, draft_to))
+    return decoded(img, item), size
+
+
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) after the EXIF orientation, from the header alone."""
+    w, h = img.size
+    try:
+        turned = img.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001 - unreadable EXIF: decoded() has reported or ignored it
+        turned = False
+    return (h, w) if turned else (w, h)
+
+
+_ORIENTATION = 0x0112
 
 
 def decoded(img: Image.Image, item: str) -> Image.Image:

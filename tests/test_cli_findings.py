@@ -103,9 +103,11 @@ def run_without_torch(*args) -> str:
     return ran.stderr
 
 
-def test_serve_says_a_bad_config_before_loading_torch(tmp_path):
-    (tmp_path / "serve.toml").write_text('port = "abc"\n')
-    assert "port" in run_without_torch("serve", "--config", tmp_path / "serve.toml")
+@pytest.mark.parametrize("text,needle", [('port = "abc"\n', "port"),
+                                        ('decode = "turbo"\n', "fast, exact")])
+def test_serve_says_a_bad_config_before_loading_torch(tmp_path, text, needle):
+    (tmp_path / "serve.toml").write_text(text)
+    assert needle in run_without_torch("serve", "--config", tmp_path / "serve.toml")
 
 
 # -- inputs ----------------------------------------------------------------------------------------

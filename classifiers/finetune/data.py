@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from embedsvc.backbones.config import PreprocessConfig
+from embedsvc.backbones.config import DEFAULT_DECODE, PreprocessConfig
 from embedsvc.datasets.sources import Record, scan_source
+from embedsvc.decode_ahead import decode_threads, decoded_batches
 from embedsvc.errors import ImageDecodeError, InvalidInputError
 from embedsvc.extract import prepare_image
 from embedsvc.preprocess import build_transform
@@ -61,17 +62,28 @@ def decode_records(records: Sequence[Record], preprocess: PreprocessConfig, clas
         raise InvalidInputError(
             f"{len(records)} images is more than max_images_in_memory={max_images}; pass a smaller "
             f"--image-size or a subset (decoded images are kept in memory as uint8)")
-    transform = build_transform(preprocess)
+    transform = build_transform(preprocess, DEFAULT_DECODE)
     index = {c: i for i, c in enumerate(classes)}
     images, labels, paths, skipped = [], [], [], []
-    for r in tqdm(records, desc="decode", unit="img", disable=not progress, leave=False):
+
+    def load(i: int):
         try:
-            images.append(prepare_image(r.path, transform)[0])
+            return prepare_image(records[i].path, transform)[0]
         except ImageDecodeError as exc:
-            skipped.append((r.path, str(exc)))
-            continue
-        labels.append(index[r.label])
-        paths.append(r.path)
+            return exc
+
+    # nothing else runs yet: decode on every core
+    batches = decoded_batches(load, len(records), 64, decode_threads("cpu"))
+    with tqdm(total=len(records), desc="decode", unit="img", disable=not progress, leave=False) as bar:
+        for start, items in zip(range(0, len(records), 64), batches):
+            for r, item in zip(records[start:start + len(items)], items):
+                if isinstance(item, ImageDecodeError):
+                    skipped.append((r.path, str(item)))
+                    continue
+                images.append(item)
+                labels.append(index[r.label])
+                paths.append(r.path)
+            bar.update(len(items))
     if not images:
         raise InvalidInputError(f"none of the {len(records)} images could be decoded "
                                 f"(first error: {skipped[0][1] if skipped else 'none'})")

@@ -5,7 +5,20 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import InvalidInputError
+
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+# How images are decoded before the geometry (preprocess.Transform explains both); here, free of
+# torch, so that configs and flags are checked before any model is imported.
+DECODE_MODES = ("fast", "exact")
+DEFAULT_DECODE = "fast"
+
+
+def check_decode(decode: str) -> str:
+    if decode not in DECODE_MODES:
+        raise InvalidInputError(f"unknown decode mode {decode!r}; choose one of: "
+                                f"{', '.join(DECODE_MODES)}")
+    return decode
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,14 @@ def port(text: str) -> int:
     return value
 
 
+def decode_option(p: argparse.ArgumentParser) -> None:
+    from ..backbones.config import DECODE_MODES, DEFAULT_DECODE
+
+    p.add_argument("--decode", choices=DECODE_MODES, default=DEFAULT_DECODE,
+                   help="fast: JPEGs decoded at the scale the model needs (default; embeddings "
+                        "within cosine 0.995 of exact); exact: every pixel, timm's transform")
+
+
 def device(text: str) -> str:
     """auto, cpu, cuda or cuda:N; checked here so a typo never waits for a model to load."""
     t = text.strip().lower()

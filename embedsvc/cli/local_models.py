@@ -6,8 +6,8 @@ import sys
 
 from ..backbones.registry import DEFAULT_BACKBONE
 from . import output
-from .common import (EXIT_ERROR, EXIT_OK, command, device, err, existing_images, positive_int,
-                     warn)
+from .common import (EXIT_ERROR, EXIT_OK, command, decode_option, device, err, existing_images,
+                     positive_int, warn)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -34,7 +34,7 @@ def extractor(args: argparse.Namespace, normalize: bool, tap: str):
 
     backbone = create_backbone(args.backbone, weights=args.weights)
     config = ExtractConfig(batch_size=args.batch_size, normalize=normalize, tap=tap,
-                           device=args.device)
+                           device=args.device, decode=args.decode)
     return backbone, FeatureExtractor(backbone, config)
 
 
@@ -102,6 +102,7 @@ def model_options(p: argparse.ArgumentParser) -> None:
                    help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--skip-bad", action="store_true",
                    help="report unreadable images and go on with the others")
+    decode_option(p)
 
 
 def register(sub) -> None:

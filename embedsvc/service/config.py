@@ -15,6 +15,7 @@ from typing import Any
 from ..backbones.registry import DEFAULT_BACKBONE
 from ..collection.settings import CollectionSettings
 from ..errors import InvalidInputError
+from ..backbones.config import DEFAULT_DECODE, check_decode
 
 # Servers see bytes from anyone: a lower per-image limit than the library's (64 MP), so that the
 # decode threads together stay within a known amount of memory (see ServeConfig.memory_bound).
@@ -49,6 +50,7 @@ class ServeConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     collections: CollectionSettings = field(default_factory=CollectionSettings)
     decode_workers: int = 8  # threads that decode images and wait on the model
+    decode: str = DEFAULT_DECODE  # preprocess.DECODE_MODES
     max_images_per_request: int = 64
     max_bytes_per_image: int = 16 << 20
     max_pixels_per_image: int = SERVER_MAX_PIXELS
@@ -78,6 +80,7 @@ class ServeConfig:
             if not getattr(self, name) > 0:
                 raise InvalidInputError(f"{name} must be > 0, got {getattr(self, name)}")
         check_port("port", self.port)
+        check_decode(self.decode)
         if self.metrics_port is not None:
             check_port("metrics_port", self.metrics_port)
         if (self.tls_cert is None) != (self.tls_key is None):

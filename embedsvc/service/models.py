@@ -34,7 +34,8 @@ class ModelRunner:
         self.config = config
         self.metrics = metrics
         self.extractor = FeatureExtractor(backbone, ExtractConfig(
-            normalize=False, device=config.device, max_pixels=config.max_pixels_per_image))
+            normalize=False, device=config.device, max_pixels=config.max_pixels_per_image,
+            decode=config.decode))
         self._batchers: dict[str, DynamicBatcher] = {}
         self._lock = threading.Lock()
         self.leases = 0  # guarded by the pool's lock

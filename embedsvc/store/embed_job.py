@@ -1,7 +1,7 @@
 """``embed-dataset``: a dataset source → an embedding store, resumable and safe.
 
 Records are processed in a fixed order, in shards of ``shard_size``. Decoding and preprocessing
-run in threads, overlapped with the model in the main process. Each shard is committed
+run ahead of the model (``decode_ahead``: in threads where that pays). Each shard is committed
 atomically (see store.py), so a run killed at any moment, SIGKILL included, resumes at the first
 uncommitted shard with the same batches: no row is lost, none is duplicated, and the vectors are
 the ones a clean run makes.
@@ -9,24 +9,21 @@ the ones a clean run makes.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..backbones import DEFAULT_BACKBONE, create_backbone
 from ..datasets import Record, scan_source
+from ..decode_ahead import decoded_batches
 from ..errors import ImageDecodeError, InvalidInputError
 from ..extract import ExtractConfig, FeatureExtractor
 from ..images import DEFAULT_MAX_PIXELS
+from ..backbones.config import DEFAULT_DECODE
 from ..atomic import atomic_write_bytes
 from .store import DTYPES, EmbeddingStore, StoreLock, jsonl_bytes
 
@@ -36,7 +33,7 @@ class EmbedDatasetConfig:
     backbone: str = DEFAULT_BACKBONE
     weights: str | None = None
     batch_size: int = 32
-    workers: int | None = None  # decode threads ahead of the model; None = auto_workers()
+    workers: int | None = None  # decode threads ahead of the model; None: decode_ahead decides
     shard_size: int = 4096
     dtype: str = "float32"
     dedup: bool = False
@@ -44,6 +41,7 @@ class EmbedDatasetConfig:
     tap: str = "pre_logits"
     normalize: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
+    decode: str = DEFAULT_DECODE
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "shard_size"):
@@ -69,7 +67,7 @@ class EmbedReport:
         return self.added / self.seconds if self.seconds else 0.0
 
 
-class _DecodeDataset(Dataset):
+class _DecodeDataset:
     """Reads, hashes, decodes and preprocesses one record; never raises on bad input."""
 
     def __init__(self, records: list[Record], fe: FeatureExtractor):
@@ -96,43 +94,6 @@ class _DecodeDataset(Dataset):
             return None, info
 
 
-def auto_workers(device_type: str) -> int:
-    """Decode threads worth running beside the model.
-
-    On a GPU the CPU is otherwise idle, so decode as wide as the cores allow. On the CPU the model
-    already uses every core; a decode thread beside it preempts one of the model's OpenMP threads
-    and the whole batch waits for the straggler: on 2 cores, one decode thread made the pipeline
-    ~25% slower than decoding inline. So threads only where cores are left over.
-    """
-    cores = os.cpu_count() or 1
-    if device_type == "cuda":
-        return max(1, min(8, cores - 1))
-    return 0 if cores <= 2 else min(4, cores // 4)
-
-
-def decoded_batches(dataset: Dataset, batch_size: int, workers: int):
-    """Yield lists of dataset items, batch by batch, decoded ``workers`` threads ahead.
-
-    Threads rather than processes: PIL decoding and resizing and torch's tensor ops release the
-    GIL, so threads overlap with the model without pickling every image tensor between processes
-    (on 2 cores, DataLoader worker processes were slower still).
-    """
-    n = len(dataset)
-    batches = (range(i, min(i + batch_size, n)) for i in range(0, n, batch_size))
-    load = lambda idx: [dataset[i] for i in idx]  # noqa: E731
-    if workers == 0:
-        yield from map(load, batches)
-        return
-    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
-        ahead = deque(pool.submit(load, b) for b in islice(batches, 2 * workers))
-        while ahead:
-            items = ahead.popleft().result()
-            nxt = next(batches, None)
-            if nxt is not None:
-                ahead.append(pool.submit(load, nxt))
-            yield items
-
-
 def embed_dataset(src: str | Path, out: str | Path, config: EmbedDatasetConfig = EmbedDatasetConfig(),
                   progress: bool = True, stop_after_shards: int | None = None) -> EmbedReport:
     """Embed every record of ``src`` not yet in the store at ``out``.
@@ -144,7 +105,7 @@ def embed_dataset(src: str | Path, out: str | Path, config: EmbedDatasetConfig =
     backbone = create_backbone(config.backbone, weights=config.weights)
     fe = FeatureExtractor(backbone, ExtractConfig(
         batch_size=config.batch_size, normalize=config.normalize, tap=config.tap,
-        device=config.device, max_pixels=config.max_pixels))
+        device=config.device, max_pixels=config.max_pixels, decode=config.decode))
     provenance = dict(fe.provenance)
     if provenance.get("dim") is None:  # a stage tap: one tiny forward pass tells the width
         provenance["dim"] = fe.embed_tensor(torch.zeros(1, *backbone.cfg.preprocess.input_size)).shape[1]
@@ -188,9 +149,9 @@ def _shards(fe: FeatureExtractor, pending: list[Record], config: EmbedDatasetCon
     model stays fed across shard boundaries."""
     seen = store.hashes() if config.dedup else {}
     per_shard = _shard_inputs(config)
-    workers = auto_workers(fe.plan.device.type) if config.workers is None else config.workers
-    loader = decoded_batches(_DecodeDataset(pending, fe),
-                             config.batch_size, workers)
+    dataset = _DecodeDataset(pending, fe)
+    loader = decoded_batches(dataset.__getitem__, len(dataset), config.batch_size, config.workers,
+                             fe.plan.device.type)
     vec_parts: list[np.ndarray] = []
     rows: list[dict] = []
     skipped: list[dict] = []

@@ -1,0 +1,126 @@
+"""``--decode fast`` against ``--decode exact``: what the fast mode does, that it stays close enough
+for the mixing rule (embeddings.MIXABLE), and that the mode travels in provenance.
+
+bench/fast_decode.py measures the same on more images (and the cost of each mode).
+"""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from embedsvc.backbones.config import PreprocessConfig
+from embedsvc.datasets import scan_source
+from embedsvc.datasets.fetch import fetch_dataset, load_fashion_mnist
+from embedsvc.embeddings import check_compatible
+from embedsvc.errors import IncompatibleError
+from embedsvc.extract import ExtractConfig, FeatureExtractor
+from embedsvc.images import load_upright
+from embedsvc.preprocess import build_transform
+
+COSINE_FLOOR = 0.995  # the premise of embeddings.MIXABLE["decode"]
+
+
+def _jpeg(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90, **kw)
+    return buf.getvalue()
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_but_reports_its_full_upright_size():
+    tf = build_transform(PreprocessConfig(), "fast")
+    assert tf.draft_to == 256  # floor(224 / 0.875): the shorter side timm resizes to
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (600, 1100, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90°: the upright image is 600 wide, 1100 high
+    data = _jpeg(img, exif=exif.tobytes())
+    drafted, size = load_upright(data, draft_to=tf.draft_to)
+    assert size == (600, 1100)
+    assert drafted.size == (300, 550)  # DCT scale 1/2: both sides still >= 256, upright
+    full, size = load_upright(data)
+    assert full.size == size == (600, 1100)
+    assert tf(drafted).shape == (3, 224, 224)
+    # too small to scale down: decoded as it is
+    small, size = load_upright(_jpeg(img.resize((400, 300))), draft_to=256)
+    assert small.size == size == (400, 300)
+
+
+def test_exact_is_timms_transform_and_fast_of_a_png_differs_by_rounding_only():
+    from timm.data import create_transform
+
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(rng.integers(0, 255, (333, 517, 3), dtype=np.uint8))
+    cfg = PreprocessConfig()
+    timm_tf = create_transform(input_size=cfg.input_size, interpolation=cfg.interpolation,
+                               crop_pct=cfg.crop_pct, mean=(0, 0, 0), std=(1, 1, 1))
+    expected = np.rint(timm_tf(img).numpy() * 255)
+    assert np.array_equal(build_transform(cfg, "exact")(img).numpy(), expected)
+    # no draft for a PNG; one resize of the kept region samples the same positions
+    diff = np.abs(build_transform(cfg, "fast")(img).numpy().astype(int) - expected)
+    assert diff.max() <= 2 and diff.mean() < 0.1
+
+
+@pytest.mark.slow
+def test_fast_decode_keeps_photo_embeddings_within_the_mixing_floor(lite0, tmp_path):
+    fetch_dataset("photos", tmp_path, limit=40)
+    paths = [r.path for r in scan_source(tmp_path)]
+    v = {m: FeatureExtractor(lite0, ExtractConfig(decode=m)).embed(paths) for m in ("exact", "fast")}
+    assert v["fast"].provenance["decode"] == "fast" and v["exact"].provenance["decode"] == "exact"
+    cos = (v["exact"].vectors * v["fast"].vectors).sum(1)
+    assert cos.mean() >= COSINE_FLOOR, (cos.mean(), cos.min())
+    assert cos.min() > 0.95
+    assert not np.allclose(v["exact"].vectors, v["fast"].vectors)  # the fast path really ran
+
+
+@pytest.mark.slow
+def test_a_head_trained_on_exact_features_scores_fast_ones_the_same(lite0, tmp_path):
+    """Fashion-MNIST as 560-px JPEGs (decoded at 1/2 scale in the fast mode)."""
+    from sklearn.linear_model import LogisticRegression
+
+    def jpegs(split, idx):
+        x, y = load_fashion_mnist(split)
+        out = []
+        for i in idx:
+            p = tmp_path / f"{split}{i}.jpg"
+            p.write_bytes(_jpeg(Image.fromarray(x[i]).convert("RGB").resize((560, 560), Image.BICUBIC)))
+            out.append(str(p))
+        return out, y[idx]
+
+    _, y = load_fashion_mnist("train")
+    train, y_train = jpegs("train", np.concatenate([np.flatnonzero(y == c)[:20] for c in range(10)]))
+    test, y_test = jpegs("test", np.arange(200))
+    exact = FeatureExtractor(lite0, ExtractConfig(decode="exact"))
+    fast = FeatureExtractor(lite0, ExtractConfig(decode="fast"))
+    head = LogisticRegression(max_iter=2000).fit(exact.embed(train).vectors, y_train)
+    p_exact = head.predict(exact.embed(test).vectors)
+    p_fast = head.predict(fast.embed(test).vectors)
+    assert (p_exact == y_test).mean() > 0.6  # the head has learnt something
+    assert abs((p_fast == y_test).mean() - (p_exact == y_test).mean()) <= 0.01
+    assert (p_fast == p_exact).mean() >= 0.97
+
+
+def test_mixing_rule_accepts_either_decode_mode_and_nothing_else():
+    base = {"backbone": "effnet-lite0", "weights_sha256": "ab", "tap": "pre_logits", "dim": 1280,
+            "normalized": True, "preprocess": {"input_size": [3, 224, 224]}}
+    for a in ("fast", "exact", None):  # None: made before decode modes, i.e. exact
+        for b in ("fast", "exact", None):
+            check_compatible({**base, "decode": a}, {**base, "decode": b}, "store")
+    check_compatible({k: v for k, v in base.items()}, {**base, "decode": "fast"}, "store")
+    with pytest.raises(IncompatibleError, match="decode"):
+        check_compatible({**base, "decode": "fast"}, {**base, "decode": "bilinear-thumbnail"}, "head")
+    with pytest.raises(IncompatibleError, match="tap"):
+        check_compatible({**base, "decode": "fast"}, {**base, "decode": "exact", "tap": "late"}, "head")
+
+
+@pytest.mark.slow
+def test_decode_mode_is_a_flag_and_part_of_the_provenance(cli, tmp_path, photos):
+    out = tmp_path / "v.npy"
+    r = cli("embed", photos["chelsea"], "--decode", "exact", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "v.npy.json").read_text())["provenance"]["decode"] == "exact"
+    r = cli("embed", photos["chelsea"], "--decode", "turbo")
+    assert r.returncode == 2 and "fast" in r.stderr and "exact" in r.stderr
