@@ -13,16 +13,19 @@ import numpy as np
 from .errors import IncompatibleError
 from .atomic import atomic_write_bytes
 
-# The provenance keys that must agree for two sets of vectors to be comparable. ``decode`` only
-# within MIXABLE: vectors of both modes are accepted by stores and heads of either.
-BINDING_KEYS = ("backbone", "weights_sha256", "preprocess", "dim", "tap", "normalized", "decode")
+# The provenance keys that must agree for two sets of vectors to be comparable; ``decode`` and
+# ``runtime`` up to MIXABLE.
+BINDING_KEYS = ("backbone", "weights_sha256", "preprocess", "dim", "tap", "normalized", "decode",
+                "runtime")
 
 # Values of a binding key that may be mixed, because their vectors are close enough that no
 # store, index or head can tell: fast vs exact decoding measured cosine 0.998 mean on 500-1200 px
 # photos and the same logistic-head accuracy (preprocess.py; tests/test_fast_decode.py fails if
 # the cosine mean falls below 0.995, and then this rule must go). A provenance without ``decode``
 # predates the modes and was made ``exact``.
-MIXABLE = {"decode": ({"fast", "exact"}, "exact")}
+# fp32 runtimes reproduce torch's features (cosine 1.0000, tests/test_runtimes.py); int8 ones
+# (cosine ~0.99) mix with nothing but themselves.
+MIXABLE = {"decode": ({"fast", "exact"}, "exact"), "runtime": ({"torch", "onnx", "openvino"}, "torch")}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from .errors import ImageDecodeError, InvalidInputError
 from .images import DEFAULT_MAX_PIXELS, ImageSource, describe, load_upright
 from .preprocess import DEFAULT_DECODE, Transform, build_transform, check_decode, normalize
 from .runtime import DevicePlan, plan_device
+from .runtimes import DEFAULT_RUNTIME, check_runtime
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,13 @@ class ExtractConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     decode: str = DEFAULT_DECODE  # preprocess.DECODE_MODES
     workers: int | None = None  # decode threads ahead of the model; None: decode_ahead decides
+    runtime: str = DEFAULT_RUNTIME  # runtimes.RUNTIMES
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         check_decode(self.decode)
+        check_runtime(self.runtime)
         if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
             raise InvalidInputError(f"workers must be an integer >= 0, got {self.workers!r}")
 
@@ -56,11 +59,18 @@ class FeatureExtractor:
         self.backbone = backbone
         self.config = config
         self.plan: DevicePlan = plan_device(config.device, config.amp)
-        # an inference-only copy (BatchNorm folded, on the device, in its memory format): the
-        # caller's backbone stays as it was, trainable and on its own device
-        self.net = folded_copy(backbone, backbone.cfg.preprocess.input_size).to(self.plan.device)
-        if self.plan.channels_last:
-            self.net.to(memory_format=torch.channels_last)
+        self._runners: dict[str, object] = {}  # tap → exported graph runner (runtime != torch)
+        if config.runtime != "torch":
+            if self.plan.device.type != "cpu":
+                raise InvalidInputError(f"runtime {config.runtime!r} runs on the CPU; on "
+                                        f"{self.plan.device} use runtime 'torch'")
+            self._runners[config.tap] = self._load_runner(config.tap)  # refused here, not later
+        else:
+            # an inference-only copy (BatchNorm folded, on the device, in its memory format):
+            # the caller's backbone stays as it was, trainable and on its own device
+            self.net = folded_copy(backbone, backbone.cfg.preprocess.input_size).to(self.plan.device)
+            if self.plan.channels_last:
+                self.net.to(memory_format=torch.channels_last)
         self.transform = build_transform(backbone.cfg.preprocess, config.decode)
         self.provenance = self.provenance_for(config.tap, config.normalize)
         if config.tap != PRE_LOGITS:
@@ -68,7 +78,13 @@ class FeatureExtractor:
 
     def provenance_for(self, tap: str, normalized: bool, dim: int | None = None) -> dict:
         return {**self.backbone.cfg.provenance(), "tap": tap, "normalized": normalized,
-                "decode": self.config.decode, **({"dim": dim} if dim is not None else {})}
+                "decode": self.config.decode, "runtime": self.config.runtime,
+                **({"dim": dim} if dim is not None else {})}
+
+    def _load_runner(self, tap: str):
+        from .runtimes.runners import load_runner
+
+        return load_runner(self.backbone, tap, self.config.runtime, torch.get_num_threads())
 
     # -- one image ---------------------------------------------------------------------------
     def prepare(self, src: ImageSource, name: str | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -85,11 +101,16 @@ class FeatureExtractor:
         tap = self.config.tap if tap is None else tap
         l2 = self.config.normalize if normalize_output is None else normalize_output
         x = normalize(batch.to(self.plan.device, non_blocking=True), self.backbone.cfg.preprocess)
-        if self.plan.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), self.plan.autocast():
-            feats = self.net.forward_taps(x, [tap])[tap]
-        out = feats.float().cpu().numpy().astype(np.float32, copy=False)
+        if self.config.runtime != "torch":
+            if tap not in self._runners:
+                self._runners[tap] = self._load_runner(tap)
+            out = self._runners[tap](x.numpy()).astype(np.float32, copy=False)
+        else:
+            if self.plan.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), self.plan.autocast():
+                feats = self.net.forward_taps(x, [tap])[tap]
+            out = feats.float().cpu().numpy().astype(np.float32, copy=False)
         if l2:
             out = l2_normalize(out)
         if self.provenance["dim"] is None and tap == self.config.tap:
@@ -190,4 +211,4 @@ def extractor_for(provenance: dict, device: str = "auto") -> FeatureExtractor:
     check_weights(backbone.cfg, provenance, "features")
     return FeatureExtractor(backbone, ExtractConfig(
         tap=provenance["tap"], normalize=provenance["normalized"], device=device,
-        decode=provenance.get("decode") or "exact"))
+        decode=provenance.get("decode") or "exact", runtime=provenance.get("runtime") or "torch"))

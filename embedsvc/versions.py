@@ -16,6 +16,7 @@ from .errors import IncompatibleError
 _DISTRIBUTIONS = {
     "embedsvc": ("embedsvc",), "torch": ("torch",), "timm": ("timm",),
     "sklearn": ("scikit-learn",), "faiss": ("faiss-cpu", "faiss-gpu", "faiss"), "numpy": ("numpy",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvino": ("openvino",),
 }
 
 

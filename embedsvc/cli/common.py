@@ -130,6 +130,14 @@ def decode_option(p: argparse.ArgumentParser) -> None:
                         "within cosine 0.995 of exact); exact: every pixel, timm's transform")
 
 
+def runtime_option(p: argparse.ArgumentParser) -> None:
+    from ..runtimes import DEFAULT_RUNTIME, RUNTIMES
+
+    p.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                   help="torch (default); onnx / openvino: the same features from an exported "
+                        "graph (CPU); onnx-int8 / openvino-int8: after 'embedsvc calibrate'")
+
+
 def device(text: str) -> str:
     """auto, cpu, cuda or cuda:N; checked here so a typo never waits for a model to load."""
     t = text.strip().lower()

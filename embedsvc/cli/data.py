@@ -9,7 +9,7 @@ from ..datasets.fetch import DATASETS
 from ..index.planner import KINDS
 from . import output
 from .common import (EXIT_OK, byte_size, command, decode_option, device, existing_images, group,
-                     in_range, non_negative_int, positive_int, warn)
+                     in_range, non_negative_int, positive_int, runtime_option, warn)
 
 
 def cmd_datasets_fetch(args: argparse.Namespace) -> int:
@@ -27,7 +27,7 @@ def cmd_embed_dataset(args: argparse.Namespace) -> int:
         backbone=args.backbone, weights=args.weights, batch_size=args.batch_size,
         workers=args.workers, shard_size=args.shard_size,
         dtype="float16" if args.float16 else "float32", dedup=args.dedup, device=args.device,
-        tap=args.tap, decode=args.decode)
+        tap=args.tap, decode=args.decode, runtime=args.runtime)
     r = embed_dataset(args.src, args.out, config, progress=not args.quiet,
                       stop_after_shards=args.max_shards)
     print(f"{r.store}: added {r.added} vectors in {r.seconds:.1f} s ({r.images_per_s:.1f} img/s); "
@@ -120,6 +120,7 @@ def register(sub) -> None:
     p.add_argument("--tap", default="pre_logits",
                    help="which features: pre_logits, or early / middle / late stage features")
     decode_option(p)
+    runtime_option(p)
     p.add_argument("--max-shards", type=positive_int, help="stop after N shards (resume later)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

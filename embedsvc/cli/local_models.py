@@ -7,7 +7,7 @@ import sys
 from ..backbones.registry import DEFAULT_BACKBONE
 from . import output
 from .common import (EXIT_ERROR, EXIT_OK, command, decode_option, device, err, existing_images,
-                     positive_int, warn)
+                     in_range, positive_int, runtime_option, warn)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -34,7 +34,7 @@ def extractor(args: argparse.Namespace, normalize: bool, tap: str):
 
     backbone = create_backbone(args.backbone, weights=args.weights)
     config = ExtractConfig(batch_size=args.batch_size, normalize=normalize, tap=tap,
-                           device=args.device, decode=args.decode)
+                           device=args.device, decode=args.decode, runtime=args.runtime)
     return backbone, FeatureExtractor(backbone, config)
 
 
@@ -64,6 +64,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
             head = " ".join(f"{v:+.4f}" for v in vec[:4])
             print(f"{id_}\tdim={vec.shape[0]}\tnorm={np.linalg.norm(vec):.4f}\t[{head} ...]")
     print(f"backbone={emb.provenance['backbone']} tap={emb.provenance['tap']} "
+          f"runtime={emb.provenance['runtime']} decode={emb.provenance['decode']} "
           f"device={fe.plan.describe()} weights_sha256={emb.provenance['weights_sha256'][:12]}",
           file=sys.stderr)
     return EXIT_OK
@@ -91,6 +92,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from ..backbones import create_backbone
+    from ..datasets import scan_source
+    from ..runtimes.calibrate import calibrate
+
+    images = [r.path for r in scan_source(args.images)]
+    backbone = create_backbone(args.backbone, weights=args.weights)
+    report = calibrate(backbone, images, tap=args.tap, decode=args.decode, store=args.store,
+                       min_cosine=args.min_cosine)
+    if args.json:
+        output.print_json(report)
+    else:
+        print(f"int8 {report['backbone']} ({report['tap']}): calibrated on "
+              f"{report['calibrated_on']} images, measured on {report['held_out']} held out")
+        print(f"  embedding cosine to fp32   mean {report['cosine_mean']:.4f}  "
+              f"min {report['cosine_min']:.4f}  (threshold {report['min_cosine']})")
+        if report["imagenet_top1_agreement"] is not None:
+            print(f"  ImageNet top-1 agreement   {report['imagenet_top1_agreement']:.4f}")
+        if report["probe"]:
+            p = report["probe"]
+            print(f"  linear probe ({p['rows']} store rows)  fp32 {p['fp32_accuracy']:.4f}  "
+                  f"int8 {p['int8_accuracy']:.4f}  ({p['delta_pt']:+.2f} pt)")
+    if not report["passed"]:
+        err(f"int8 refused: cosine mean {report['cosine_mean']:.4f} to fp32 is below "
+            f"{report['min_cosine']}; onnx-int8 / openvino-int8 stay unavailable for this backbone")
+        return EXIT_ERROR
+    print("onnx-int8 and openvino-int8 now serve this backbone and tap (--runtime)", file=sys.stderr)
+    return EXIT_OK
+
+
 def model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
     p.add_argument("--backbone", "-b", default=DEFAULT_BACKBONE,
@@ -103,6 +134,7 @@ def model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad", action="store_true",
                    help="report unreadable images and go on with the others")
     decode_option(p)
+    runtime_option(p)
 
 
 def register(sub) -> None:
@@ -122,6 +154,22 @@ def register(sub) -> None:
                    help="which features: pre_logits, or early / middle / late stage features")
     p.add_argument("--no-normalize", action="store_true", help="keep raw (un-normalised) vectors")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
+
+    p = command(sub, "calibrate", "int8 runtimes: quantise a backbone on your images, with a "
+                                  "fidelity report and gate",
+                ["embedsvc calibrate effnet-lite0 --images photos/",
+                 "embedsvc calibrate effnet-lite0 --images photos/ --store my-store --json"],
+                cmd_calibrate)
+    p.add_argument("backbone", help="backbone name (see 'embedsvc models')")
+    p.add_argument("--images", required=True,
+                   help="folder or manifest of images like the ones you will embed (64-256 is plenty)")
+    p.add_argument("--weights", metavar="PATH", help="weight file instead of the packaged weights")
+    p.add_argument("--tap", default="pre_logits", help="which features (as for embed)")
+    p.add_argument("--store", help="a labelled store of this backbone: adds a linear-probe check")
+    p.add_argument("--min-cosine", type=in_range(0.0, 1.0, lo_open=True), default=0.97,
+                   help="refuse the int8 model below this embedding cosine to fp32 (mean)")
+    decode_option(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = command(sub, "predict", "ImageNet labels from the backbone's own classifier",
                 ["embedsvc predict cat.jpg", "embedsvc predict *.jpg --top 3 --json"], cmd_predict)

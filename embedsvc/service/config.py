@@ -16,6 +16,7 @@ from ..backbones.registry import DEFAULT_BACKBONE
 from ..collection.settings import CollectionSettings
 from ..errors import InvalidInputError
 from ..backbones.config import DEFAULT_DECODE, check_decode
+from ..runtimes import DEFAULT_RUNTIME, check_runtime
 
 # Servers see bytes from anyone: a lower per-image limit than the library's (64 MP), so that the
 # decode threads together stay within a known amount of memory (see ServeConfig.memory_bound).
@@ -51,6 +52,8 @@ class ServeConfig:
     collections: CollectionSettings = field(default_factory=CollectionSettings)
     decode_workers: int = 8  # threads that decode images and wait on the model
     decode: str = DEFAULT_DECODE  # preprocess.DECODE_MODES
+    runtime: str = DEFAULT_RUNTIME  # runtimes.RUNTIMES; per backbone in [runtimes]
+    runtimes: dict = field(default_factory=dict)  # backbone name → runtime
     max_images_per_request: int = 64
     max_bytes_per_image: int = 16 << 20
     max_pixels_per_image: int = SERVER_MAX_PIXELS
@@ -81,6 +84,14 @@ class ServeConfig:
                 raise InvalidInputError(f"{name} must be > 0, got {getattr(self, name)}")
         check_port("port", self.port)
         check_decode(self.decode)
+        check_runtime(self.runtime)
+        for name, runtime in self.runtimes.items():
+            if not isinstance(runtime, str):
+                raise InvalidInputError(f"runtimes.{name} must be a runtime name, got {runtime!r}")
+            check_runtime(runtime)
+
+    def runtime_for(self, backbone: str) -> str:
+        return self.runtimes.get(backbone, self.runtime)
         if self.metrics_port is not None:
             check_port("metrics_port", self.metrics_port)
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -35,7 +35,7 @@ class ModelRunner:
         self.metrics = metrics
         self.extractor = FeatureExtractor(backbone, ExtractConfig(
             normalize=False, device=config.device, max_pixels=config.max_pixels_per_image,
-            decode=config.decode))
+            decode=config.decode, runtime=config.runtime_for(backbone.name)))
         self._batchers: dict[str, DynamicBatcher] = {}
         self._lock = threading.Lock()
         self.leases = 0  # guarded by the pool's lock

@@ -23,6 +23,7 @@ from ..decode_ahead import decoded_batches
 from ..errors import ImageDecodeError, InvalidInputError
 from ..extract import ExtractConfig, FeatureExtractor
 from ..images import DEFAULT_MAX_PIXELS
+from ..runtimes import DEFAULT_RUNTIME
 from ..backbones.config import DEFAULT_DECODE
 from ..atomic import atomic_write_bytes
 from .store import DTYPES, EmbeddingStore, StoreLock, jsonl_bytes
@@ -42,6 +43,7 @@ class EmbedDatasetConfig:
     normalize: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
     decode: str = DEFAULT_DECODE
+    runtime: str = DEFAULT_RUNTIME
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "shard_size"):
@@ -105,7 +107,8 @@ def embed_dataset(src: str | Path, out: str | Path, config: EmbedDatasetConfig =
     backbone = create_backbone(config.backbone, weights=config.weights)
     fe = FeatureExtractor(backbone, ExtractConfig(
         batch_size=config.batch_size, normalize=config.normalize, tap=config.tap,
-        device=config.device, max_pixels=config.max_pixels, decode=config.decode))
+        device=config.device, max_pixels=config.max_pixels, decode=config.decode,
+        runtime=config.runtime))
     provenance = dict(fe.provenance)
     if provenance.get("dim") is None:  # a stage tap: one tiny forward pass tells the width
         provenance["dim"] = fe.embed_tensor(torch.zeros(1, *backbone.cfg.preprocess.input_size)).shape[1]

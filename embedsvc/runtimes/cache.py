@@ -1,0 +1,58 @@
+"""Where exported graphs live: one folder per (backbone, weights sha256, input size, tap, torch
+version), under ``$EMBEDSVC_CACHE/runtimes`` (default ``~/.cache/embedsvc/runtimes``).
+
+    fp32.onnx          the exported graph (ONNX Runtime and OpenVINO both read it)
+    int8.onnx          static QDQ int8, written by ``embedsvc calibrate``
+    calibration.json   its fidelity report (calibrate.py), read by the gate before serving
+    openvino-<ver>/    OpenVINO's compiled-model cache, per OpenVINO version
+
+Files are written to a temporary name and renamed, so two processes exporting at once both end
+with a whole graph.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from ..versions import library_version
+
+
+def cache_root() -> Path:
+    base = os.environ.get("EMBEDSVC_CACHE") or Path.home() / ".cache" / "embedsvc"
+    return Path(base) / "runtimes"
+
+
+def graph_dir(cfg, tap: str) -> Path:
+    """The folder of ``cfg``'s (a BackboneConfig) graphs for ``tap``."""
+    _, h, w = cfg.preprocess.input_size
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.name)
+    key = f"{name}-{cfg.weights_sha256[:16]}-{h}x{w}-{tap}-torch{library_version('torch')}"
+    return cache_root() / key
+
+
+def fp32_graph(backbone, tap: str) -> Path:
+    """The fp32 ONNX graph of ``backbone``'s ``tap``, exported on first use."""
+    path = graph_dir(backbone.cfg, tap) / "fp32.onnx"
+    if not path.exists():
+        from .export import export_onnx
+
+        with writing(path) as tmp:
+            export_onnx(backbone, tap, tmp)
+    return path
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """A temporary path beside ``path``, renamed onto it when the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)

@@ -1,0 +1,182 @@
+"""Static int8 from the user's own images, with a fidelity report and a gate.
+
+``calibrate`` quantises the fp32 graph with ONNX Runtime's static QDQ quantiser (per-channel
+int8 weights, uint8 activations, percentile ranges: the combination that kept cosine 0.98+
+here, where dynamic int8 and torch's FX quantisation were slow or inaccurate), calibrated on
+three quarters of the images, and measures on the other quarter against torch fp32:
+
+- embedding cosine (mean, min);
+- top-1 agreement of the backbone's own ImageNet classifier (pre_logits tap only);
+- with a labelled store of the same backbone: a logistic-regression probe trained on the store's
+  fp32 vectors, its accuracy on held-out rows re-embedded in int8 against their fp32 vectors.
+
+The report is written beside the int8 graph (``calibration.json``). ``check_gate`` refuses an
+int8 runtime whose report's cosine mean is below its threshold (0.97 by default), quoting it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..versions import library_version
+from . import INT8_RUNTIMES
+from .cache import fp32_graph, graph_dir, writing
+
+MIN_COSINE = 0.97
+MAX_CALIBRATION_IMAGES = 256
+PROBE_ROWS = 1000  # labelled store rows used by the probe (half train, half test)
+
+
+def check_gate(backbone, tap: str, runtime: str) -> Path:
+    """The int8 graph of ``backbone``/``tap`` if its calibration passed; else one clear error."""
+    folder = graph_dir(backbone.cfg, tap)
+    report_path, graph = folder / "calibration.json", folder / "int8.onnx"
+    if not report_path.exists() or not graph.exists():
+        raise InvalidInputError(
+            f"runtime {runtime!r} needs a calibration of {backbone.name!r} (tap {tap}) on your "
+            f"images first: embedsvc calibrate {backbone.name} --images DIR")
+    report = json.loads(report_path.read_text())
+    if not report["passed"]:
+        raise InvalidInputError(
+            f"runtime {runtime!r} refused for {backbone.name!r}: its int8 calibration gave embedding "
+            f"cosine mean {report['cosine_mean']:.4f} (min {report['cosine_min']:.4f}) to fp32, "
+            f"below the threshold {report['min_cosine']}; calibrate again on images like the "
+            f"ones you will embed ({report_path})")
+    return graph
+
+
+def calibrate(backbone, images: Sequence[str], tap: str = "pre_logits", decode: str = "fast",
+              store: str | None = None, min_cosine: float = MIN_COSINE,
+              progress: bool = False) -> dict:
+    """Quantise, measure, write ``int8.onnx`` and ``calibration.json``; return the report."""
+    from ..extract import ExtractConfig, FeatureExtractor
+
+    if not 0 < min_cosine <= 1:
+        raise InvalidInputError(f"min_cosine must be in (0, 1], got {min_cosine}")
+    fe = FeatureExtractor(backbone, ExtractConfig(tap=tap, decode=decode, normalize=False,
+                                                  device="cpu"))
+    tensors, skipped = [], 0
+    for path in images:
+        try:
+            tensors.append(fe.prepare(path)[0])
+        except InvalidInputError:
+            skipped += 1
+    if len(tensors) < 4:
+        raise InvalidInputError(f"calibration needs at least 4 readable images, got {len(tensors)}")
+    import torch
+
+    from ..preprocess import normalize
+
+    x = normalize(torch.stack(tensors), backbone.cfg.preprocess).numpy()
+    held = np.arange(len(x)) % 4 == 3
+    calib = x[~held][:MAX_CALIBRATION_IMAGES]
+    folder = graph_dir(backbone.cfg, tap)
+    t0 = time.perf_counter()
+    with writing(folder / "int8.onnx") as tmp:
+        _quantize(fp32_graph(backbone, tap), tmp, calib, folder)
+        from .runners import OnnxRunner
+
+        int8 = OnnxRunner(tmp, torch.get_num_threads())
+        fp32 = _batched(lambda b: fe.embed_tensor(torch.from_numpy(b), normalize_output=False), x[held])
+        q = _batched(int8, x[held])
+        report = {
+            "backbone": backbone.name, "weights_sha256": backbone.cfg.weights_sha256, "tap": tap,
+            "input_size": list(backbone.cfg.preprocess.input_size), "decode": decode,
+            "images": len(tensors), "unreadable": skipped, "calibrated_on": len(calib),
+            "held_out": int(held.sum()), **_cosines(fp32, q),
+            "imagenet_top1_agreement": _top1_agreement(backbone, tap, fp32, q),
+            "probe": _probe(store, fe, int8) if store else None,
+            "min_cosine": min_cosine, "quantiser": f"onnxruntime {library_version('onnxruntime')} "
+                                                   f"static QDQ, per-channel s8 weights, u8 activations, percentile",
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        report["passed"] = report["cosine_mean"] >= min_cosine
+    from ..atomic import atomic_write_bytes
+
+    atomic_write_bytes(folder / "calibration.json", json.dumps(report, indent=2).encode())
+    return report
+
+
+def _quantize(src: Path, dst: Path, calib: np.ndarray, folder: Path) -> None:
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                          QuantType, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    size = min(8, len(calib))  # equal batches: the percentile collector stacks them
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": calib[i:i + size]}
+                                 for i in range(0, len(calib) - size + 1, size)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    # the quantiser prints its progress on stdout, which belongs to our results
+    with writing(folder / "fp32.pre.onnx") as pre, contextlib.redirect_stdout(sys.stderr):
+        quant_pre_process(str(src), str(pre))
+        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.Percentile,
+                        extra_options={"CalibPercentile": 99.99})
+
+
+def _batched(run, x: np.ndarray, size: int = 32) -> np.ndarray:
+    return np.concatenate([np.asarray(run(x[i:i + size])) for i in range(0, len(x), size)])
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> dict:
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    return {"cosine_mean": round(float(cos.mean()), 4), "cosine_min": round(float(cos.min()), 4)}
+
+
+def _top1_agreement(backbone, tap: str, fp32: np.ndarray, q: np.ndarray) -> float | None:
+    head = backbone.imagenet_classifier() if tap == "pre_logits" else None
+    if head is None:
+        return None
+    w, b = head.weight.detach().cpu().numpy(), head.bias.detach().cpu().numpy()
+    return round(float(((fp32 @ w.T + b).argmax(1) == (q @ w.T + b).argmax(1)).mean()), 4)
+
+
+def _probe(store_path: str, fe, int8) -> dict:
+    """A logistic probe trained on the store's fp32 vectors: accuracy on held-out rows with their
+    fp32 vectors and with their images re-embedded in int8."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from ..embeddings import check_compatible
+    from ..extract import l2_normalize
+    from ..store import EmbeddingStore
+
+    store = EmbeddingStore.open(store_path)
+    check_compatible(store.provenance, {**fe.provenance, "normalized": store.provenance["normalized"]},
+                     f"store {store_path!r}")
+    meta = store.metadata()
+    rows = [i for i, m in enumerate(meta) if m.get("label")][:PROBE_ROWS]
+    if len(rows) < 20:
+        raise InvalidInputError(f"store {store_path!r} has {len(rows)} labelled rows; the probe needs 20")
+    vectors = store.vectors()[rows].astype(np.float32)
+    labels = np.array([meta[i]["label"] for i in rows])
+    train, test = np.arange(len(rows)) % 2 == 0, np.arange(len(rows)) % 2 == 1
+    probe = LogisticRegression(max_iter=2000).fit(vectors[train], labels[train])
+    test_rows = [rows[i] for i in np.flatnonzero(test)]
+    x = torch.stack([fe.prepare(meta[i]["path"])[0] for i in test_rows])
+    from ..preprocess import normalize
+
+    q = _batched(int8, normalize(x, fe.backbone.cfg.preprocess).numpy())
+    if store.provenance["normalized"]:
+        q = l2_normalize(q)
+    fp32_acc = float(probe.score(vectors[test], labels[test]))
+    int8_acc = float(probe.score(q, labels[test]))
+    return {"rows": len(rows), "fp32_accuracy": round(fp32_acc, 4),
+            "int8_accuracy": round(int8_acc, 4), "delta_pt": round(100 * (int8_acc - fp32_acc), 2)}
+
+
+__all__ = ["INT8_RUNTIMES", "MIN_COSINE", "calibrate", "check_gate"]
