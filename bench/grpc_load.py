@@ -9,6 +9,7 @@ cannot skip decoding, its requests are bytes). The model-only rate on already de
 printed beside it. Both are measured half before and half after the load.
 
     .venv/bin/python bench/grpc_load.py [--clients 16] [--seconds 20] [--max-batch-size 16]
+        [--runtime torch|onnx|openvino|onnx-int8|openvino-int8]
         [--server-env NAME=VALUE ...]   (e.g. OMP_WAIT_POLICY=PASSIVE, EMBEDSVC_MALLOC_TUNING=0)
 """
 from __future__ import annotations
@@ -29,14 +30,15 @@ import numpy as np
 class InProcess:
     """The same model in this process, fed whole batches: the rate the service is held to."""
 
-    def __init__(self, data: bytes, batch: int):
+    def __init__(self, data: bytes, batch: int, runtime: str):
         import torch
 
         from embedsvc.backbones import create_backbone
         from embedsvc.extract import ExtractConfig, FeatureExtractor
         from embedsvc.images import load_image
 
-        self.fe = FeatureExtractor(create_backbone("effnet-lite0"), ExtractConfig(batch_size=batch))
+        self.fe = FeatureExtractor(create_backbone("effnet-lite0"),
+                                   ExtractConfig(batch_size=batch, runtime=runtime))
         self.data, self.batch = data, batch
         self.x = torch.stack([self.fe.transform(load_image(data))] * batch)
         self.fe.embed_tensor(self.x)
@@ -67,6 +69,22 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def ensure_calibrated(runtime: str) -> None:
+    from embedsvc.backbones import create_backbone
+    from embedsvc.datasets import scan_source
+    from embedsvc.datasets.fetch import fetch_dataset
+    from embedsvc.errors import InvalidInputError
+    from embedsvc.runtimes.calibrate import calibrate, check_gate
+
+    backbone = create_backbone("effnet-lite0")
+    try:
+        check_gate(backbone, "pre_logits", runtime)
+    except InvalidInputError:
+        with tempfile.TemporaryDirectory() as d:
+            fetch_dataset("photos", d, limit=128)
+            calibrate(backbone, [r.path for r in scan_source(d)])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=16)
@@ -74,7 +92,12 @@ def main() -> int:
     ap.add_argument("--max-batch-size", type=int, default=16)
     ap.add_argument("--max-queue-delay-ms", type=float, default=10.0)
     ap.add_argument("--server-env", nargs="*", default=[], metavar="NAME=VALUE")
+    ap.add_argument("--runtime", default="torch",
+                    help="the server's and the in-process runtime (an int8 one is calibrated on "
+                         "the sample photos first when it has no calibration)")
     args = ap.parse_args()
+    if args.runtime.endswith("-int8"):
+        ensure_calibrated(args.runtime)
 
     import io
 
@@ -88,13 +111,14 @@ def main() -> int:
     data = buf.getvalue()
     # the in-process rates are measured half before and half after the load, so a drift of the
     # machine's speed during the run affects both sides of the ratio alike
-    in_process = InProcess(data, args.max_batch_size)
+    in_process = InProcess(data, args.max_batch_size, args.runtime)
     in_process.measure(min(5.0, args.seconds / 4))
     with tempfile.TemporaryDirectory() as data_dir:
         # the server runs in its own process, as in production: the load generator's threads
         # must not share its interpreter lock
         toml = Path(data_dir) / "serve.toml"
-        toml.write_text(f"decode_workers = {max(8, args.clients)}\n[batching]\n"
+        toml.write_text(f"decode_workers = {max(8, args.clients)}\nruntime = \"{args.runtime}\"\n"
+                        f"[batching]\n"
                         f"max_batch_size = {args.max_batch_size}\n"
                         f"max_queue_delay_ms = {args.max_queue_delay_ms}\n")
         server = subprocess.Popen([sys.executable, "-m", "embedsvc", "serve", "--port", "0",
@@ -138,7 +162,8 @@ def main() -> int:
     mean_batch = (after.images - before.images) / max(1, batches)
     in_process.measure(min(5.0, args.seconds / 4))
     model_rate, pipeline_rate = in_process.rate("model"), in_process.rate("pipeline")
-    print(f"{args.clients} concurrent clients, 1 image per Embed request, {args.seconds:.0f} s, "
+    print(f"runtime {args.runtime}; {args.clients} concurrent clients, 1 image per Embed request, "
+          f"{args.seconds:.0f} s, "
           f"max_batch_size={args.max_batch_size}, max_queue_delay_ms={args.max_queue_delay_ms:g}")
     print(f"  served              : {served:7.1f} img/s ({len(lat)} requests)")
     print(f"  latency p50 / p99   : {np.percentile(lat, 50):7.1f} / {np.percentile(lat, 99):.1f} ms")
