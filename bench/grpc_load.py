@@ -74,7 +74,8 @@ def ensure_calibrated(runtime: str) -> None:
     from embedsvc.datasets import scan_source
     from embedsvc.datasets.fetch import fetch_dataset
     from embedsvc.errors import InvalidInputError
-    from embedsvc.runtimes.calibrate import calibrate, check_gate
+    from embedsvc.runtimes.calibrate import calibrate
+    from embedsvc.runtimes.gate import check_gate
 
     backbone = create_backbone("effnet-lite0")
     try:

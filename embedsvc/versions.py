@@ -18,6 +18,7 @@ _DISTRIBUTIONS = {
     "sklearn": ("scikit-learn",), "faiss": ("faiss-cpu", "faiss-gpu", "faiss"), "numpy": ("numpy",),
     "onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvino": ("openvino",),
 }
+_RUNTIME_LIBRARIES = ("onnxruntime", "openvino")
 
 
 @lru_cache(maxsize=None)
@@ -31,8 +32,9 @@ def library_version(library: str) -> str | None:
 
 
 def written_by() -> dict[str, str | None]:
-    """The ``written_by`` record of an artifact written now."""
-    return {lib: library_version(lib) for lib in _DISTRIBUTIONS}
+    """The ``written_by`` record of an artifact written now (the runtimes' versions travel in
+    the provenance's ``runtime`` and the graph cache's key instead)."""
+    return {lib: library_version(lib) for lib in _DISTRIBUTIONS if lib not in _RUNTIME_LIBRARIES}
 
 
 def require_same_version(meta: dict[str, Any], library: str, what: str) -> None:

@@ -14,7 +14,6 @@ from ..errors import InvalidInputError
 
 RUNTIMES = ("torch", "onnx", "openvino", "onnx-int8", "openvino-int8")
 DEFAULT_RUNTIME = "torch"
-INT8_RUNTIMES = ("onnx-int8", "openvino-int8")
 # runtime → the pip distribution it needs (torch is always there)
 PACKAGES = {"onnx": "onnxruntime", "onnx-int8": "onnxruntime", "openvino": "openvino",
             "openvino-int8": "openvino"}

@@ -10,8 +10,8 @@ three quarters of the images, and measures on the other quarter against torch fp
 - with a labelled store of the same backbone: a logistic-regression probe trained on the store's
   fp32 vectors, its accuracy on held-out rows re-embedded in int8 against their fp32 vectors.
 
-The report is written beside the int8 graph (``calibration.json``). ``check_gate`` refuses an
-int8 runtime whose report's cosine mean is below its threshold (0.97 by default), quoting it.
+The report is written beside the int8 graph (``calibration.json``); ``gate.check_gate`` reads
+it before an int8 runtime runs.
 """
 from __future__ import annotations
 
@@ -26,30 +26,11 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..versions import library_version
-from . import INT8_RUNTIMES
 from .cache import fp32_graph, graph_dir, writing
+from .gate import MIN_COSINE
 
-MIN_COSINE = 0.97
 MAX_CALIBRATION_IMAGES = 256
 PROBE_ROWS = 1000  # labelled store rows used by the probe (half train, half test)
-
-
-def check_gate(backbone, tap: str, runtime: str) -> Path:
-    """The int8 graph of ``backbone``/``tap`` if its calibration passed; else one clear error."""
-    folder = graph_dir(backbone.cfg, tap)
-    report_path, graph = folder / "calibration.json", folder / "int8.onnx"
-    if not report_path.exists() or not graph.exists():
-        raise InvalidInputError(
-            f"runtime {runtime!r} needs a calibration of {backbone.name!r} (tap {tap}) on your "
-            f"images first: embedsvc calibrate {backbone.name} --images DIR")
-    report = json.loads(report_path.read_text())
-    if not report["passed"]:
-        raise InvalidInputError(
-            f"runtime {runtime!r} refused for {backbone.name!r}: its int8 calibration gave embedding "
-            f"cosine mean {report['cosine_mean']:.4f} (min {report['cosine_min']:.4f}) to fp32, "
-            f"below the threshold {report['min_cosine']}; calibrate again on images like the "
-            f"ones you will embed ({report_path})")
-    return graph
 
 
 def calibrate(backbone, images: Sequence[str], tap: str = "pre_logits", decode: str = "fast",
@@ -179,4 +160,3 @@ def _probe(store_path: str, fe, int8) -> dict:
             "int8_accuracy": round(int8_acc, 4), "delta_pt": round(100 * (int8_acc - fp32_acc), 2)}
 
 
-__all__ = ["INT8_RUNTIMES", "MIN_COSINE", "calibrate", "check_gate"]

@@ -20,7 +20,7 @@ def load_runner(backbone, tap: str, runtime: str, threads: int):
     check_runtime(runtime)
     _require(runtime)
     if runtime.endswith("-int8"):
-        from .calibrate import check_gate
+        from .gate import check_gate
 
         path = check_gate(backbone, tap, runtime)
     else:
