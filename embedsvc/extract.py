@@ -58,7 +58,9 @@ class FeatureExtractor:
             )
         self.backbone = backbone
         self.config = config
-        self.plan: DevicePlan = plan_device(config.device, config.amp)
+        # exported runtimes run on the CPU: "auto" means the CPU for them, even beside a GPU
+        device = "cpu" if config.runtime != "torch" and config.device == "auto" else config.device
+        self.plan: DevicePlan = plan_device(device, config.amp)
         self._runners: dict[str, object] = {}  # tap → exported graph runner (runtime != torch)
         if config.runtime != "torch":
             if self.plan.device.type != "cpu":
