@@ -74,10 +74,13 @@ def sidecar(npy_path: Path) -> Path:
 def check_compatible(expected: dict[str, Any], actual: dict[str, Any], what: str) -> None:
     """Refuse features that were not made the way ``expected`` says (open_clip's probe rule)."""
     for key in BINDING_KEYS:
-        if key in MIXABLE:
+        if key in MIXABLE:  # absent: the value every artifact had before the key existed
             mixable, before = MIXABLE[key]
-            if {expected.get(key) or before, actual.get(key) or before} <= mixable:
-                continue
+            want, got = expected.get(key) or before, actual.get(key) or before
+            if want != got and not {want, got} <= mixable:
+                raise IncompatibleError(f"{what} expects {key}={want!r} but the embeddings have "
+                                        f"{key}={got!r}")
+            continue
         if key in expected and expected.get(key) != actual.get(key):
             raise IncompatibleError(
                 f"{what} expects {key}={expected.get(key)!r} but the embeddings have "

@@ -110,6 +110,10 @@ def test_mixing_rule_accepts_either_decode_mode_and_nothing_else():
         for b in ("fast", "exact", None):
             check_compatible({**base, "decode": a}, {**base, "decode": b}, "store")
     check_compatible({k: v for k, v in base.items()}, {**base, "decode": "fast"}, "store")
+    # an artifact from before runtimes existed was made by torch: it refuses int8 vectors
+    with pytest.raises(IncompatibleError, match="runtime"):
+        check_compatible(dict(base), {**base, "runtime": "onnx-int8"}, "an older head")
+    check_compatible(dict(base), {**base, "runtime": "onnx"}, "an older head")
     with pytest.raises(IncompatibleError, match="decode"):
         check_compatible({**base, "decode": "fast"}, {**base, "decode": "bilinear-thumbnail"}, "head")
     with pytest.raises(IncompatibleError, match="tap"):

@@ -62,7 +62,10 @@ class ImageNetHead:
         )
 
     def predict_proba(self, embeddings: Embeddings) -> np.ndarray:
-        check_compatible(self.provenance, embeddings.provenance, f"the {NAME!r} head")
+        # the backbone's own classifier reads features of any decode mode and runtime (for int8,
+        # `embedsvc calibrate` reports how often its top-1 label stays the same)
+        loose = {k: embeddings.provenance.get(k) for k in ("decode", "runtime")}
+        check_compatible({**self.provenance, **loose}, embeddings.provenance, f"the {NAME!r} head")
         x = np.asarray(embeddings.vectors, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.weight.shape[1]:
             raise IncompatibleError(
