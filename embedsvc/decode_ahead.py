@@ -39,14 +39,14 @@ def decode_threads(device_type: str) -> int:
 
 
 def decoded_batches(load: Callable[[int], T], n: int, batch_size: int, workers: int | None,
-                    device_type: str = "cpu") -> Iterator[list[T]]:
-    """Yield ``[load(i) for i in batch]`` for consecutive batches of range(n), in order.
+                    device_type: str = "cpu") -> Iterator[list[tuple[int, T]]]:
+    """Yield ``[(i, load(i)) for i in batch]`` for consecutive batches of range(n), in order.
 
     ``workers``: decode threads (0: inline in the caller's thread); None decides as the module
     docstring says. The time the caller spends between two batches is the model's time.
     """
     batches = (range(i, min(i + batch_size, n)) for i in range(0, n, batch_size))
-    fetch = lambda idx: [load(i) for i in idx]  # noqa: E731
+    fetch = lambda idx: [(i, load(i)) for i in idx]  # noqa: E731
     if workers is None:
         if device_type == "cuda":
             workers = decode_threads(device_type)
@@ -79,4 +79,3 @@ def _probe(fetch, batches, device_type: str):
         yield items
         decode_s, model_s = decode_s + t1 - t0, model_s + time.perf_counter() - t1
     return decode_threads(device_type) if decode_s > THREADS_ABOVE * model_s else 0
-

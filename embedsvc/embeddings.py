@@ -18,13 +18,13 @@ from .atomic import atomic_write_bytes
 BINDING_KEYS = ("backbone", "weights_sha256", "preprocess", "dim", "tap", "normalized", "decode",
                 "runtime")
 
-# Values of a binding key that may be mixed, because their vectors are close enough that no
-# store, index or head can tell: fast vs exact decoding measured cosine 0.998 mean on 500-1200 px
-# photos and the same logistic-head accuracy (preprocess.py; tests/test_fast_decode.py fails if
-# the cosine mean falls below 0.995, and then this rule must go). A provenance without ``decode``
-# predates the modes and was made ``exact``.
-# fp32 runtimes reproduce torch's features (cosine 1.0000, tests/test_runtimes.py); int8 ones
-# (cosine ~0.99) mix with nothing but themselves.
+# key → (values that may be mixed, the value of a provenance without the key). Mixable values make
+# vectors close enough that no store, index or head can tell:
+# - decode: fast vs exact measured cosine 0.998 mean on 500-1200 px photos and the same
+#   logistic-head accuracy (preprocess.py; tests/test_fast_decode.py fails below 0.995, and then
+#   this rule must go);
+# - runtime: the fp32 runtimes reproduce torch's features (cosine 1.0000, tests/test_runtimes.py);
+#   int8 ones (cosine ~0.99) mix with nothing but themselves.
 MIXABLE = {"decode": ({"fast", "exact"}, "exact"), "runtime": ({"torch", "onnx", "openvino"}, "torch")}
 
 

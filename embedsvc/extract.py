@@ -21,7 +21,8 @@ from .decode_ahead import decoded_batches
 from .embeddings import Embeddings, check_weights
 from .errors import ImageDecodeError, InvalidInputError
 from .images import DEFAULT_MAX_PIXELS, ImageSource, describe, load_upright
-from .preprocess import DEFAULT_DECODE, Transform, build_transform, check_decode, normalize
+from .backbones.config import DEFAULT_DECODE, check_decode
+from .preprocess import Transform, build_transform, normalize
 from .runtime import DevicePlan, plan_device
 from .runtimes import DEFAULT_RUNTIME, check_runtime
 
@@ -144,41 +145,29 @@ class FeatureExtractor:
         skipped: list[tuple[str, str]] = []
         chunks: list[np.ndarray] = []
 
-        def load(i: int) -> torch.Tensor | ImageDecodeError:
-            try:
-                return self.prepare(images[i], names[i])[0]
-            except ImageDecodeError as exc:  # raised (or listed) in order, in this thread
-                return exc
+        from tqdm import tqdm
 
         # batches decoded a few ahead, so memory stays flat however many images there are
-        batches = decoded_batches(load, len(images), self.config.batch_size, self.config.workers,
-                                  self.plan.device.type)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(images), unit="img", desc=self.backbone.name)
-        start = 0
+        batches = decoded_batches(
+            lambda i: prepared_or_error(images[i], self.transform, names[i], self.config.max_pixels),
+            len(images), self.config.batch_size, self.config.workers, self.plan.device.type)
         try:
-            for items in batches:
-                tensors = []
-                for name, item in zip(names[start:start + len(items)], items):
-                    if isinstance(item, ImageDecodeError):
-                        if not skip_bad:
-                            raise item
-                        skipped.append((name, item.reason))
-                    else:
-                        tensors.append(item)
-                        kept.append(name)
-                start += len(items)
-                if bar is not None:
+            with tqdm(total=len(images), unit="img", desc=self.backbone.name, disable=not progress) as bar:
+                for items in batches:
+                    tensors = []
+                    for i, item in items:
+                        if isinstance(item, ImageDecodeError):
+                            if not skip_bad:
+                                raise item  # in input order, in the caller's thread
+                            skipped.append((names[i], item.reason))
+                        else:
+                            tensors.append(item)
+                            kept.append(names[i])
                     bar.update(len(items))
-                if tensors:
-                    chunks.append(self.embed_tensor(torch.stack(tensors)))
+                    if tensors:
+                        chunks.append(self.embed_tensor(torch.stack(tensors)))
         finally:
             batches.close()  # joins the decode threads
-            if bar is not None:
-                bar.close()
         dim = self.provenance["dim"] or self.backbone.cfg.dim
         vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
         return Embeddings(vectors, tuple(kept), dict(self.provenance), tuple(skipped))
@@ -204,6 +193,16 @@ def prepare_image(src: ImageSource, transform: Transform, name: str | None = Non
         raise ImageDecodeError(item, "not enough memory to resize it") from None
     except Exception as exc:  # noqa: BLE001 - a resize failure is this image's problem only
         raise ImageDecodeError(item, f"cannot resize ({type(exc).__name__}: {exc})") from None
+
+
+def prepared_or_error(src: ImageSource, transform: Transform, name: str | None = None,
+                      max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor | ImageDecodeError:
+    """``prepare_image``'s tensor, or its error returned rather than raised: decode threads hand
+    bad images back to the caller, which reports them in input order."""
+    try:
+        return prepare_image(src, transform, name, max_pixels)[0]
+    except ImageDecodeError as exc:
+        return exc
 
 
 def extractor_for(provenance: dict, device: str = "auto") -> FeatureExtractor:

@@ -34,10 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .backbones.config import DECODE_MODES, DEFAULT_DECODE, PreprocessConfig, check_decode
-
-__all__ = ["DECODE_MODES", "DEFAULT_DECODE", "Transform", "build_transform", "check_decode",
-           "normalize"]
+from .backbones.config import PreprocessConfig, check_decode
 
 
 class Transform:
@@ -52,7 +49,7 @@ class Transform:
                                 crop_pct=cfg.crop_pct, crop_mode=cfg.crop_mode)
         self.geometry = [t for t in full.transforms
                          if type(t).__name__ not in ("MaybeToTensor", "ToTensor", "Normalize")]
-        self.decode = check_decode(decode)
+        check_decode(decode)
         self.resample = _RESAMPLE[cfg.interpolation]
         self.plan = _resize_crop_plan(self.geometry) if decode == "fast" else None
         self.draft_to = _resize_target(self.geometry, cfg) if decode == "fast" else None
@@ -60,9 +57,10 @@ class Transform:
     def __call__(self, img: Image.Image) -> torch.Tensor:
         img = _bounded(img)
         if self.plan is not None:
-            return _resize_crop(img, *self.plan, self.resample)
-        for t in self.geometry:
-            img = t(img)
+            img = _resize_crop(img, *self.plan, self.resample)
+        else:
+            for t in self.geometry:
+                img = t(img)
         return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
@@ -99,7 +97,7 @@ def _resize_target(geometry, cfg: PreprocessConfig) -> int:
     return int(np.ceil(max(cfg.input_size[1:]) / cfg.crop_pct))
 
 
-def _resize_crop(img: Image.Image, size: tuple, crop: tuple, resample: int) -> torch.Tensor:
+def _resize_crop(img: Image.Image, size: tuple, crop: tuple, resample: int) -> Image.Image:
     """torchvision's ``CenterCrop(crop)(Resize(size)(img))`` computed as one resize of the
     source region the crop keeps: the same output size rule and crop offsets, and the output
     pixels sample the same source positions."""
@@ -114,13 +112,11 @@ def _resize_crop(img: Image.Image, size: tuple, crop: tuple, resample: int) -> t
     if nh < ch or nw < cw:  # CenterCrop would pad: leave that to torchvision
         from torchvision.transforms.functional import center_crop
 
-        img = center_crop(img.resize((nw, nh), resample), [ch, cw])
-    else:
-        top, left = int(round((nh - ch) / 2.0)), int(round((nw - cw) / 2.0))
-        sx, sy = w / nw, h / nh
-        box = (left * sx, top * sy, min(w, (left + cw) * sx), min(h, (top + ch) * sy))
-        img = img.resize((cw, ch), resample, box=box)
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+        return center_crop(img.resize((nw, nh), resample), [ch, cw])
+    top, left = int(round((nh - ch) / 2.0)), int(round((nw - cw) / 2.0))
+    sx, sy = w / nw, h / nh
+    box = (left * sx, top * sy, min(w, (left + cw) * sx), min(h, (top + ch) * sy))
+    return img.resize((cw, ch), resample, box=box)
 
 
 MAX_EXACT_ASPECT = 8

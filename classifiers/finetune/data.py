@@ -19,7 +19,7 @@ from embedsvc.backbones.config import DEFAULT_DECODE, PreprocessConfig
 from embedsvc.datasets.sources import Record, scan_source
 from embedsvc.decode_ahead import decode_threads, decoded_batches
 from embedsvc.errors import ImageDecodeError, InvalidInputError
-from embedsvc.extract import prepare_image
+from embedsvc.extract import prepared_or_error
 from embedsvc.preprocess import build_transform
 
 VAL_SPLITS = ("val", "valid", "validation")
@@ -66,17 +66,13 @@ def decode_records(records: Sequence[Record], preprocess: PreprocessConfig, clas
     index = {c: i for i, c in enumerate(classes)}
     images, labels, paths, skipped = [], [], [], []
 
-    def load(i: int):
-        try:
-            return prepare_image(records[i].path, transform)[0]
-        except ImageDecodeError as exc:
-            return exc
-
     # nothing else runs yet: decode on every core
-    batches = decoded_batches(load, len(records), 64, decode_threads("cpu"))
+    batches = decoded_batches(lambda i: prepared_or_error(records[i].path, transform),
+                              len(records), 64, decode_threads("cpu"))
     with tqdm(total=len(records), desc="decode", unit="img", disable=not progress, leave=False) as bar:
-        for start, items in zip(range(0, len(records), 64), batches):
-            for r, item in zip(records[start:start + len(items)], items):
+        for items in batches:
+            for i, item in items:
+                r = records[i]
                 if isinstance(item, ImageDecodeError):
                     skipped.append((r.path, str(item)))
                     continue

@@ -23,22 +23,23 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from ..errors import InvalidInputError
+from ..extract import ExtractConfig, FeatureExtractor, l2_normalize
+from ..preprocess import normalize
 from ..versions import library_version
 from .cache import fp32_graph, graph_dir, writing
 from .gate import MIN_COSINE
+from .runners import OnnxRunner
 
 MAX_CALIBRATION_IMAGES = 256
 PROBE_ROWS = 1000  # labelled store rows used by the probe (half train, half test)
 
 
 def calibrate(backbone, images: Sequence[str], tap: str = "pre_logits", decode: str = "fast",
-              store: str | None = None, min_cosine: float = MIN_COSINE,
-              progress: bool = False) -> dict:
+              store: str | None = None, min_cosine: float = MIN_COSINE) -> dict:
     """Quantise, measure, write ``int8.onnx`` and ``calibration.json``; return the report."""
-    from ..extract import ExtractConfig, FeatureExtractor
-
     if not 0 < min_cosine <= 1:
         raise InvalidInputError(f"min_cosine must be in (0, 1], got {min_cosine}")
     fe = FeatureExtractor(backbone, ExtractConfig(tap=tap, decode=decode, normalize=False,
@@ -51,10 +52,6 @@ def calibrate(backbone, images: Sequence[str], tap: str = "pre_logits", decode: 
             skipped += 1
     if len(tensors) < 4:
         raise InvalidInputError(f"calibration needs at least 4 readable images, got {len(tensors)}")
-    import torch
-
-    from ..preprocess import normalize
-
     x = normalize(torch.stack(tensors), backbone.cfg.preprocess).numpy()
     held = np.arange(len(x)) % 4 == 3
     calib = x[~held][:MAX_CALIBRATION_IMAGES]
@@ -62,8 +59,6 @@ def calibrate(backbone, images: Sequence[str], tap: str = "pre_logits", decode: 
     t0 = time.perf_counter()
     with writing(folder / "int8.onnx") as tmp:
         _quantize(fp32_graph(backbone, tap), tmp, calib, folder)
-        from .runners import OnnxRunner
-
         int8 = OnnxRunner(tmp, torch.get_num_threads())
         fp32 = _batched(lambda b: fe.embed_tensor(torch.from_numpy(b), normalize_output=False), x[held])
         q = _batched(int8, x[held])
@@ -129,11 +124,9 @@ def _top1_agreement(backbone, tap: str, fp32: np.ndarray, q: np.ndarray) -> floa
 def _probe(store_path: str, fe, int8) -> dict:
     """A logistic probe trained on the store's fp32 vectors: accuracy on held-out rows with their
     fp32 vectors and with their images re-embedded in int8."""
-    import torch
     from sklearn.linear_model import LogisticRegression
 
     from ..embeddings import check_compatible
-    from ..extract import l2_normalize
     from ..store import EmbeddingStore
 
     store = EmbeddingStore.open(store_path)
@@ -149,8 +142,6 @@ def _probe(store_path: str, fe, int8) -> dict:
     probe = LogisticRegression(max_iter=2000).fit(vectors[train], labels[train])
     test_rows = [rows[i] for i in np.flatnonzero(test)]
     x = torch.stack([fe.prepare(meta[i]["path"])[0] for i in test_rows])
-    from ..preprocess import normalize
-
     q = _batched(int8, normalize(x, fe.backbone.cfg.preprocess).numpy())
     if store.provenance["normalized"]:
         q = l2_normalize(q)

@@ -9,6 +9,7 @@ first: the same arithmetic (checked here, within float rounding).
 """
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from pathlib import Path
@@ -71,7 +72,7 @@ def export_onnx(backbone: Backbone, tap: str, path: Path) -> None:
     ``path``; the batch dimension stays dynamic."""
     size = backbone.cfg.preprocess.input_size
     original = folded_copy(backbone, size).cpu().eval()
-    net = folded_copy(backbone, size).cpu().eval()
+    net = copy.deepcopy(original)
     static_padded(net, size)
     x = torch.randn(2, *size, generator=torch.Generator().manual_seed(0))
     graph = _Tap(net, tap).eval()

@@ -1,7 +1,7 @@
 """Run an exported graph: a normalised float32 batch (N, 3, H, W) → (N, D) float32 features.
 
 ``load_runner`` is the one way in: it exports on first use, and for an int8 runtime it checks
-the calibration's fidelity report first (``calibrate.check_gate``).
+the calibration's fidelity report first (``gate.check_gate``).
 """
 from __future__ import annotations
 
@@ -30,12 +30,8 @@ def load_runner(backbone, tap: str, runtime: str, threads: int):
     return OpenVinoRunner(path, graph_dir(backbone.cfg, tap), threads)
 
 
-def runtime_version(runtime: str) -> str | None:
-    return library_version(PACKAGES[runtime]) if runtime in PACKAGES else library_version("torch")
-
-
 def _require(runtime: str) -> None:
-    if runtime_version(runtime) is None:
+    if library_version(PACKAGES[runtime]) is None:
         raise InvalidInputError(f"runtime {runtime!r} needs the {PACKAGES[runtime]!r} package: "
                                 f"pip install 'embedsvc[runtimes]'")
 

@@ -161,7 +161,7 @@ def _shards(fe: FeatureExtractor, pending: list[Record], config: EmbedDatasetCon
     inputs = 0
     for items in loader:
         tensors = []
-        for tensor, info in items:
+        for _, (tensor, info) in items:
             if tensor is None:
                 skipped.append({"path": info["path"], "reason": info["error"]})
                 continue
