@@ -1,19 +1,26 @@
-"""Decoding ahead of the model: batches of decoded items, in threads when that pays.
+"""Decoding for the model: batches of decoded items, on threads when that pays.
 
-Threads rather than processes: PIL's decoders and resampling release the GIL, so threads overlap
-with the model without pickling every image tensor between processes (on 2 cores, DataLoader
-worker processes were slower still). The decode work itself calls no torch kernel that runs an
-OpenMP team (see preprocess.py): a team per decode thread would spin on the model's cores.
+Threads rather than processes: PIL's decoders and resampling release the GIL, so threads decode
+in parallel without pickling every image tensor between processes (on 2 cores, DataLoader worker
+processes were slower still). The decode work itself calls no torch kernel that runs an OpenMP
+team (see preprocess.py): a team per decode thread would spin on the model's cores.
 
-Whether threads pay depends on what an image costs to decode next to what the model costs:
+Where the threads run depends on the device:
 
-- on a GPU the CPU is otherwise idle: always threads;
-- on the CPU the model already uses every core, and a decode thread preempts one of its OpenMP
-  threads, so the whole batch waits for the straggler. Measured on 2 cores: 28-px PNGs (decode
-  ~1/10 of the model's time) ran at 0.86 of the model's rate inline and 0.73 with 2 threads;
-  500-1200 px JPEG photos (decode ~1/2 of it) ran at 0.50 inline and 0.68 with 2 threads. So
-  ``workers=None`` on the CPU times the first batches inline and moves to threads only when
-  decoding costs more than ``THREADS_ABOVE`` of the model's time.
+- **CUDA: ahead of the model.** The CPU is otherwise idle while the GPU computes, so threads
+  decode the next batches while the model runs the current one.
+- **CPU: in bursts.** The model already uses every core, and a decode thread running beside it
+  preempts one of its OpenMP threads, so the whole batch waits for the straggler. So each batch
+  is decoded on all cores while the model waits, then the model runs alone. Measured on 2
+  cores, effnet-lite0, 300 JPEG photos of 500-1200 px, the schedules interleaved in one process
+  (median of 5-8 rounds, the machine's rate varying by +-20% between rounds): decoding inline
+  0.64 of the model-only rate, threads ahead of the model 0.74, bursts 0.79; inside
+  ``embed_dataset`` (which also reads, hashes and stores) ahead 0.71, bursts 0.73.
+
+  A burst costs a thread hand-off per image, which is not worth it when an image is cheap to
+  decode (28-px PNGs: ~1/10 of the model's time), so ``workers=None`` on the CPU times the first
+  batches inline and bursts only when decoding costs more than ``THREADS_ABOVE`` of the model's
+  time.
 """
 from __future__ import annotations
 
@@ -31,19 +38,21 @@ PROBE_BATCHES = 2  # batches timed inline before deciding
 
 
 def decode_threads(device_type: str) -> int:
-    """Threads worth running beside the model when decoding is worth threading at all."""
+    """Decode threads worth running: beside a GPU, every core but the one feeding it; on the
+    CPU, every core (bursts run while the model waits)."""
     cores = os.cpu_count() or 1
     if device_type == "cuda":
         return max(1, min(8, cores - 1))
-    return max(2, min(4, cores // 4))
+    return cores
 
 
 def decoded_batches(load: Callable[[int], T], n: int, batch_size: int, workers: int | None,
                     device_type: str = "cpu") -> Iterator[list[tuple[int, T]]]:
     """Yield ``[(i, load(i)) for i in batch]`` for consecutive batches of range(n), in order.
 
-    ``workers``: decode threads (0: inline in the caller's thread); None decides as the module
-    docstring says. The time the caller spends between two batches is the model's time.
+    ``workers``: decode threads (0: inline in the caller's thread), ahead of the model on CUDA and
+    in bursts on the CPU; None decides as the module docstring says. The time the caller spends
+    between two batches is the model's time.
     """
     batches = (range(i, min(i + batch_size, n)) for i in range(0, n, batch_size))
     fetch = lambda idx: [(i, load(i)) for i in idx]  # noqa: E731
@@ -54,7 +63,13 @@ def decoded_batches(load: Callable[[int], T], n: int, batch_size: int, workers: 
             workers = yield from _probe(fetch, batches, device_type)
     if workers == 0:
         yield from map(fetch, batches)
-        return
+    elif device_type == "cuda":
+        yield from _ahead(fetch, batches, workers)
+    else:
+        yield from _bursts(load, batches, workers)
+
+
+def _ahead(fetch, batches, workers: int):
     with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
         ahead = deque(pool.submit(fetch, b) for b in islice(batches, 2 * workers))
         while ahead:
@@ -63,6 +78,12 @@ def decoded_batches(load: Callable[[int], T], n: int, batch_size: int, workers: 
             if nxt is not None:
                 ahead.append(pool.submit(fetch, nxt))
             yield items
+
+
+def _bursts(load, batches, workers: int):
+    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+        for idx in batches:
+            yield list(zip(idx, pool.map(load, idx)))
 
 
 def _probe(fetch, batches, device_type: str):

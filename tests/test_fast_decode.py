@@ -49,6 +49,24 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale_but_reports_its_full_upright
     assert small.size == size == (400, 300)
 
 
+def test_fast_decoding_gives_the_same_verdicts_and_colours_as_pillow():
+    from embedsvc.errors import ImageDecodeError
+
+    rng = np.random.default_rng(2)
+    smooth = Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).resize((640, 512))
+    data = _jpeg(smooth)
+    with pytest.raises(ImageDecodeError, match="corrupt|truncated"):
+        load_upright(data[: len(data) // 2], draft_to=256)
+    # CMYK and grey come out as the RGB Pillow makes of them, at 1/2 scale
+    for mode in ("CMYK", "L"):
+        src = smooth.convert(mode)
+        fast, _ = load_upright(_jpeg(src), draft_to=256)
+        exact, _ = load_upright(_jpeg(src))
+        assert fast.mode == exact.mode == "RGB" and fast.size == (320, 256)
+        half = np.asarray(exact.resize(fast.size, Image.BOX), dtype=int)
+        assert np.abs(np.asarray(fast, dtype=int) - half).mean() < 3
+
+
 def test_exact_is_timms_transform_and_fast_of_a_png_differs_by_rounding_only():
     from timm.data import create_transform
 
@@ -128,3 +146,27 @@ def test_decode_mode_is_a_flag_and_part_of_the_provenance(cli, tmp_path, photos)
     assert json.loads((tmp_path / "v.npy.json").read_text())["provenance"]["decode"] == "exact"
     r = cli("embed", photos["chelsea"], "--decode", "turbo")
     assert r.returncode == 2 and "fast" in r.stderr and "exact" in r.stderr
+
+
+@pytest.mark.parametrize("workers,device", [(0, "cpu"), (3, "cpu"), (3, "cuda"), (None, "cpu"),
+                                            (None, "cuda")])
+def test_every_decode_schedule_yields_every_item_once_in_order(workers, device):
+    import threading
+    import time
+
+    from embedsvc.decode_ahead import decoded_batches
+
+    threads = set()
+
+    def load(i):
+        threads.add(threading.current_thread().name)
+        time.sleep(0.002)  # decoding that costs more than the caller's "model" below
+        return i * i
+
+    got = list(decoded_batches(load, 23, 5, workers, device))
+    assert [len(b) for b in got] == [5, 5, 5, 5, 3]
+    assert [pair for b in got for pair in b] == [(i, i * i) for i in range(23)]
+    if workers == 0:
+        assert threads == {threading.current_thread().name}
+    else:  # auto on the CPU: decoding dwarfs the caller's time here, so the probe threads too
+        assert any(t.startswith("decode") for t in threads)
