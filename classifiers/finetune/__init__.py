@@ -4,7 +4,7 @@ use, so reading ``STRATEGIES`` or ``FinetuneConfig`` imports no torch."""
 from embedsvc.lazy import lazy_exports
 
 _EXPORTS = {
-    "DomainGap": "advisor", "Recommendation": "advisor", "advise": "advisor",
+    "Recommendation": "advisor", "advise": "advisor",
     "domain_gap": "advisor", "recommend": "advisor",
     "STRATEGIES": "config", "FinetuneConfig": "config",
     "FreezeReport": "freezing", "freeze_by_pattern": "freezing", "freeze_stages": "freezing",

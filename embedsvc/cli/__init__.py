@@ -20,7 +20,7 @@ __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_par
 
 def build_parser() -> Parser:
     from .. import __version__
-    from . import data, finetune, heads, local_models, remote, serve
+    from . import adapt, data, finetune, heads, local_models, remote, serve
 
     parser = Parser(
         prog="embedsvc",
@@ -37,7 +37,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"embedsvc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=Parser)
-    for module in (local_models, data, heads, finetune, serve, remote):
+    for module in (local_models, data, heads, adapt, finetune, serve, remote):
         module.register(sub)
     return parser
 

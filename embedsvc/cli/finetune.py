@@ -71,8 +71,9 @@ def cmd_advise(args: argparse.Namespace) -> int:
           f"({min(counts.values())}..{max(counts.values())} per class)")
     if rec.gap is not None:
         g = rec.gap
-        print(f"domain gap to {args.target}: proxy A-distance {g.proxy_a_distance:.2f} ({g.level}), "
-              f"mean-embedding cosine {g.centroid_cosine:.3f}, on {g.n_source} + {g.n_target} images")
+        print(f"domain gap to {args.target}: {g.verdict}, proxy A-distance {g.proxy_a_distance:.2f}, "
+              f"MMD² {g.mmd2:.4f} (p={g.mmd_p_value:.3f}), on {g.n_a} + {g.n_b} images "
+              f"(embedsvc gap draws it)")
     print(f"recommended strategy: {rec.strategy}")
     for reason in rec.reasons:
         print(f"  - {reason}")

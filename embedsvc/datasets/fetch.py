@@ -2,6 +2,8 @@
 
 - ``fashion-mnist``: Debian's ``dataset-fashion-mnist`` (IDX files); 60,000 train + 10,000 test.
 - ``digits``: scikit-learn's bundled ``load_digits`` (1,797 8x8 images), split 80/20, stratified.
+- ``fashion-mnist-dark`` / ``-camera`` / ``-background``: the same images in the shifted domains
+  of ``shifts.py`` (under-exposed; blurred and noisy; on a textured background).
 - ``photos``: JPEG photos of 500-1200 px cropped from the sample photos installed packages ship
   (``photos.py``); 600 unless ``limit`` says otherwise.
 
@@ -120,6 +122,22 @@ def _fashion(out: Path, progress: bool, limit: int | None) -> dict[str, int]:
     return counts
 
 
+def _shifted_fashion(kind: str) -> Callable[[Path, bool, int | None], dict[str, int]]:
+    def write(out: Path, progress: bool, limit: int | None) -> dict[str, int]:
+        from .shifts import shift_images
+
+        counts = {}
+        for seed, split in enumerate(("train", "test")):
+            x, y = load_fashion_mnist(split)
+            if limit:
+                x, y = x[:limit], y[:limit]
+            _write_split(out, split, shift_images(x, kind, seed=seed), y, FASHION_MNIST_CLASSES,
+                         progress)
+            counts[split] = len(x)
+        return counts
+    return write
+
+
 def _digits(out: Path, progress: bool, limit: int | None) -> dict[str, int]:
     counts = {}
     for split, (x, y) in load_digits_split().items():
@@ -143,6 +161,10 @@ DATASETS: dict[str, Callable[[Path, bool, int | None], dict[str, int]]] = {
     "fashion-mnist": _fashion,
     "digits": _digits,
     "photos": _photos,
+    # the guide's three domain shifts (shifts.py), for adapting to and measuring gaps
+    "fashion-mnist-dark": _shifted_fashion("dark"),
+    "fashion-mnist-camera": _shifted_fashion("camera"),
+    "fashion-mnist-background": _shifted_fashion("background"),
 }
 
 

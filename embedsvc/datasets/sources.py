@@ -102,13 +102,19 @@ def scan_manifest(path: Path) -> list[Record]:
     return records
 
 
+def is_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an embedding store (vectors already made) rather than images."""
+    path = Path(path)
+    return (path / "manifest.json").is_file() and (path / "shards").is_dir()
+
+
 def scan_source(src: str | os.PathLike) -> list[Record]:
     """The records of a dataset source, in a stable order."""
     path = Path(src)
     if not path.exists():
         raise NotFoundError(f"dataset source {str(path)!r} does not exist")
     if path.is_dir():
-        if (path / "manifest.json").is_file() and (path / "shards").is_dir():
+        if is_store(path):
             # its folders (shards/, indexes/) are not classes; its vectors are already made
             raise InvalidInputError(
                 f"{str(path)!r} is an embedding store, not images; give the image folder or "
