@@ -96,9 +96,10 @@ class Client:
 
     def classify(self, images: Sequence[ImageInput], head: str = "imagenet", top_k: int = 5,
                  abstain_below: float = 0.0, ids: Sequence[str] | None = None,
-                 timeout: float | None = None) -> list[dict[str, Any]]:
+                 timeout: float | None = None, max_ood_score: float = 0.0) -> list[dict[str, Any]]:
         resp = self.stub.Classify(pb.ClassifyRequest(
-            images=self._images(images, ids), head=head, top_k=top_k, abstain_below=abstain_below),
+            images=self._images(images, ids), head=head, top_k=top_k, abstain_below=abstain_below,
+            max_ood_score=max_ood_score),
             timeout=timeout, metadata=self.metadata)
         return [{"id": r.id, "label": r.label, "probability": r.probability,
                  "ood_score": r.ood_score, "abstained": r.abstained,

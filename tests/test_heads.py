@@ -107,7 +107,7 @@ def test_abstain_and_ood_score(fmnist_store, split, photos):
     assert all(r.abstained == (r.probability < 0.9) for r in answers)
     assert all((r.label == "unknown") == r.abstained for r in answers)
     assert any(r.abstained for r in answers) and not all(r.abstained for r in answers)
-    with pytest.raises(InvalidInputError, match="abstain threshold"):
+    with pytest.raises(InvalidInputError, match="abstain_below"):
         classify_embeddings(head, Embeddings(Xev[:1], ("a",), fmnist_store.provenance), abstain_below=1.5)
 
 

@@ -69,7 +69,8 @@ def test_classify_with_the_builtin_imagenet_head(stub, photos):
     assert unsure.results[0].label == "unknown" and unsure.results[0].abstained
 
 
-def test_a_head_dropped_into_the_data_dir_is_served_without_restart(server, stub, fmnist_store, tmp_path):
+def test_a_head_dropped_into_the_data_dir_is_served_without_restart(server, stub, fmnist_store, tmp_path,
+                                                                   photos):
     assert "fmnist" not in [h.name for h in stub.ListHeads(pb.ListHeadsRequest()).heads]
     p = run_cli("train-head", fmnist_store.root, "--kind", "centroid", "--out", tmp_path / "fmnist",
                 "--quiet", "--register", server.core.data_dir, timeout=600)
@@ -78,8 +79,20 @@ def test_a_head_dropped_into_the_data_dir_is_served_without_restart(server, stub
     assert heads["fmnist"].kind == "centroid" and len(heads["fmnist"].classes) == 10
     row = next(r for r in fmnist_store.metadata() if r["split"] == "test" and r["label"] == "sneaker")
     with open(row["path"], "rb") as f:
-        resp = stub.Classify(pb.ClassifyRequest(images=[pb.Image(id="s", data=f.read())], head="fmnist"))
+        sneaker = f.read()
+    resp = stub.Classify(pb.ClassifyRequest(images=[pb.Image(id="s", data=sneaker)], head="fmnist"))
     assert resp.results[0].label == "sneaker"
+    # the head's calibrated OOD score: a cat photo is "unknown" above max_ood_score
+    resp = stub.Classify(pb.ClassifyRequest(images=[pb.Image(id="s", data=sneaker),
+                                                    _img(photos["chelsea"], "cat")],
+                                            head="fmnist", max_ood_score=0.99))
+    (shoe, cat) = resp.results
+    assert shoe.label == "sneaker" and not shoe.abstained
+    assert cat.label == "unknown" and cat.abstained and cat.ood_score > 0.99
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Classify(pb.ClassifyRequest(images=[_img(photos["chelsea"])], head="fmnist",
+                                         max_ood_score=2.0))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "max_ood_score" in e.value.details()
 
 
 def test_a_head_of_other_weights_is_a_failed_precondition(server, stub, fmnist_store, tmp_path, photos):

@@ -26,6 +26,7 @@ from embedsvc.errors import IncompatibleError, InvalidInputError, NotFoundError
 from embedsvc.versions import require_same_version, written_by
 
 from .kinds import HEAD_KINDS
+from .ood import OODReference
 
 FORMAT_VERSION = 1
 
@@ -38,6 +39,7 @@ class Head:
     provenance: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    ood: OODReference | None = None  # training-embedding sample for OOD scores (ood.py)
 
     @property
     def kind(self) -> str:
@@ -54,9 +56,18 @@ class Head:
         self.check(emb.provenance)
         return self.estimator.predict_proba(emb.vectors)
 
+    @property
+    def ood_method(self) -> str:
+        return "knn-conformal" if self.ood is not None else "max-probability"
+
     def ood_scores(self, emb: Embeddings, proba: np.ndarray | None = None) -> np.ndarray:
-        """0 = looks like the training data, 1 = unlike it. kNN heads: 1 - cosine similarity
-        to the nearest training vector; others: 1 - the highest class probability."""
+        """0 = looks like the training data, 1 = unlike it. With a reference sample (every head
+        trained since they exist): the calibrated k-NN score of ood.py. Without (older heads, a
+        fine-tuning run's classifier): kNN heads 1 - cosine similarity to the nearest training
+        vector; others 1 - the highest class probability."""
+        if self.ood is not None:
+            self.check(emb.provenance)
+            return self.ood.scores(emb.vectors)
         if hasattr(self.estimator, "nearest_similarity"):
             return 1.0 - self.estimator.nearest_similarity(emb.vectors)
         proba = self.predict_proba(emb) if proba is None else proba
@@ -66,6 +77,7 @@ class Head:
     def save(self, directory: str | os.PathLike) -> Path:
         d = Path(directory)
         arrays, params = self.estimator.to_state()
+        arrays = {**arrays, **(self.ood.arrays() if self.ood is not None else {})}
         for name, a in arrays.items():
             if np.asarray(a).dtype == object:
                 raise InvalidInputError(f"head array {name!r} is not numeric; refusing to save")
@@ -79,6 +91,9 @@ class Head:
             "provenance": {k: self.provenance.get(k) for k in BINDING_KEYS},
             "metrics": self.metrics,
             "training": self.training,
+            "ood": {"method": self.ood_method, **(
+                {"k": self.ood.k, "reference": len(self.ood.reference),
+                 "calibration": len(self.ood.calibration)} if self.ood is not None else {})},
             "written_by": written_by(),
         }
         atomic_write_bytes(d / "params.npz", buf.getvalue())
@@ -104,8 +119,11 @@ class Head:
             require_same_version(meta, depends_on, f"head {str(d)!r} (kind {kind})")
         arrays = _load_arrays(d / "params.npz")
         classes = np.asarray([str(c) for c in meta["classes"]])
-        estimator = HEAD_KINDS[kind].from_state(classes, arrays, meta["params"])
-        return cls(estimator, meta["provenance"], meta.get("metrics", {}), meta.get("training", {}))
+        ood = OODReference.from_arrays(arrays, int((meta.get("ood") or {}).get("k", 1)))
+        estimator = HEAD_KINDS[kind].from_state(
+            classes, {k: v for k, v in arrays.items() if not k.startswith("ood_")}, meta["params"])
+        return cls(estimator, meta["provenance"], meta.get("metrics", {}), meta.get("training", {}),
+                   ood)
 
 
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:

@@ -29,11 +29,15 @@ class Classification:
 
 
 def classify_embeddings(head: Head, emb: Embeddings, top: int = 5,
-                        abstain_below: float | None = None) -> list[Classification]:
+                        abstain_below: float | None = None,
+                        max_ood: float | None = None) -> list[Classification]:
+    """Abstain (label ``unknown``) when the top probability is below ``abstain_below`` or the
+    OOD score above ``max_ood``."""
     if top < 1:
         raise InvalidInputError(f"top must be >= 1, got {top}")
-    if abstain_below is not None and not 0.0 <= abstain_below <= 1.0:
-        raise InvalidInputError(f"abstain threshold must be in [0, 1], got {abstain_below}")
+    for name, value in (("abstain_below", abstain_below), ("max_ood", max_ood)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise InvalidInputError(f"{name} must be in [0, 1], got {value}")
     proba = head.predict_proba(emb)
     ood = head.ood_scores(emb, proba)
     classes = head.classes
@@ -41,7 +45,8 @@ def classify_embeddings(head: Head, emb: Embeddings, top: int = 5,
     for id_, p, o in zip(emb.ids, proba, ood):
         order = np.argsort(-p, kind="stable")[:top]
         best = float(p[order[0]])
-        abstain = abstain_below is not None and best < abstain_below
+        abstain = ((abstain_below is not None and best < abstain_below)
+                   or (max_ood is not None and o > max_ood))
         out.append(Classification(
             id=id_, label=UNKNOWN if abstain else classes[order[0]], probability=best,
             top=tuple((classes[j], float(p[j])) for j in order), ood_score=float(o),
@@ -58,6 +63,7 @@ class HeadClassifier:
 
     def classify(self, images: Sequence[ImageSource], ids: Sequence[str] | None = None,
                  top: int = 5, abstain_below: float | None = None,
-                 skip_bad: bool = False) -> tuple[list[Classification], Embeddings]:
+                 skip_bad: bool = False, max_ood: float | None = None,
+                 ) -> tuple[list[Classification], Embeddings]:
         emb = self.extractor.embed(images, ids=ids, skip_bad=skip_bad)
-        return classify_embeddings(self.head, emb, top, abstain_below), emb
+        return classify_embeddings(self.head, emb, top, abstain_below, max_ood), emb

@@ -15,6 +15,7 @@ from embedsvc.store import EmbeddingStore
 from .artifact import Head
 from .evaluate import confusion_png, learning_curve_png, metrics
 from .kinds import HEAD_KINDS, make_head
+from .ood import fit_reference
 
 LEARNING_CURVE_SHOTS = (1, 2, 5, 10, 20, 50, 100)
 
@@ -111,7 +112,7 @@ def train_head(store_path: str | Path, out: str | Path,
         "config": asdict(config),
         "notes": notes,
     }
-    head = Head(est, store.provenance, m, training)
+    head = Head(est, store.provenance, m, training, fit_reference(Xtr, config.seed))
     out = Path(out)
     report = out / "report"
     report.mkdir(parents=True, exist_ok=True)

@@ -114,6 +114,10 @@ def in_range(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False)
 
 probability = in_range(0.0, 1.0)
 
+MAX_OOD_HELP = ("answer 'unknown' when the out-of-distribution score exceeds S, in [0, 1]; a "
+                "trained head's score is the fraction of held-out training images that look "
+                "more typical, so 0.99 abstains on ~1%% of in-distribution images")
+
 
 def port(text: str) -> int:
     value = _number(int, text, "a port number")

@@ -7,7 +7,7 @@ from pathlib import Path
 from classifiers.heads import KIND_NAMES
 
 from . import output
-from .common import (EXIT_ERROR, EXIT_OK, command, device, err, existing_images,
+from .common import (EXIT_ERROR, EXIT_OK, MAX_OOD_HELP, command, device, err, existing_images,
                      non_negative_int, positive_int, probability, refuse_existing, warn)
 
 
@@ -48,7 +48,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     images = existing_images(args.images, args.skip_bad)
     clf = HeadClassifier(args.head, device=args.device)
     results, emb = clf.classify(images, ids=images, top=args.top,
-                                abstain_below=args.abstain_below, skip_bad=args.skip_bad)
+                                abstain_below=args.abstain_below, skip_bad=args.skip_bad,
+                                max_ood=args.max_ood)
     for item, reason in emb.skipped:
         warn(f"skipped {item!r}: {reason}")
     if not results:
@@ -89,13 +90,15 @@ def register(sub) -> None:
 
     p = command(sub, "classify", "classify images with a trained head",
                 ["embedsvc classify x.png --head heads/digits",
-                 "embedsvc classify *.png --head heads/digits --abstain-below 0.5 --json"],
+                 "embedsvc classify *.png --head heads/digits --abstain-below 0.5 --json",
+                 "embedsvc classify *.jpg --head heads/fmnist --max-ood 0.99"],
                 cmd_classify)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--head", required=True, help="head folder (from train-head)")
     p.add_argument("--top", type=positive_int, default=5, help="labels per image")
     p.add_argument("--abstain-below", type=probability, metavar="P",
                    help="answer 'unknown' when the top probability is below P, in [0, 1]")
+    p.add_argument("--max-ood", type=probability, metavar="S", help=MAX_OOD_HELP)
     p.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--skip-bad", action="store_true", help="report unreadable images, go on")
     p.add_argument("--json", action="store_true", help="print JSON")

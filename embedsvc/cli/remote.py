@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from . import output
-from .common import (EXIT_ERROR, EXIT_OK, TOKEN_ENV, command, err, existing_images,
+from .common import (EXIT_ERROR, EXIT_OK, MAX_OOD_HELP, TOKEN_ENV, command, err, existing_images,
                      group, non_negative_int, positive_float, positive_int, probability, token)
 
 ID_BITS = 63  # Upsert ids are int64 and must be >= 0
@@ -36,7 +36,8 @@ def _classify(c, a):
     return [output.classification(r["id"], r["label"], r["probability"], r["ood_score"],
                                   r["abstained"], r["top"])
             for r in c.classify(a.images, head=a.head, top_k=a.top,
-                                abstain_below=a.abstain_below or 0.0, timeout=a.timeout)]
+                                abstain_below=a.abstain_below or 0.0, timeout=a.timeout,
+                                max_ood_score=a.max_ood or 0.0)]
 
 
 def _search(c, a):
@@ -150,6 +151,7 @@ def register(sub) -> None:
             c.add_argument("--top", type=positive_int, default=5, help="labels per image")
             c.add_argument("--abstain-below", type=probability, metavar="P",
                            help="answer 'unknown' below this top probability, in [0, 1]")
+            c.add_argument("--max-ood", type=probability, metavar="S", help=MAX_OOD_HELP)
         if name in ("search", "upsert", "delete"):
             c.add_argument("--index", required=True, help="index (collection) name")
         if name == "search":

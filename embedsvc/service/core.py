@@ -132,14 +132,15 @@ class EmbeddingCore:
 
     def classify(self, images: Sequence[tuple[str, bytes]], head: str = IMAGENET_HEAD,
                  top_k: int = 5, abstain_below: float | None = None,
-                 deadline: float | None = None):
+                 deadline: float | None = None, max_ood: float | None = None):
         from classifiers.heads.classify import classify_embeddings
         from classifiers.heads.imagenet import ImageNetHead
 
         head = head or IMAGENET_HEAD
         top_k = top_k or 5
-        if abstain_below is not None and not 0.0 <= abstain_below <= 1.0:
-            raise InvalidInputError(f"abstain_below must be in [0, 1], got {abstain_below}")
+        for name, value in (("abstain_below", abstain_below), ("max_ood_score", max_ood)):
+            if value is not None and not 0.0 <= value <= 1.0:  # before the model runs
+                raise InvalidInputError(f"{name} must be in [0, 1], got {value}")
         if head == IMAGENET_HEAD:
             with self.models.lease() as runner:
                 h = ImageNetHead.from_backbone(runner.backbone)
@@ -150,7 +151,7 @@ class EmbeddingCore:
                 check_weights(runner.backbone.cfg, h.provenance, f"head {head!r}")
                 emb, timing = self.embed(images, runner.backbone.name, h.provenance["tap"],
                                          h.provenance["normalized"], deadline)
-        answers = classify_embeddings(h, emb, min(top_k, len(h.classes)), abstain_below)
+        answers = classify_embeddings(h, emb, min(top_k, len(h.classes)), abstain_below, max_ood)
         return [{"id": a.id, "label": a.label, "probability": a.probability, "top": list(a.top),
                  "ood_score": a.ood_score, "abstained": a.abstained} for a in answers], timing
 

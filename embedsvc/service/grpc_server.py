@@ -140,7 +140,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
     async def Classify(self, request, context):
         results, timing = await self._work(request, context, lambda d: self.core.classify(
             _images(request.images), request.head, request.top_k,
-            request.abstain_below or None, d))
+            request.abstain_below or None, d, request.max_ood_score or None))
         return pb.ClassifyResponse(head=request.head or "imagenet", timing=_timing(timing), results=[
             pb.Classification(id=r["id"], label=r["label"], probability=r["probability"],
                               ood_score=r["ood_score"], abstained=r["abstained"],
