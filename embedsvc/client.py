@@ -105,6 +105,11 @@ class Client:
                  "ood_score": r.ood_score, "abstained": r.abstained,
                  "top": [(t.label, t.probability) for t in r.top]} for r in resp.results]
 
+    def drift(self, head: str = "", timeout: float | None = None) -> list[pb.HeadDrift]:
+        """Drift of each trained head's recent inputs from its training data (GetDrift)."""
+        return list(self.stub.GetDrift(pb.GetDriftRequest(head=head), timeout=timeout,
+                                       metadata=self.metadata).heads)
+
     def info(self, timeout: float | None = None) -> pb.GetInfoResponse:
         return self.stub.GetInfo(pb.GetInfoRequest(), timeout=timeout, metadata=self.metadata)
 

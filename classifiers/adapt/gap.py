@@ -132,11 +132,21 @@ def mmd2_unbiased(K: np.ndarray, in_a: np.ndarray) -> float:
 def mmd_test(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
              permutations: int = PERMUTATIONS) -> tuple[float, float]:
     """(MMD^2, permutation p-value) with the median-heuristic RBF kernel on the pooled sample."""
-    K, _ = rbf_kernel(np.concatenate([a, b]))
+    stat, null = mmd_null(a, b, rng, permutations)
+    return stat, permutation_p_value(stat, null)
+
+
+def mmd_null(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
+             permutations: int = PERMUTATIONS) -> tuple[float, np.ndarray]:
+    """MMD^2 and its values under shuffled domain labels (the null: one distribution)."""
+    K, _ = rbf_kernel(np.concatenate([a, b]).astype(np.float64))
     in_a = np.r_[np.ones(len(a), bool), np.zeros(len(b), bool)]
-    stat = mmd2_unbiased(K, in_a)
-    hits = sum(mmd2_unbiased(K, rng.permutation(in_a)) >= stat for _ in range(permutations))
-    return stat, (1 + hits) / (1 + permutations)
+    null = np.array([mmd2_unbiased(K, rng.permutation(in_a)) for _ in range(permutations)])
+    return mmd2_unbiased(K, in_a), null
+
+
+def permutation_p_value(stat: float, null: np.ndarray) -> float:
+    return float((1 + (null >= stat).sum()) / (1 + len(null)))
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray, dims: int = FRECHET_DIMS) -> float:

@@ -28,13 +28,17 @@ K = 5
 
 @dataclass(frozen=True)
 class OODReference:
-    reference: np.ndarray  # (R, D) float16, L2-normalised training embeddings
+    reference: np.ndarray  # (R, D) L2-normalised training embeddings (float16 on disk)
     calibration: np.ndarray  # sorted k-NN distances of held-out training embeddings
     k: int = K
 
+    def __post_init__(self) -> None:
+        # float32 in memory: converting per request cost more than the product itself
+        object.__setattr__(self, "reference", np.ascontiguousarray(self.reference, np.float32))
+
     def distances(self, X: np.ndarray) -> np.ndarray:
         """Cosine distance of each row of ``X`` to its k-th nearest reference vector."""
-        sims = _unit(X) @ self.reference.astype(np.float32).T
+        sims = _unit(X) @ self.reference.T
         k = min(self.k, sims.shape[1])
         kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
         return (1.0 - kth).astype(np.float64)
@@ -45,7 +49,8 @@ class OODReference:
         return np.searchsorted(self.calibration, d, side="left") / len(self.calibration)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"ood_reference": self.reference, "ood_calibration": self.calibration}
+        return {"ood_reference": self.reference.astype(np.float16),
+                "ood_calibration": self.calibration}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], k: int) -> "OODReference | None":
@@ -62,9 +67,9 @@ def fit_reference(X: np.ndarray, seed: int = 0) -> OODReference | None:
     order = np.random.default_rng(seed).permutation(len(X))
     n_cal = int(min(MAX_CALIBRATION, max(len(X) // 5, 5)))
     cal, ref = order[:n_cal], order[n_cal:n_cal + MAX_REFERENCE]
-    reference = _unit(X[ref]).astype(np.float16)
+    reference = _unit(X[ref]).astype(np.float16)  # what is stored: scores as after a reload
     partial = OODReference(reference, np.zeros(1))
-    return OODReference(reference, np.sort(partial.distances(X[cal])))
+    return OODReference(partial.reference, np.sort(partial.distances(X[cal])))
 
 
 def _unit(X: np.ndarray) -> np.ndarray:

@@ -84,6 +84,12 @@ def _info(c, a):
     return message_to_dict(c.info(timeout=a.timeout))
 
 
+def _drift(c, a):
+    from ..client import message_to_dict
+
+    return [message_to_dict(d) for d in c.drift(a.head or "", timeout=a.timeout)]
+
+
 def _health(c, a):
     return {"status": c.health(timeout=a.timeout)}
 
@@ -127,6 +133,8 @@ ACTIONS = {
                 ["embedsvc client indexes"], _message_list("indexes")),
     "info": ("version, device, batching settings and counters (GetInfo)",
              ["embedsvc client info --server gpu-box:50051"], _info),
+    "drift": ("are each head's recent inputs still like its training data (GetDrift)",
+              ["embedsvc client drift", "embedsvc client drift --head fmnist"], _drift),
     "health": ("the standard gRPC health check", ["embedsvc client health"], _health),
 }
 
@@ -146,6 +154,8 @@ def register(sub) -> None:
             c.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
         if name in ("embed", "embed-stream"):
             c.add_argument("--backbone", help="backbone name (default: the server's)")
+        if name == "drift":
+            c.add_argument("--head", help="one head (default: every trained head)")
         if name == "classify":
             c.add_argument("--head", default="imagenet", help="head name on the server")
             c.add_argument("--top", type=positive_int, default=5, help="labels per image")

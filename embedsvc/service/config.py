@@ -70,6 +70,10 @@ class ServeConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     metrics_port: int | None = None
+    # drift of live traffic per trained head (drift.py): the last N classified embeddings, tested
+    # against the head's training sample every interval; 0 turns it off
+    drift_window: int = 500
+    drift_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -79,7 +83,9 @@ class ServeConfig:
                      "max_streams"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("stream_idle_timeout_s", "request_timeout_s"):
+        if self.drift_window < 0:
+            raise InvalidInputError(f"drift_window must be >= 0 (0: off), got {self.drift_window}")
+        for name in ("stream_idle_timeout_s", "request_timeout_s", "drift_interval_s"):
             if not getattr(self, name) > 0:
                 raise InvalidInputError(f"{name} must be > 0, got {getattr(self, name)}")
         check_port("port", self.port)

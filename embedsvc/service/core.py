@@ -28,6 +28,7 @@ from .admission import Admission
 from .collections import Collections
 from .config import ServeConfig
 from .datadir import DataDir
+from .drift import DriftMonitor, DriftReport
 from .heads import IMAGENET_HEAD, HeadRegistry
 from .metrics import ServiceMetrics
 from .models import ModelPool
@@ -55,6 +56,9 @@ class EmbeddingCore:
         with self.models.lease():  # load the default at start: fail fast if it is missing
             pass
         self.collections = Collections(self.data.indexes, config.collections)
+        self.drift_monitor = DriftMonitor(
+            config.drift_window, config.drift_interval_s, self.metrics,
+            lambda: {name: e.head for name, e in self.heads.entries().items()})
 
     def deadline(self, remaining_s: float | None) -> float:
         """A monotonic deadline: the caller's, or ``request_timeout_s`` when it brings none."""
@@ -152,6 +156,8 @@ class EmbeddingCore:
                 emb, timing = self.embed(images, runner.backbone.name, h.provenance["tap"],
                                          h.provenance["normalized"], deadline)
         answers = classify_embeddings(h, emb, min(top_k, len(h.classes)), abstain_below, max_ood)
+        if head != IMAGENET_HEAD:
+            self.drift_monitor.record(head, h, emb.vectors)
         return [{"id": a.id, "label": a.label, "probability": a.probability, "top": list(a.top),
                  "ood_score": a.ood_score, "abstained": a.abstained} for a in answers], timing
 
@@ -242,7 +248,16 @@ class EmbeddingCore:
                 "loaded_backbones": self.loaded_backbones(),
                 "batching": {k: stats[k] for k in ("batches", "images", "largest_batch")}}
 
+    def drift(self, head: str = "") -> list[dict[str, Any]]:
+        """GetDrift: one head's drift report (NOT_FOUND for an unknown head), or every head's."""
+        if head == IMAGENET_HEAD:  # no training sample of its own to compare with
+            return [DriftReport(head, "no reference").to_dict()]
+        if head:
+            self.heads.get(head)  # unknown or unavailable: the same error Classify gives
+        return [r.to_dict() for r in self.drift_monitor.reports(head or None)]
+
     def close(self) -> None:
+        self.drift_monitor.close()
         self.admission.close()
         self.models.close()
         self.collections.close()

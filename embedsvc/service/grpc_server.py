@@ -188,6 +188,11 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         return pb.ListHeadsResponse(heads=[pb.HeadInfo(**h) for h in heads])
 
     @_rpc
+    async def GetDrift(self, request, context):
+        reports = await self._work(request, context, lambda d: self.core.drift(request.head))
+        return pb.GetDriftResponse(heads=[pb.HeadDrift(**r) for r in reports])
+
+    @_rpc
     async def GetInfo(self, request, context):
         info = await self._work(request, context, lambda d: self.core.info())
         c = self.core.config

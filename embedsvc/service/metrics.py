@@ -23,10 +23,22 @@ class ServiceMetrics:
                               ("model",), registry=self.registry)
         self.queue_depth = Gauge("embedsvc_queue_depth", "images waiting for a batch",
                                  registry=self.registry)
+        self.drift = Gauge("embedsvc_drift", "MMD^2 between a head's recent inputs and its "
+                           "training sample", ("head",), registry=self.registry)
+        self.drift_threshold = Gauge("embedsvc_drift_threshold", "embedsvc_drift above this: "
+                                     "drifted (permutation null, level 0.01)", ("head",),
+                                     registry=self.registry)
+        self.drift_p_value = Gauge("embedsvc_drift_p_value", "permutation p-value of "
+                                   "embedsvc_drift", ("head",), registry=self.registry)
 
     def observe_batch(self, model: str, size: int) -> None:
         self.batch_size.labels(model).observe(size)
         self.images.labels(model).inc(size)
+
+    def observe_drift(self, report) -> None:
+        self.drift.labels(report.head).set(report.mmd2)
+        self.drift_threshold.labels(report.head).set(report.threshold)
+        self.drift_p_value.labels(report.head).set(report.p_value)
 
     def watch_queue(self, depth: Callable[[], float]) -> None:
         self.queue_depth.set_function(depth)
