@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 from . import output
 from .common import EXIT_OK, command, positive_int
 
@@ -16,7 +14,7 @@ def cmd_gap(args: argparse.Namespace) -> int:
     a, b = load_sides(args.a, args.b, args.backbone, args.max_per_side, args.seed,
                       progress=not args.quiet)
     gap = measure_gap(a.vectors, b.vectors, a.labels, b.labels, seed=args.seed)
-    png = gap_png(a, b, gap, args.png, (Path(args.a).name or args.a, Path(args.b).name or args.b))
+    png = gap_png(a, b, gap, args.png, (args.a, args.b))
     if args.json:
         output.print_json({**gap.to_dict(), "png": str(png)})
         return EXIT_OK
