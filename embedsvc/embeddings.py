@@ -28,6 +28,13 @@ BINDING_KEYS = ("backbone", "weights_sha256", "preprocess", "dim", "tap", "norma
 MIXABLE = {"decode": ({"fast", "exact"}, "exact"), "runtime": ({"torch", "onnx", "openvino"}, "torch")}
 
 
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero). One function, so vectors made by the
+    library, a store and the server are bitwise the same."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.clip(norms, 1e-12, None)).astype(np.float32, copy=False)
+
+
 @dataclass(frozen=True)
 class Embeddings:
     """``vectors`` (N, D) float32, one row per entry of ``ids``; ``skipped`` lists (id, reason)

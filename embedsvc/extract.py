@@ -18,7 +18,7 @@ import torch
 from .backbones.base import PRE_LOGITS, Backbone
 from .backbones.fuse import folded_copy
 from .decode_ahead import decoded_batches
-from .embeddings import Embeddings, check_weights
+from .embeddings import Embeddings, check_weights, l2_normalize
 from .errors import ImageDecodeError, InvalidInputError
 from .images import DEFAULT_MAX_PIXELS, ImageSource, describe, load_upright
 from .backbones.config import DEFAULT_DECODE, check_decode
@@ -171,13 +171,6 @@ class FeatureExtractor:
         dim = self.provenance["dim"] or self.backbone.cfg.dim
         vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
         return Embeddings(vectors, tuple(kept), dict(self.provenance), tuple(skipped))
-
-
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero). One function, so vectors made by the
-    library, a store and the server are bitwise the same."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.clip(norms, 1e-12, None)).astype(np.float32, copy=False)
 
 
 def prepare_image(src: ImageSource, transform: Transform, name: str | None = None,

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedsvc.embeddings import l2_normalize
+
 MAX_REFERENCE = 2000  # rows kept in the artifact (float16: 5 MB at 1280 dims)
 MAX_CALIBRATION = 1000
 MIN_TRAINING = 20  # fewer training vectors: no reference, the head falls back to 1 - max p
@@ -38,7 +40,7 @@ class OODReference:
 
     def distances(self, X: np.ndarray) -> np.ndarray:
         """Cosine distance of each row of ``X`` to its k-th nearest reference vector."""
-        sims = _unit(X) @ self.reference.T
+        sims = l2_normalize(np.asarray(X, np.float32)) @ self.reference.T
         k = min(self.k, sims.shape[1])
         kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
         return (1.0 - kth).astype(np.float64)
@@ -67,11 +69,6 @@ def fit_reference(X: np.ndarray, seed: int = 0) -> OODReference | None:
     order = np.random.default_rng(seed).permutation(len(X))
     n_cal = int(min(MAX_CALIBRATION, max(len(X) // 5, 5)))
     cal, ref = order[:n_cal], order[n_cal:n_cal + MAX_REFERENCE]
-    reference = _unit(X[ref]).astype(np.float16)  # what is stored: scores as after a reload
+    reference = l2_normalize(X[ref]).astype(np.float16)  # what is stored: scores as after a reload
     partial = OODReference(reference, np.zeros(1))
     return OODReference(partial.reference, np.sort(partial.distances(X[cal])))
-
-
-def _unit(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, np.float32)
-    return X / np.clip(np.linalg.norm(X, axis=1, keepdims=True), 1e-12, None)

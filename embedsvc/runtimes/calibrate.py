@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
-from ..extract import ExtractConfig, FeatureExtractor, l2_normalize
+from ..embeddings import l2_normalize
+from ..extract import ExtractConfig, FeatureExtractor
 from ..preprocess import normalize
 from ..versions import library_version
 from .cache import fp32_graph, graph_dir, writing

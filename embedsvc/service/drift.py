@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..embeddings import l2_normalize
+
 log = logging.getLogger("embedsvc.server")
 
 ALPHA = 0.01
@@ -106,8 +108,7 @@ class DriftMonitor:
         rng = np.random.default_rng(0)
         ref = head.ood.reference
         ref = ref[rng.choice(len(ref), min(REFERENCE, len(ref)), replace=False)]
-        unit = window / np.clip(np.linalg.norm(window, axis=1, keepdims=True), 1e-12, None)
-        stat, null = mmd_null(ref, unit, rng, PERMUTATIONS)
+        stat, null = mmd_null(ref, l2_normalize(window), rng, PERMUTATIONS)
         threshold = float(np.quantile(null, 1 - ALPHA))
         report = DriftReport(name, "drifted" if stat > threshold else "stable", len(window),
                              len(ref), float(stat), threshold, permutation_p_value(stat, null),
@@ -123,7 +124,9 @@ class DriftMonitor:
             try:
                 with self._lock:
                     stale = [n for n, w in self._windows.items() if w.reported_version != w.version]
+                heads = self._heads() if stale else {}  # one scan of the heads folder per round
                 for name in stale:
-                    self.reports(name)
+                    if heads.get(name) is not None:
+                        self._report(name, heads[name])
             except Exception:  # noqa: BLE001 - the monitor must never take the server down
                 log.exception("drift check failed")
