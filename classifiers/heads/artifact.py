@@ -25,8 +25,12 @@ from embedsvc.embeddings import BINDING_KEYS, Embeddings, check_compatible
 from embedsvc.errors import IncompatibleError, InvalidInputError, NotFoundError
 from embedsvc.versions import require_same_version, written_by
 
+from classifiers.adapt.align import Alignment
+
 from .kinds import HEAD_KINDS
 from .ood import OODReference
+
+OWN_ARRAYS = ("ood_", "align_")  # params.npz prefixes that are not the estimator's
 
 FORMAT_VERSION = 1
 
@@ -40,6 +44,9 @@ class Head:
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     ood: OODReference | None = None  # training-embedding sample for OOD scores (ood.py)
+    # what moved the training features into a target domain's statistics (adapt/align.py);
+    # requests need no transform: the head was fitted in the target's statistics
+    alignment: Alignment | None = None
 
     @property
     def kind(self) -> str:
@@ -77,7 +84,8 @@ class Head:
     def save(self, directory: str | os.PathLike) -> Path:
         d = Path(directory)
         arrays, params = self.estimator.to_state()
-        arrays = {**arrays, **(self.ood.arrays() if self.ood is not None else {})}
+        arrays = {**arrays, **(self.ood.arrays() if self.ood is not None else {}),
+                  **(self.alignment.arrays() if self.alignment is not None else {})}
         for name, a in arrays.items():
             if np.asarray(a).dtype == object:
                 raise InvalidInputError(f"head array {name!r} is not numeric; refusing to save")
@@ -94,6 +102,7 @@ class Head:
             "ood": {"method": self.ood_method, **(
                 {"k": self.ood.k, "reference": len(self.ood.reference),
                  "calibration": len(self.ood.calibration)} if self.ood is not None else {})},
+            "alignment": self.alignment.method if self.alignment is not None else None,
             "written_by": written_by(),
         }
         atomic_write_bytes(d / "params.npz", buf.getvalue())
@@ -121,9 +130,9 @@ class Head:
         classes = np.asarray([str(c) for c in meta["classes"]])
         ood = OODReference.from_arrays(arrays, int((meta.get("ood") or {}).get("k", 1)))
         estimator = HEAD_KINDS[kind].from_state(
-            classes, {k: v for k, v in arrays.items() if not k.startswith("ood_")}, meta["params"])
+            classes, {k: v for k, v in arrays.items() if not k.startswith(OWN_ARRAYS)}, meta["params"])
         return cls(estimator, meta["provenance"], meta.get("metrics", {}), meta.get("training", {}),
-                   ood)
+                   ood, Alignment.from_arrays(meta.get("alignment"), arrays))
 
 
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:

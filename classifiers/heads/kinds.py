@@ -21,13 +21,20 @@ from .similarity import CentroidHead, KNNHead
 C_GRID = tuple(float(c) for c in np.logspace(-3, 2, 6))  # 0.001 .. 100, as CLIP linear probes
 
 
+DEAD_SCALE = 1e-3  # relative to the median feature scale
+
+
 class _Standardized:
     """Feature standardisation kept inside the head (mean / scale arrays)."""
 
     def _fit_scaler(self, X: np.ndarray) -> np.ndarray:
         self.mean_ = X.mean(axis=0)
         scale = X.std(axis=0)
-        self.scale_ = np.where(scale > 1e-12, scale, 1.0).astype(np.float32)
+        # a dimension (nearly) constant in training is left unscaled: dividing by float round-off
+        # would blow up whatever a shifted input puts there by orders of magnitude
+        live = scale[scale > 0]
+        floor = max(1e-12, DEAD_SCALE * float(np.median(live))) if live.size else 1e-12
+        self.scale_ = np.where(scale > floor, scale, 1.0).astype(np.float32)
         return self._scale(X)
 
     def _scale(self, X: np.ndarray) -> np.ndarray:

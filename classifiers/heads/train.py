@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from classifiers.adapt.align import check_alignment, fit_alignment
 from embedsvc.atomic import atomic_write_bytes
+from embedsvc.embeddings import check_compatible
 from embedsvc.errors import InvalidInputError
 from embedsvc.store import EmbeddingStore
 
@@ -18,6 +20,7 @@ from .kinds import HEAD_KINDS, make_head
 from .ood import fit_reference
 
 LEARNING_CURVE_SHOTS = (1, 2, 5, 10, 20, 50, 100)
+MAX_TARGET = 5000  # target vectors the alignment is fitted on (a seeded sample beyond that)
 
 
 @dataclass(frozen=True)
@@ -30,8 +33,11 @@ class TrainHeadConfig:
     class_weight: str | None = None  # "balanced" for imbalanced data
     holdout: float = 0.2  # stratified hold-out when the store has no splits
     learning_curve: bool = False
+    align: str | None = None  # adapt/align.py ALIGNMENTS, fitted on a target store
 
     def __post_init__(self) -> None:
+        if self.align is not None:
+            check_alignment(self.align)
         if self.kind not in HEAD_KINDS:
             raise InvalidInputError(f"unknown head kind {self.kind!r}; available: {', '.join(HEAD_KINDS)}")
         if self.shots is not None and self.shots < 1:
@@ -86,8 +92,34 @@ def split_store(store: EmbeddingStore, config: TrainHeadConfig):
     return X[tr], y[tr], X[ev], y[ev], how
 
 
+def target_rows(target_path: str | Path, provenance: dict[str, Any], classes: np.ndarray,
+                seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(vectors for the alignment, labelled vectors and labels for evaluation, notes) of a target
+    store made the way the source was. Labels never reach the alignment; rows whose label the
+    head does not know cannot be scored and are left out of the evaluation."""
+    store = EmbeddingStore.open(target_path)
+    check_compatible(provenance, store.provenance, f"target store {str(target_path)!r}")
+    X, meta = store.vectors(), store.metadata()
+    if len(X) == 0:
+        raise InvalidInputError(f"target store {str(target_path)!r} is empty")
+    labels = np.array([str(r.get("label")) if r.get("label") is not None else "" for r in meta])
+    known = np.isin(labels, classes)
+    notes = []
+    if (labels != "").any() and not known.all():
+        notes.append(f"{int((~known & (labels != '')).sum())} target rows have labels the head "
+                     f"does not know; they are not in the target evaluation")
+    sample = X if len(X) <= MAX_TARGET else X[np.random.default_rng(seed).choice(len(X), MAX_TARGET, replace=False)]
+    return sample, X[known], labels[known], notes
+
+
 def train_head(store_path: str | Path, out: str | Path,
-               config: TrainHeadConfig = TrainHeadConfig(), progress: bool = True) -> Head:
+               config: TrainHeadConfig = TrainHeadConfig(), progress: bool = True,
+               target: str | Path | None = None) -> Head:
+    """Fit and evaluate a head. With ``target`` (a store of target-domain embeddings), the
+    evaluation is on the target's labels when it has any, and ``config.align`` first moves the
+    training features into the target's statistics (adapt/align.py)."""
+    if config.align is not None and target is None:
+        raise InvalidInputError(f"--align {config.align} needs --target TARGET_STORE to align to")
     store = EmbeddingStore.open(store_path)
     Xtr, ytr, Xev, yev, how = split_store(store, config)
     notes = []
@@ -98,13 +130,32 @@ def train_head(store_path: str | Path, out: str | Path,
             notes.append(f"--shots {config.shots}: fewer examples in {short}; using all of those")
         keep = few_shot(ytr, config.shots, config.seed)
         Xtr, ytr = Xtr[keep], ytr[keep]
+    alignment, target_info = None, {}
+    if target is not None:
+        Xal, Xt, yt, target_notes = target_rows(target, store.provenance, np.unique(ytr), config.seed)
+        notes += target_notes
+        if config.align is not None:
+            alignment = fit_alignment(config.align, Xtr, Xal)
+        target_info = {"target": str(Path(target).resolve()), "target_vectors": int(len(Xal)),
+                       "target_labelled": int(len(yt))}
+    Xfit = Xtr if alignment is None else alignment.apply(Xtr)
     t0 = time.perf_counter()
-    est = make_head(config.kind, config.class_weight).fit(Xtr, ytr)
+    est = make_head(config.kind, config.class_weight).fit(Xfit, ytr)
     fit_s = time.perf_counter() - t0
+    if target is not None and len(yt):
+        Xev, yev = Xt, yt
+        how = f"all {len(yt)} labelled rows of the target store (their labels fit nothing)"
+    elif alignment is not None:
+        Xev = alignment.apply(Xev)
+        how += "; held-out source moved by the alignment (the target store has no labels)"
     m = metrics(est, Xev, yev)
+    if alignment is not None and target_info["target_labelled"]:  # what the alignment bought
+        m["unaligned_accuracy"] = metrics(make_head(config.kind, config.class_weight).fit(Xtr, ytr),
+                                          Xev, yev)["accuracy"]
     m["fit_seconds"] = round(fit_s, 3)
     classes, counts = np.unique(ytr, return_counts=True)
     training = {
+        **target_info,
         "store": str(Path(store_path).resolve()),
         "split": how,
         "train_examples": int(len(ytr)),
@@ -112,13 +163,13 @@ def train_head(store_path: str | Path, out: str | Path,
         "config": asdict(config),
         "notes": notes,
     }
-    head = Head(est, store.provenance, m, training, fit_reference(Xtr, config.seed))
+    head = Head(est, store.provenance, m, training, fit_reference(Xfit, config.seed), alignment)
     out = Path(out)
     report = out / "report"
     report.mkdir(parents=True, exist_ok=True)
     confusion_png(est, Xev, yev, report / "confusion.png",
                   f"{config.kind} head — accuracy {m['accuracy']:.3f} on {m['n']} held-out")
-    curve = learning_curve(Xtr, ytr, Xev, yev, config, progress) if config.learning_curve else None
+    curve = learning_curve(Xfit, ytr, Xev, yev, config, progress) if config.learning_curve else None
     if curve:
         learning_curve_png(curve, report / "learning_curve.png",
                            f"{config.kind} head on {store.provenance['backbone']} features")
@@ -153,7 +204,11 @@ def render_report(head: Head, curve: list[dict[str, Any]] | None) -> str:
         f"- data: {t['train_examples']} training examples, {len(head.classes)} classes; {t['split']}",
         "", "| metric | value |", "|---|---|",
     ]
-    for key in ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy", "n", "fit_seconds"):
+    if head.alignment is not None:
+        lines.insert(-3, f"- alignment: {head.alignment.method} to {t.get('target_vectors')} vectors "
+                         f"of {t.get('target')}")
+    for key in ("accuracy", "unaligned_accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy",
+                "n", "fit_seconds"):
         if key in m:
             v = m[key]
             lines.append(f"| {key} | {v:.4f} |" if isinstance(v, float) and key != "fit_seconds"

@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from classifiers.adapt.align import ALIGNMENTS
 from classifiers.heads import KIND_NAMES
 
 from . import output
-from .common import (EXIT_ERROR, EXIT_OK, MAX_OOD_HELP, command, device, err, existing_images,
+from .common import (EXIT_ERROR, EXIT_OK, MAX_OOD_HELP, UsageError, command, device, err, existing_images,
                      non_negative_int, positive_int, probability, refuse_existing, warn)
 
 
@@ -15,17 +16,22 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     from classifiers.heads.train import TrainHeadConfig, train_head
 
     refuse_existing(Path(args.out) / "head.json", "a head", args.overwrite)
+    if args.align and not args.target:
+        raise UsageError(f"--align {args.align} needs --target TARGET_STORE to align to")
     config = TrainHeadConfig(kind=args.kind, shots=args.shots, seed=args.seed,
                              class_weight=args.class_weight, learning_curve=args.learning_curve,
+                             align=args.align,
                              **({"eval_split": args.eval_split} if args.eval_split else {}))
-    head = train_head(args.store, args.out, config, progress=not args.quiet)
+    head = train_head(args.store, args.out, config, progress=not args.quiet, target=args.target)
     for note in head.training.get("notes", []):
         warn(note)
     m = head.metrics
     print(f"{head.kind} head: {head.training['train_examples']} training examples, "
           f"{len(head.classes)} classes, fitted in {m['fit_seconds']:.1f} s")
     print(f"  evaluated on {m['n']} ({head.training['split']})")
-    for key in ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy"):
+    if head.alignment is not None:
+        print(f"  aligned ({head.alignment.method}) to {head.training['target_vectors']} target vectors")
+    for key in ("accuracy", "unaligned_accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy"):
         if key in m:
             print(f"  {key:<18} {m[key]:.4f}")
     print(f"wrote {args.out} (head.json, params.npz) and {args.out}/report/report.md")
@@ -69,7 +75,8 @@ def register(sub) -> None:
     p = command(sub, "train-head", "train a classifier head on a store's embeddings",
                 ["embedsvc train-head stores/digits --out heads/digits",
                  "embedsvc train-head stores/digits --kind svm --shots 10 --out heads/digits-10shot",
-                 "embedsvc train-head stores/digits --out heads/digits --register /srv/embedsvc"],
+                 "embedsvc train-head stores/digits --out heads/digits --register /srv/embedsvc",
+                 "embedsvc train-head stores/fmnist --target stores/fmnist-dark --align coral --out heads/dark"],
                 cmd_train_head)
     p.add_argument("store", help="embedding store folder with labelled rows")
     p.add_argument("--kind", choices=KIND_NAMES, default="logreg", help="which estimator")
@@ -82,6 +89,12 @@ def register(sub) -> None:
                    help="labelled examples per class (few-shot; a warning names short classes)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed for sampling and splits")
     p.add_argument("--class-weight", choices=["balanced"], help="reweight imbalanced classes")
+    p.add_argument("--target", metavar="TARGET_STORE",
+                   help="a store of target-domain embeddings (same backbone): evaluate on its labels, "
+                        "if any, and align to it with --align")
+    p.add_argument("--align", choices=ALIGNMENTS,
+                   help="move the training features into the target's statistics before fitting "
+                        "(coral: covariance; mean-std: per dimension)")
     p.add_argument("--learning-curve", action="store_true",
                    help="also accuracy vs labels per class (1, 2, 5, ... all), table and PNG")
     p.add_argument("--register", metavar="DATA_DIR",
