@@ -6,11 +6,12 @@ from embedsvc.lazy import lazy_exports
 _EXPORTS = {
     "Recommendation": "advisor", "advise": "advisor",
     "domain_gap": "advisor", "recommend": "advisor",
+    "Adaptation": "advisor", "recommend_adaptation": "advisor",
     "STRATEGIES": "config", "FinetuneConfig": "config",
     "FreezeReport": "freezing", "freeze_by_pattern": "freezing", "freeze_stages": "freezing",
     "frozen_batchnorms": "freezing", "stage_report": "freezing", "train_mode": "freezing",
     "interpolate_run": "interpolate", "interpolate_weights": "interpolate",
-    "FinetuneJob": "trainer", "RunResult": "trainer", "evaluate_run": "trainer", "finetune": "trainer",
+    "FinetuneJob": "trainer", "RunResult": "trainer", "evaluate_run": "evaluate", "finetune": "trainer",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,6 +6,13 @@ embeddings); 500 – 5,000 → ``partial`` (the top stages adapt, the rest stay 
 Domain gap (when a target set is given): measured on frozen embeddings (classifiers/adapt/gap.py:
 proxy A-distance, MMD, Fréchet, CORAL). A very different target means the pretrained features
 fit it less: unfreeze one step more than size alone says, and adapt on target data.
+
+Adaptation (the guide's "Domain similar? No → domain adaptation", with the data the user has,
+cheapest first): labelled target images (``MIN_TARGET_LABELS`` per class) → fine-tune on them
+mixed with the source; unlabelled ones only → a CORAL-aligned head first (seconds, no backbone
+training), then domain-invariant fine-tuning (DANN when the domains are very different, Deep
+CORAL when merely shifted: matching covariances is enough for a moderate shift, and cheaper to
+get right than an adversary); a named kind of difference → its augmentation preset, on top.
 """
 from __future__ import annotations
 
@@ -13,10 +20,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 
+from classifiers.adapt.choices import PRESETS
 from classifiers.adapt.gap import Gap, measure_gap
 from embedsvc.backbones.registry import DEFAULT_BACKBONE
 
 SMALL, LARGE = 500, 5000  # the guide's boundaries, in labelled images
+MIN_TARGET_LABELS = 5  # labelled target images per class worth a target fine-tune
 LADDER = ("linear", "partial", "full")
 EPOCHS = {"linear": 10, "partial": 15, "full": 10}
 
@@ -34,6 +43,57 @@ class Recommendation:
         extra = f" --partial-stages {self.partial_stages}" if self.strategy == "partial" else ""
         return (f"embedsvc finetune {data} --backbone {backbone} --strategy {self.strategy}{extra} "
                 f"--epochs {self.epochs} --val-split 0.1 --out {out}")
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """How to close a domain gap: ``method`` is none, target-finetune, or da (a CORAL head
+    first, then fine-tuning with the ``da`` loss); ``preset`` an augmentation preset or None."""
+
+    method: str
+    reasons: tuple[str, ...]
+    da: str | None = None
+    preset: str | None = None
+
+    def commands(self, data: str, target: str, rec: Recommendation,
+                 backbone: str = DEFAULT_BACKBONE) -> list[str]:
+        base = rec.command(data, backbone, out="runs/adapted")
+        aug = f" --augment {self.preset}" if self.preset else ""
+        if self.method == "target-finetune":
+            return [f"{base} --target-labelled {target}{aug}"]
+        if self.method == "da":
+            return [f"embedsvc embed-dataset {data} --backbone {backbone} --out stores/source && "
+                    f"embedsvc embed-dataset {target} --backbone {backbone} --out stores/target && "
+                    f"embedsvc train-head stores/source --target stores/target --align coral "
+                    f"--out heads/coral",
+                    f"{base} --target-data {target} --da {self.da}{aug}"]
+        return [f"{base}{aug}"] if aug else []
+
+
+def recommend_adaptation(gap: Gap | None, target_labels_per_class: int = 0,
+                         difference: str | None = None) -> Adaptation:
+    """The adaptation method for the data at hand (see the module docstring)."""
+    preset = difference if difference in PRESETS else None
+    why_preset = ([f"the domains differ in {difference}: the {difference!r} augmentation preset "
+                   f"makes source images look like that (embedsvc augment-preview shows it)"]
+                  if preset else [])
+    if target_labels_per_class >= MIN_TARGET_LABELS:
+        return Adaptation("target-finetune", (
+            f"the target has {target_labels_per_class}+ labelled images per class: fine-tune on them "
+            f"mixed into every source batch (the guide's first strategy; labels beat any "
+            f"unsupervised alignment)",) + tuple(why_preset), preset=preset)
+    if gap is None or gap.verdict == "similar":
+        if preset:
+            return Adaptation("augment", tuple(why_preset), preset=preset)
+        return Adaptation("none", ("the domains are similar: no adaptation needed",))
+    da = "dann" if gap.verdict == "very different" else "coral"
+    return Adaptation("da", (
+        f"the target is {gap.verdict} and has no labels (fewer than {MIN_TARGET_LABELS} per class): "
+        f"first a CORAL-aligned head (seconds, no backbone training); if that is not enough, "
+        f"fine-tune with the {da} loss on the unlabelled target images "
+        + ("(an adversary aligns whole distributions, needed for a large gap)" if da == "dann" else
+           "(matching feature covariances is enough for a moderate shift)"),) + tuple(why_preset),
+        da=da, preset=preset)
 
 
 def recommend(n_images: int, n_classes: int, gap: Gap | None = None,
@@ -85,11 +145,23 @@ def domain_gap(source: str, target: str, backbone: str = DEFAULT_BACKBONE, max_p
     return measure_gap(a.vectors, b.vectors, seed=seed)
 
 
+def target_labels_per_class(target: str, classes: list[str]) -> int:
+    """The fewest labelled images of any source class in ``target`` (0 when unlabelled)."""
+    from embedsvc.datasets.sources import scan_source
+
+    counts = Counter(r.label for r in scan_source(target) if r.label in classes)
+    return min((counts.get(c, 0) for c in classes), default=0)
+
+
 def advise(data: str, target: str | None = None, backbone: str = DEFAULT_BACKBONE,
-           progress: bool = True) -> Recommendation:
+           progress: bool = True, difference: str | None = None) -> tuple[Recommendation, Adaptation | None]:
     from .data import labelled_records
 
     records = [r for r in labelled_records(data) if r.split in (None, "train")]
     per_class = dict(sorted(Counter(r.label for r in records).items()))
     gap = domain_gap(data, target, backbone, progress=progress) if target else None
-    return recommend(len(records), len(per_class), gap, per_class)
+    rec = recommend(len(records), len(per_class), gap, per_class)
+    if target is None and difference is None:
+        return rec, None
+    labels = target_labels_per_class(target, list(per_class)) if target else 0
+    return rec, recommend_adaptation(gap, labels, difference)

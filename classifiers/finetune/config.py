@@ -6,10 +6,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from classifiers.adapt.choices import check_da, parse_presets
 from embedsvc.backbones.registry import DEFAULT_BACKBONE
 from embedsvc.errors import InvalidInputError
 
 STRATEGIES = ("linear", "partial", "full", "gradual", "lp-ft", "auto")
+# default weight of each domain loss against the classification loss (measured in
+# bench/domain_shift.py; Deep CORAL's /4d^2 makes its raw value small)
+DA_WEIGHTS = {"dann": 1.0, "coral": 30.0, "mmd": 1.0}
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,17 @@ class FinetuneConfig:
     device: str = "auto"
     amp: bool | None = None  # None: bf16/fp16 autocast on CUDA, float32 on CPU
     max_images_in_memory: int = 200_000  # decoded once and kept (uint8); beyond that, refuse
+    # towards a target domain (adapt/augment.py, adapt/losses.py, finetune/target.py)
+    presets: str = ""  # augmentation presets, comma-separated: "lighting,camera"
+    da: str | None = None  # a domain loss on unlabelled target images: dann, coral or mmd
+    da_weight: float | None = None  # None: DA_WEIGHTS[da]
+    entropy_weight: float = 0.0  # entropy minimisation on unlabelled target predictions
+    target_ratio: float = 0.5  # fraction of each step's batch taken from the target images
 
     def __post_init__(self) -> None:
+        parse_presets(self.presets)
+        if self.da is not None:
+            check_da(self.da)
         if self.strategy not in STRATEGIES:
             raise InvalidInputError(f"unknown strategy {self.strategy!r}; available: {', '.join(STRATEGIES)}")
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
@@ -57,10 +70,17 @@ class FinetuneConfig:
                   "unfreeze_every": self.unfreeze_every >= 1, "probe_epochs": self.probe_epochs >= 0,
                   "dropout": 0 <= self.dropout < 1, "val_split": 0 <= self.val_split < 1,
                   "patience": self.patience >= 0,
-                  "image_size": self.image_size is None or self.image_size >= 32}
+                  "image_size": self.image_size is None or self.image_size >= 32,
+                  "da_weight": self.da_weight is None or self.da_weight >= 0,
+                  "entropy_weight": self.entropy_weight >= 0,
+                  "target_ratio": 0 < self.target_ratio < 1}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise InvalidInputError(f"bad fine-tuning setting {bad[0]}={getattr(self, bad[0])!r}")
+
+    @property
+    def domain_weight(self) -> float:
+        return self.da_weight if self.da_weight is not None else DA_WEIGHTS.get(self.da or "", 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

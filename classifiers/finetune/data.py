@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from classifiers.adapt.augment import apply_presets
 from embedsvc.backbones.config import DEFAULT_DECODE, PreprocessConfig
 from embedsvc.datasets.sources import Record, scan_source
 from embedsvc.decode_ahead import decode_threads, decoded_batches
@@ -57,7 +58,8 @@ def labelled_records(source: str, splits: Sequence[str | None] | None = None) ->
 
 def decode_records(records: Sequence[Record], preprocess: PreprocessConfig, classes: Sequence[str],
                    progress: bool = True, max_images: int | None = None) -> LabelledImages:
-    """Decode every record once; unreadable files are skipped and counted, not fatal."""
+    """Decode every record once; unreadable files are skipped and counted, not fatal. Records
+    without a label (unlabelled target images) get label -1."""
     if max_images is not None and len(records) > max_images:
         raise InvalidInputError(
             f"{len(records)} images is more than max_images_in_memory={max_images}; pass a smaller "
@@ -77,7 +79,7 @@ def decode_records(records: Sequence[Record], preprocess: PreprocessConfig, clas
                     skipped.append((r.path, str(item)))
                     continue
                 images.append(item)
-                labels.append(index[r.label])
+                labels.append(index[r.label] if r.label is not None else -1)
                 paths.append(r.path)
             bar.update(len(items))
     if not images:
@@ -120,10 +122,11 @@ def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
-def epoch_batches(data: LabelledImages, batch_size: int, seed: int, epoch: int,
-                  augmented: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled batches for one epoch, a function of (seed, epoch) only. A last batch of one
-    image is dropped (BatchNorm cannot train on it)."""
+def epoch_batches(data: LabelledImages, batch_size: int, seed: int, epoch: int, augmented: bool,
+                  presets: tuple[str, ...] = ()) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled batches for one epoch, a function of (seed, epoch) only, through crop/flip and
+    then the augmentation ``presets`` (adapt/augment.py). A last batch of one image is dropped
+    (BatchNorm cannot train on it)."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(len(data), generator=g)
     for start in range(0, len(order), batch_size):
@@ -131,7 +134,8 @@ def epoch_batches(data: LabelledImages, batch_size: int, seed: int, epoch: int,
         if len(idx) < 2:
             break
         x = data.images[idx]
-        yield (augment(x, g) if augmented else x), data.labels[idx]
+        x = augment(x, g) if augmented else x
+        yield apply_presets(x, presets, g), data.labels[idx]
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

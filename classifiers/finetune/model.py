@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from embedsvc.backbones.base import Backbone
+from embedsvc.preprocess import normalize
+from embedsvc.runtime import DevicePlan
 
 
 class FinetuneNet(nn.Module):
@@ -17,6 +20,10 @@ class FinetuneNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.backbone(x)))
+
+    def extra_modules(self) -> list[nn.Module]:
+        """Trained with the classifier, never exported: a domain discriminator (``adapter``)."""
+        return [m for m in (getattr(self, "adapter", None),) if m is not None]
 
     def groups_from_top(self) -> list[tuple[str, list[nn.Parameter]]]:
         """[("classifier", ...), (last stage group, ...), ..., ("stem", ...)].
@@ -34,7 +41,8 @@ class FinetuneNet(nn.Module):
         for p in params.values():
             if id(p) in unused:
                 p.requires_grad_(False)
-        return [("classifier", list(self.classifier.parameters()))] + groups[::-1]
+        top = list(self.classifier.parameters()) + [p for m in self.extra_modules() for p in m.parameters()]
+        return [("classifier", top)] + groups[::-1]
 
 
 def set_trainable_depth(groups: list[tuple[str, list[nn.Parameter]]], depth: int) -> None:
@@ -47,3 +55,27 @@ def set_trainable_depth(groups: list[tuple[str, list[nn.Parameter]]], depth: int
 def no_weight_decay(p: nn.Parameter) -> bool:
     """Biases and normalisation scales are not decayed (the usual AdamW practice)."""
     return p.ndim <= 1
+
+
+def to_input(x: torch.Tensor, pre, plan: DevicePlan) -> torch.Tensor:
+    """uint8 images → the normalised input on the run's device (channels-last where it helps)."""
+    x = normalize(x.to(plan.device, non_blocking=True), pre)
+    return x.contiguous(memory_format=torch.channels_last) if plan.channels_last else x
+
+
+@torch.inference_mode()
+def predict_outputs(net: FinetuneNet, images: torch.Tensor, plan: DevicePlan, batch_size: int = 128,
+                    progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled features, logits) of uint8 images, in eval mode, on the CPU."""
+    net.eval()
+    pre = net.backbone.cfg.preprocess
+    feats, logits = [], []
+    for start in tqdm(range(0, len(images), batch_size), desc="eval", disable=not progress, leave=False):
+        x = to_input(images[start:start + batch_size], pre, plan)
+        with plan.autocast():
+            f = net.backbone(x)
+            logits.append(net.classifier(f).float().cpu())
+        feats.append(f.float().cpu())
+    if not logits:
+        return torch.zeros(0, net.classifier.in_features), torch.zeros(0, net.classifier.out_features)
+    return torch.cat(feats), torch.cat(logits)

@@ -9,7 +9,7 @@ from typing import Any
 from embedsvc.atomic import atomic_write_bytes
 
 COLUMNS = ("epoch", "trainable_groups", "trainable_params", "lr", "train_loss", "train_acc",
-           "val_loss", "val_acc", "seconds", "images_per_s")
+           "val_loss", "val_acc", "domain_loss", "a_distance", "bound", "seconds", "images_per_s")
 
 
 def write_metrics_csv(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -35,6 +35,9 @@ def curves_png(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     if any(r.get("val_acc") is not None for r in rows):
         ax_loss.plot(epochs, [r["val_loss"] for r in rows], "s-", label="validation")
         ax_acc.plot(epochs, [r["val_acc"] for r in rows], "s-", label="validation")
+    for key, label in (("domain_loss", "domain loss"), ("bound", "selection bound")):
+        if any(r.get(key) is not None for r in rows):  # runs towards a target domain
+            ax_loss.plot(epochs, [r.get(key) for r in rows], "^--", label=label)
     # mark where more of the network started to train (gradual, lp-ft)
     for prev, cur in zip(rows, rows[1:]):
         if cur["trainable_groups"] != prev["trainable_groups"]:

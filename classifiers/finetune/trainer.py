@@ -24,26 +24,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from embedsvc.atomic import atomic_write_bytes
+from classifiers.adapt.choices import parse_presets
+from classifiers.adapt.losses import DomainLoss
+from classifiers.adapt.mixstyle import MixStyle, attach_mixstyle
 from embedsvc.backbones import create_backbone
 from embedsvc.backbones.base import PRE_LOGITS
 from embedsvc.backbones.run_format import HEAD_DIR, WEIGHTS, canonical_name, save_weights, write_run
 from embedsvc.backbones.weights import sha256_file
 from embedsvc.embeddings import check_weights
 from embedsvc.errors import InvalidInputError
-from embedsvc.preprocess import normalize
-from embedsvc.runtime import DevicePlan, plan_device
+from embedsvc.runtime import plan_device
 
 from .config import FinetuneConfig
 from .data import (VAL_SPLITS, LabelledImages, decode_records, epoch_batches, labelled_records,
                    steps_per_epoch, train_val_split)
 from .freezing import stage_report, train_mode
-from .model import FinetuneNet, no_weight_decay, set_trainable_depth
+from .target import (adapted_loss, bound_terms, load_target, selection_sample, target_batches,
+                     target_count)
+from .model import FinetuneNet, no_weight_decay, predict_outputs, set_trainable_depth, to_input
 from .report import curves_png, write_metrics_csv
 from .schedule import lr_factor, lr_multiplier, trainable_depth
 
@@ -93,30 +96,16 @@ def set_lrs(opt: torch.optim.Optimizer, cfg: FinetuneConfig, factor: float) -> f
     return cfg.lr * factor
 
 
-@torch.inference_mode()
-def predict_logits(net: FinetuneNet, data: LabelledImages, plan: DevicePlan, batch_size: int = 128,
-                   progress: bool = False) -> torch.Tensor:
-    net.eval()
-    pre = net.backbone.cfg.preprocess
-    out = []
-    for start in tqdm(range(0, len(data), batch_size), desc="eval", disable=not progress, leave=False):
-        x = _to_input(data.images[start:start + batch_size], pre, plan)
-        with plan.autocast():
-            out.append(net(x).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, net.classifier.out_features)
-
-
-def _to_input(x: torch.Tensor, pre, plan: DevicePlan) -> torch.Tensor:
-    x = normalize(x.to(plan.device, non_blocking=True), pre)
-    return x.contiguous(memory_format=torch.channels_last) if plan.channels_last else x
-
-
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     import io
 
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _resolved(path: str) -> str:
+    return str(Path(path).resolve()) if Path(path).exists() else path
 
 
 def _latest_checkpoint(run_dir: Path) -> Path | None:
@@ -127,7 +116,8 @@ def _latest_checkpoint(run_dir: Path) -> Path | None:
 # -- the job --------------------------------------------------------------------------------------
 class FinetuneJob:
     def __init__(self, data: str, run_dir: str | os.PathLike, config: FinetuneConfig | None = None,
-                 resume: bool = False, progress: bool = True):
+                 resume: bool = False, progress: bool = True, target: str | None = None,
+                 target_labelled: bool = False):
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.resume = resume
@@ -140,12 +130,16 @@ class FinetuneJob:
             self.data_source = saved["data"]
             self.saved_strategy = saved["strategy"]
             self.saved_parent = saved["parent"]
+            self.target = saved.get("target") or {}
         else:
             if (self.run_dir / CONFIG_JSON).exists():
                 raise InvalidInputError(f"{str(self.run_dir)!r} already holds a run; pass --resume to "
                                         f"continue it or choose another --out")
             self.config = config or FinetuneConfig()
-            self.data_source = str(Path(data).resolve()) if Path(data).exists() else data
+            self.data_source = _resolved(data)
+            self.target = {"path": _resolved(target), "labelled": target_labelled} if target else {}
+        if self.config.da and not self.target:
+            raise InvalidInputError(f"--da {self.config.da} needs target images (--target-data DIR)")
 
     def _say(self, msg: str) -> None:
         if self.progress:
@@ -192,15 +186,23 @@ class FinetuneJob:
         preprocess = run_preprocess(backbone, cfg.image_size)
         backbone.cfg = backbone.cfg.replace(preprocess=preprocess)
         train, val = self._load_data(preprocess)
+        target = (load_target(self.target["path"], self.target["labelled"], preprocess, train.classes,
+                              self.progress, cfg.max_images_in_memory - len(train))
+                  if self.target else None)
         strategy = self._resolve_strategy(len(train), len(train.classes))
         if not self.resume:
             atomic_write_bytes(self.run_dir / CONFIG_JSON, json.dumps(
                 {"config": cfg.to_dict(), "data": self.data_source, "strategy": strategy,
-                 "classes": train.classes, "parent": parent}, indent=2).encode())
+                 "classes": train.classes, "parent": parent, "target": self.target}, indent=2).encode())
 
         plan = plan_device(cfg.device, cfg.amp)
         torch.manual_seed(cfg.seed)  # the new classifier's initial weights
         net = FinetuneNet(backbone, len(train.classes), cfg.dropout)
+        if cfg.da:
+            net.adapter = DomainLoss(cfg.da, backbone.cfg.dim)
+        if "style" in parse_presets(cfg.presets):
+            net.mixstyle = MixStyle()  # a submodule, so net.train() / net.eval() switch it
+            attach_mixstyle(backbone, net.mixstyle)
         groups = net.groups_from_top()
         net.to(plan.device)
         if plan.channels_last:
@@ -208,7 +210,8 @@ class FinetuneJob:
         opt = make_optimizer(groups, cfg)
         scaler = torch.amp.GradScaler(plan.device.type, enabled=plan.amp_dtype == torch.float16)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        spe = steps_per_epoch(len(train), cfg.batch_size)
+        n_target = target_count(cfg.batch_size, cfg.target_ratio) if target is not None else 0
+        spe = steps_per_epoch(len(train), cfg.batch_size - n_target)
         if spe == 0:
             raise InvalidInputError(f"{len(train)} training images is too few for one batch")
 
@@ -226,21 +229,29 @@ class FinetuneJob:
 
         self._say(f"fine-tuning {backbone.name} ({strategy}) on {len(train)} images, "
                   f"{len(val) if val is not None else 0} for validation, {len(train.classes)} classes, "
-                  f"{preprocess.image_size} px, {plan.describe()}")
+                  f"{preprocess.image_size} px, {plan.describe()}" + (
+                      f"; {len(target)} {'labelled' if target.labelled else 'unlabelled'} target images, "
+                      f"{n_target} per step" + (f", {cfg.da} loss" if cfg.da else "") if target else ""))
+        selection = selection_sample(target, cfg.seed) if target is not None and val is not None else None
         if state["epoch"] + 1 < cfg.epochs:  # what trains first, stage by stage
             set_trainable_depth(groups, trainable_depth(cfg, strategy, state["epoch"] + 1, len(groups) - 1))
             self._say(stage_report(backbone).table() + f"\nclassifier {net.classifier.weight.numel() + net.classifier.bias.numel():>12,} trainable")
         for epoch in range(state["epoch"] + 1, cfg.epochs):
             if state["stopped_early"]:
                 break
-            row = self._train_epoch(net, groups, opt, scaler, loss_fn, train, plan, strategy, epoch, spe)
+            row = self._train_epoch(net, groups, opt, scaler, loss_fn, train, plan, strategy, epoch, spe,
+                                    target, n_target)
             if val is not None:
-                logits = predict_logits(net, val, plan)
+                feats, logits = predict_outputs(net, val.images, plan)
                 row["val_loss"] = float(nn.functional.cross_entropy(logits, val.labels))
                 row["val_acc"] = float((logits.argmax(1) == val.labels).float().mean())
+            if selection is not None:  # no target labels to select with: target.py's bound
+                row.update(bound_terms(feats, 1 - row["val_acc"],
+                                       predict_outputs(net, selection.images, plan)[0], cfg.seed))
             # accuracy first, then loss: on a small validation set accuracy often ties, and the
             # later epoch with the lower loss is the better pick
-            score = ([row["val_acc"], -row["val_loss"]] if val is not None else [-row["train_loss"]])
+            score = ([-row["bound"], row["val_acc"]] if selection is not None else
+                     [row["val_acc"], -row["val_loss"]] if val is not None else [-row["train_loss"]])
             if state["best_score"] is None or score > state["best_score"]:
                 state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch, 0
                 best_file = f"best_{epoch + 1:03d}.safetensors"
@@ -261,7 +272,8 @@ class FinetuneJob:
                 self._say(f"early stop: no better validation accuracy for {cfg.patience} epochs")
         return self._finish(net, state, strategy, parent, train.classes, val, plan)
 
-    def _train_epoch(self, net, groups, opt, scaler, loss_fn, train, plan, strategy, epoch, spe):
+    def _train_epoch(self, net, groups, opt, scaler, loss_fn, train, plan, strategy, epoch, spe,
+                     target, n_target):
         cfg = self.config
         depth = trainable_depth(cfg, strategy, epoch, len(groups) - 1)
         set_trainable_depth(groups, depth)
@@ -269,16 +281,29 @@ class FinetuneJob:
         train_mode(net.backbone, cfg.update_frozen_bn)
         torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout / drop-path of this epoch
         pre = net.backbone.cfg.preprocess
-        total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+        total_loss, domain_total, correct, seen, t0 = 0.0, 0.0, 0, 0, time.perf_counter()
         lr = 0.0
+        stream = (target_batches(target, n_target, cfg.seed, epoch, cfg.augment)
+                  if target is not None else None)
+        adapter = getattr(net, "adapter", None)
         bar = tqdm(total=len(train), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img",
                    disable=not self.progress, leave=False)
-        for i, (x, y) in enumerate(epoch_batches(train, cfg.batch_size, cfg.seed, epoch, cfg.augment)):
+        batches = epoch_batches(train, cfg.batch_size - n_target, cfg.seed, epoch, cfg.augment,
+                                parse_presets(cfg.presets))
+        for i, (x, y) in enumerate(batches):
             lr = set_lrs(opt, cfg, lr_factor(cfg, epoch * spe + i, spe))
-            x, y = _to_input(x, pre, plan), y.to(plan.device)
+            x, y = to_input(x, pre, plan), y.to(plan.device)
             with plan.autocast():
-                logits = net(x)
-                loss = loss_fn(logits.float(), y)
+                if stream is None:
+                    logits = net(x)
+                    loss = loss_fn(logits.float(), y)
+                else:
+                    xt, yt = next(stream)
+                    loss, logits, d = adapted_loss(
+                        net, x, y, to_input(xt, pre, plan), yt.to(plan.device), target.labelled,
+                        loss_fn, adapter, cfg.domain_weight, cfg.entropy_weight,
+                        (epoch * spe + i) / (cfg.epochs * spe))
+                    domain_total += d * len(y)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -293,12 +318,17 @@ class FinetuneJob:
         trainable = sum(p.numel() for _, ps in groups for p in ps if p.requires_grad)
         return {"epoch": epoch + 1, "trainable_groups": depth, "trainable_params": trainable, "lr": lr,
                 "train_loss": total_loss / max(1, seen), "train_acc": correct / max(1, seen),
+                "domain_loss": domain_total / max(1, seen) if adapter is not None else None,
                 "val_loss": None, "val_acc": None, "seconds": seconds,
                 "images_per_s": seen / max(seconds, 1e-9)}
 
     @staticmethod
     def _epoch_line(row: dict[str, Any], epochs: int) -> str:
         val = f" val loss {row['val_loss']:.3f} acc {row['val_acc']:.4f}" if row.get("val_acc") is not None else ""
+        if row.get("domain_loss") is not None:
+            val += f", domain loss {row['domain_loss']:.4f}"
+        if row.get("bound") is not None:
+            val += f", A-distance {row['a_distance']:.2f}, bound {row['bound']:.3f}"
         return (f"epoch {row['epoch']}/{epochs}: {row['trainable_groups']} groups training "
                 f"({row['trainable_params']:,} params), train loss {row['train_loss']:.3f} "
                 f"acc {row['train_acc']:.4f}{val}, {row['images_per_s']:.0f} img/s")
@@ -353,26 +383,6 @@ class FinetuneJob:
 
 
 def finetune(data: str, run_dir: str | os.PathLike, config: FinetuneConfig | None = None,
-             resume: bool = False, progress: bool = True) -> RunResult:
-    return FinetuneJob(data, run_dir, config, resume, progress).run()
-
-
-def evaluate_run(run_dir: str | os.PathLike, data: LabelledImages, device: str = "auto") -> float:
-    """Accuracy of a finished run's backbone + classifier on decoded images (same classes)."""
-    from classifiers.heads import Head
-
-    from embedsvc.backbones.finetuned import build_finetuned
-
-    run_dir = Path(run_dir)
-    backbone = build_finetuned(canonical_name(run_dir))
-    head = Head.load(run_dir / HEAD_DIR)
-    net = FinetuneNet(backbone, len(head.classes))
-    with torch.no_grad():
-        net.classifier.weight.copy_(torch.from_numpy(np.asarray(head.estimator.coef_)))
-        net.classifier.bias.copy_(torch.from_numpy(np.asarray(head.estimator.intercept_)))
-    if head.classes != data.classes:
-        raise InvalidInputError(f"run classes {head.classes} differ from the data's {data.classes}")
-    plan = plan_device(device)
-    net.to(plan.device)
-    logits = predict_logits(net, data, plan)
-    return float((logits.argmax(1) == data.labels).float().mean())
+             resume: bool = False, progress: bool = True, target: str | None = None,
+             target_labelled: bool = False) -> RunResult:
+    return FinetuneJob(data, run_dir, config, resume, progress, target, target_labelled).run()

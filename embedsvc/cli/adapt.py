@@ -1,9 +1,10 @@
-"""``gap``: how far apart two domains are, on embeddings (classifiers/adapt)."""
+"""``gap``: how far apart two domains are, on embeddings; ``augment-preview``: what the
+augmentation presets do to an image (classifiers/adapt)."""
 from __future__ import annotations
 
 import argparse
 from . import output
-from .common import EXIT_OK, command, positive_int
+from .common import EXIT_OK, command, non_negative_int, positive_int
 
 
 def cmd_gap(args: argparse.Namespace) -> int:
@@ -29,6 +30,26 @@ def cmd_gap(args: argparse.Namespace) -> int:
         for c, g in sorted(gap.per_class.items(), key=lambda kv: -kv[1].mmd2):
             print(f"    {c:<20} {g.proxy_a_distance:6.3f} {g.mmd2:8.4f}  {g.verdict}")
     print(f"wrote {png}")
+    return EXIT_OK
+
+
+def cmd_augment_preview(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from classifiers.adapt.augment import preview_grid
+    from classifiers.adapt.choices import parse_presets
+
+    from ..backbones.config import PreprocessConfig
+    from ..extract import prepare_image
+    from ..preprocess import build_transform
+
+    presets = parse_presets(args.augment)
+    pre = PreprocessConfig(input_size=(3, args.size, args.size), crop_pct=1.0)
+    image, _ = prepare_image(args.image, build_transform(pre))
+    grid = preview_grid(image, presets, args.n, args.seed)
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(args.out)
+    print(f"wrote {args.out}: {args.image} (top left) and {args.n} samples of {', '.join(presets)} "
+          f"at {args.size} px")
     return EXIT_OK
 
 
@@ -58,3 +79,19 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling and permutation seed")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    from classifiers.adapt.choices import PRESETS
+
+    from .finetune import presets
+
+    p = command(sub, "augment-preview", "a grid of an image through augmentation presets",
+                ["embedsvc augment-preview photo.jpg --augment lighting",
+                 "embedsvc augment-preview photo.jpg --augment camera,background --n 15 --out cam.png"],
+                cmd_augment_preview)
+    p.add_argument("image", help="an image file")
+    p.add_argument("--augment", type=presets, required=True, metavar="PRESET[,PRESET]",
+                   help=f"presets, as for finetune --augment: {', '.join(PRESETS)}")
+    p.add_argument("--n", type=positive_int, default=11, help="augmented samples")
+    p.add_argument("--size", type=positive_int, default=224, help="side of each sample in pixels")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the samples")
+    p.add_argument("--out", "-o", default="augment-preview.png", help="PNG to write")

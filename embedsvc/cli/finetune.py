@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from classifiers.adapt.choices import DA_METHODS, PRESETS
 from classifiers.finetune.config import STRATEGIES, FinetuneConfig
 
 from .common import (EXIT_OK, UsageError, command, device, in_range, non_negative_int,
@@ -23,13 +24,17 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from classifiers.finetune import finetune
 
     if args.resume:
-        if args.data or args.out:
+        if args.data or args.out or args.target_data or args.target_labelled:
             raise UsageError("--resume RUN_DIR continues a run with its own data and settings; "
-                             "give no DATA or --out with it")
+                             "give no DATA, --out or target with it")
         result = finetune("", args.resume, resume=True, progress=not args.quiet)
     else:
         if not args.data or not args.out:
             raise UsageError("finetune needs DATA and --out RUN_DIR (or --resume RUN_DIR)")
+        if args.target_data and args.target_labelled:
+            raise UsageError("give one target: --target-data DIR (unlabelled) or --target-labelled DIR")
+        if args.da and not (args.target_data or args.target_labelled):
+            raise UsageError(f"--da {args.da} needs target images: --target-data DIR")
         with settings_from_flags():
             config = FinetuneConfig(
                 backbone=args.backbone, strategy=args.strategy, epochs=args.epochs,
@@ -38,8 +43,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                 partial_stages=args.partial_stages, unfreeze_every=args.unfreeze_every,
                 probe_epochs=args.probe_epochs, label_smoothing=args.label_smoothing,
                 val_split=args.val_split, patience=args.patience, augment=not args.no_augment,
-                update_frozen_bn=args.update_frozen_bn, seed=args.seed, device=args.device)
-        result = finetune(args.data, args.out, config, progress=not args.quiet)
+                update_frozen_bn=args.update_frozen_bn, seed=args.seed, device=args.device,
+                presets=args.augment or "", da=args.da, da_weight=args.da_weight,
+                entropy_weight=args.entropy_weight, target_ratio=args.target_ratio)
+        result = finetune(args.data, args.out, config, progress=not args.quiet,
+                          target=args.target_data or args.target_labelled,
+                          target_labelled=bool(args.target_labelled))
     print(f"run {result.run_dir}: {result.strategy}, {result.epochs_run} epochs"
           + (" (stopped early)" if result.stopped_early else "")
           + (f", best validation accuracy {result.best_val_acc:.4f} at epoch {result.best_epoch}"
@@ -65,7 +74,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 def cmd_advise(args: argparse.Namespace) -> int:
     from classifiers.finetune import advise
 
-    rec = advise(args.data, args.target, args.backbone, progress=not args.quiet)
+    rec, adaptation = advise(args.data, args.target, args.backbone, progress=not args.quiet,
+                             difference=args.difference)
     counts = rec.per_class
     print(f"{sum(counts.values())} labelled images in {len(counts)} classes "
           f"({min(counts.values())}..{max(counts.values())} per class)")
@@ -83,7 +93,28 @@ def cmd_advise(args: argparse.Namespace) -> int:
         print("  or, cheaper, a head on stored embeddings:")
         print(f"  embedsvc embed-dataset {args.data} --backbone {args.backbone} --out store && "
               f"embedsvc train-head store --out head")
+    if adaptation is not None:
+        print(f"recommended adaptation: {adaptation.method}"
+              + (f" ({adaptation.da} loss)" if adaptation.da else "")
+              + (f", {adaptation.preset} augmentation" if adaptation.preset else ""))
+        for reason in adaptation.reasons:
+            print(f"  - {reason}")
+        commands = adaptation.commands(args.data, args.target or "TARGET_DIR", rec, args.backbone)
+        if commands:
+            print("run it" + (", in this order:" if len(commands) > 1 else ":"))
+            for c in commands:
+                print(f"  {c}")
     return EXIT_OK
+
+
+def presets(text: str) -> str:
+    """--augment's value, checked here so a typo is a usage error listing the presets."""
+    from classifiers.adapt.choices import parse_presets
+
+    try:
+        return ",".join(parse_presets(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(sub) -> None:
@@ -91,7 +122,10 @@ def register(sub) -> None:
     p = command(sub, "finetune", "fine-tune a backbone on labelled images (a resumable run)",
                 ["embedsvc finetune data/fmnist --out runs/fmnist --strategy partial --epochs 5",
                  "embedsvc finetune --resume runs/fmnist",
-                 "embedsvc finetune data/fmnist --out runs/fm --strategy lp-ft --register /srv/embedsvc"],
+                 "embedsvc finetune data/fmnist --out runs/fm --strategy lp-ft --register /srv/embedsvc",
+                 "embedsvc finetune data/fmnist --out runs/dark --augment lighting",
+                 "embedsvc finetune data/fmnist --out runs/cam --target-data data/phone --da dann",
+                 "embedsvc finetune data/fmnist --out runs/few --target-labelled data/phone-10"],
                 cmd_finetune)
     p.add_argument("data", nargs="?", help="class folders or a manifest with labels")
     p.add_argument("--out", "-o", help="run directory to write")
@@ -121,6 +155,21 @@ def register(sub) -> None:
     p.add_argument("--patience", type=non_negative_int, default=d.patience,
                    help="early stopping after this many epochs without improvement; 0 = off")
     p.add_argument("--no-augment", action="store_true", help="no random crops and flips")
+    p.add_argument("--augment", metavar="PRESET[,PRESET]", type=presets,
+                   help=f"augment the source to look like the target: {', '.join(PRESETS)} "
+                        f"(embedsvc augment-preview shows them)")
+    p.add_argument("--target-data", metavar="DIR",
+                   help="unlabelled target-domain images, for --da and --entropy-weight")
+    p.add_argument("--target-labelled", metavar="DIR",
+                   help="a few labelled target images (class folders or a manifest), mixed into "
+                        "every batch")
+    p.add_argument("--target-ratio", type=in_range(0, 1, lo_open=True, hi_open=True),
+                   default=d.target_ratio, help="fraction of each batch from the target, in (0, 1)")
+    p.add_argument("--da", choices=DA_METHODS,
+                   help="domain-invariant loss on the features: dann (adversarial), coral, mmd")
+    p.add_argument("--da-weight", type=in_range(0, 1000), help="weight of the --da loss (default per method)")
+    p.add_argument("--entropy-weight", type=in_range(0, 10), default=d.entropy_weight,
+                   help="entropy minimisation on unlabelled target predictions; 0 = off")
     p.add_argument("--update-frozen-bn", action="store_true",
                    help="let frozen stages' BatchNorm statistics follow the new data")
     p.add_argument("--seed", type=non_negative_int, default=d.seed, help="seed for everything random")
@@ -144,6 +193,10 @@ def register(sub) -> None:
                 ["embedsvc advise data/fmnist", "embedsvc advise data/photos --target data/sketches"],
                 cmd_advise)
     p.add_argument("data", help="labelled images: class folders or a manifest")
-    p.add_argument("--target", help="target-domain images: measures the domain gap on embeddings")
+    p.add_argument("--target", help="target-domain images (labelled or not): measures the domain gap "
+                                    "on embeddings and recommends how to adapt")
+    p.add_argument("--difference", choices=PRESETS,
+                   help="what differs in the target, if you know: lighting, camera, background or "
+                        "style (picks the matching augmentation preset)")
     p.add_argument("--backbone", "-b", default=d.backbone, help="backbone the strategy is for")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
