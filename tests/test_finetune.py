@@ -2,6 +2,7 @@
 frozen weights stay bitwise, gradual unfreezing follows its order, a killed run resumes to the
 same weights, and a run plugs into embed / classify / the gRPC server as finetuned:RUN_DIR."""
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,10 +104,27 @@ def test_gradual_unfreezes_from_the_top_in_order(ft_data, tmp_path):
         assert torch.equal(before[k], after[k]), k
 
 
-def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(cli, ft_data, tmp_path):
-    """The uninterrupted run in this process, the killed one and its resumption in fresh ones."""
+@pytest.fixture(scope="module")
+def ft_target(tmp_path_factory) -> Path:
+    """Unlabelled target images: Fashion-MNIST test images behind a worse camera."""
+    from embedsvc.datasets.fetch import fetch_dataset
+
+    out = tmp_path_factory.mktemp("target")
+    fetch_dataset("fashion-mnist-camera", out, limit=120)
+    return out / "test"
+
+
+@pytest.mark.parametrize("towards_target", [False, True], ids=["plain", "dann-style-camera"])
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(cli, ft_data, ft_target, tmp_path,
+                                                                     towards_target):
+    """The uninterrupted run in this process, the killed one and its resumption in fresh ones;
+    towards a target, the target batches, the presets, MixStyle and DANN's discriminator too."""
     args = ["--strategy", "gradual", "--epochs", "3", "--image-size", str(SIZE), "--seed", "3",
             "--patience", "0"]
+    if towards_target:
+        args = ["--strategy", "partial", "--epochs", "2", "--image-size", str(SIZE), "--seed", "3",
+                "--patience", "0", "--target-data", str(ft_target), "--da", "dann",
+                "--augment", "style,camera", "--entropy-weight", "0.1"]
     whole = cli("finetune", ft_data, *args, "--out", tmp_path / "whole", "--quiet")
     assert whole.returncode == 0, whole.stderr
     run = tmp_path / "killed"
@@ -127,6 +145,29 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(cli, ft_dat
     ha, hb = (np.load(p / "head" / "params.npz") for p in (tmp_path / "whole", run))
     assert np.array_equal(ha["coef"], hb["coef"]) and np.array_equal(ha["intercept"], hb["intercept"])
     assert (tmp_path / "whole" / "metrics.csv").read_text().splitlines()[0] == (run / "metrics.csv").read_text().splitlines()[0]
+    if towards_target:  # every epoch was scored by the selection bound
+        rows = [r.split(",") for r in (run / "metrics.csv").read_text().splitlines()]
+        for key in ("domain_loss", "a_distance", "bound"):
+            assert all(r[rows[0].index(key)] for r in rows[1:]), key
+        assert json.loads((run / "run_config.json").read_text())["target"]["labelled"] is False
+
+
+def test_target_options_are_checked_before_anything_runs(cli, ft_data, ft_target, tmp_path):
+    p = cli("finetune", ft_data, "--out", tmp_path / "r", "--da", "dann")
+    assert p.returncode == 2 and "needs target images" in p.stderr
+    p = cli("finetune", ft_data, "--out", tmp_path / "r", "--target-data", ft_target,
+            "--target-labelled", ft_target)
+    assert p.returncode == 2 and "give one target" in p.stderr
+    p = cli("finetune", ft_data, "--out", tmp_path / "r", "--augment", "fog")
+    assert p.returncode == 2 and "available: lighting" in p.stderr
+    other = tmp_path / "other" / "cat"
+    other.mkdir(parents=True)
+    for f in list(ft_target.rglob("*.png"))[:3]:
+        shutil.copy(f, other / f.name)
+    p = cli("finetune", ft_data, "--out", tmp_path / "r", "--target-labelled", other.parent,
+            "--image-size", str(SIZE), "--quiet")
+    assert p.returncode == 1 and "not among the source classes" in p.stderr
+    assert not (tmp_path / "r" / "finetuned.json").exists()
 
 
 def test_finetuned_backbone_and_head_in_embed_and_classify(cli, partial_run, fmnist_dir):

@@ -71,12 +71,22 @@ def camera(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         y = F.interpolate(y[None], size=(h, w), mode="bilinear", align_corners=False)[0]
     y = _gaussian_blur(y, _u(g, 0.0, 0.04) * min(h, w))
     if _coin(g, 0.5):
-        from torchvision.io import decode_jpeg, encode_jpeg
-
-        q = int(_u(g, 15, 90))
-        u8 = (y.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
-        y = decode_jpeg(encode_jpeg(u8, quality=q)).float() / 255
+        y = _jpeg(y, int(_u(g, 15, 90)))
     return y
+
+
+def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Through a JPEG encoder and back (Pillow: torchvision's codecs are deprecated)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    u8 = (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(u8).save(buf, format="JPEG", quality=quality)
+    back = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    return torch.from_numpy(back.copy()).permute(2, 0, 1).float() / 255
 
 
 def background(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
