@@ -113,7 +113,7 @@ def run(name: str, work: Path, source: Path, cfg, evaluate, **target) -> tuple[f
     return acc, time.perf_counter() - t0
 
 
-def advisor_pick(paths: dict, t: str, image_size: int, few_labels: bool) -> tuple[str, object]:
+def advisor_pick(paths: dict, t: str, few_labels: bool) -> tuple[str, object]:
     """The advisor's adaptation for this target, measured the way `embedsvc advise` does."""
     from classifiers.finetune.advisor import domain_gap, recommend_adaptation
 
@@ -189,7 +189,7 @@ def main() -> int:
         rows[f"target fine-tune, {FEW}/class"] = run(
             f"{t}-few", work, src, cfg, evaluate, target=str(paths[t]["few"]), target_labelled=True)[0]
         rows["oracle (target labels)"] = run(f"{t}-oracle", work, paths[t]["oracle"], cfg, evaluate)[0]
-        verdict, adaptation = advisor_pick(paths, t, args.image_size, few_labels=False)
+        verdict, adaptation = advisor_pick(paths, t, few_labels=False)
         name = "advisor's pick"
         picked = f"{adaptation.da}" + (f" + augment {adaptation.preset}" if adaptation.preset else "")
         if adaptation.method == "da":

@@ -17,13 +17,11 @@ class FinetuneNet(nn.Module):
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(backbone.cfg.dim, num_classes)
+        # trained with the classifier, never exported: DANN's domain discriminator, when set
+        self.adapter: nn.Module | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.backbone(x)))
-
-    def extra_modules(self) -> list[nn.Module]:
-        """Trained with the classifier, never exported: a domain discriminator (``adapter``)."""
-        return [m for m in (getattr(self, "adapter", None),) if m is not None]
 
     def groups_from_top(self) -> list[tuple[str, list[nn.Parameter]]]:
         """[("classifier", ...), (last stage group, ...), ..., ("stem", ...)].
@@ -41,7 +39,9 @@ class FinetuneNet(nn.Module):
         for p in params.values():
             if id(p) in unused:
                 p.requires_grad_(False)
-        top = list(self.classifier.parameters()) + [p for m in self.extra_modules() for p in m.parameters()]
+        top = list(self.classifier.parameters())
+        if self.adapter is not None:
+            top += list(self.adapter.parameters())
         return [("classifier", top)] + groups[::-1]
 
 

@@ -39,7 +39,6 @@ SELECTION_TARGET = 500  # target images whose features the selection criterion u
 class Target:
     images: LabelledImages  # labels are -1 when unlabelled
     labelled: bool
-    source: str
 
     def __len__(self) -> int:
         return len(self.images)
@@ -54,13 +53,13 @@ def load_target(path: str, labelled: bool, preprocess, classes: list[str], progr
         if unknown:
             raise InvalidInputError(f"target labels {unknown[:5]} are not among the source classes "
                                     f"({', '.join(classes)})")
-        return Target(decode_records(records, preprocess, classes, progress, max_images), True, path)
+        return Target(decode_records(records, preprocess, classes, progress, max_images), True)
     records = scan_source(path)
     if not records:
         raise InvalidInputError(f"{path}: no target images")
     # labels, if the folder has them, are ignored: this target is for unsupervised adaptation
     unlabelled = [dataclasses.replace(r, label=None) for r in records]
-    return Target(decode_records(unlabelled, preprocess, classes, progress, max_images), False, path)
+    return Target(decode_records(unlabelled, preprocess, classes, progress, max_images), False)
 
 
 def target_count(batch_size: int, ratio: float) -> int:

@@ -28,10 +28,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from embedsvc.atomic import atomic_write_bytes
 from classifiers.adapt.choices import parse_presets
 from classifiers.adapt.losses import DomainLoss
 from classifiers.adapt.mixstyle import MixStyle, attach_mixstyle
+from embedsvc.atomic import atomic_write_bytes
 from embedsvc.backbones import create_backbone
 from embedsvc.backbones.base import PRE_LOGITS
 from embedsvc.backbones.run_format import HEAD_DIR, WEIGHTS, canonical_name, save_weights, write_run
@@ -44,11 +44,11 @@ from .config import FinetuneConfig
 from .data import (VAL_SPLITS, LabelledImages, decode_records, epoch_batches, labelled_records,
                    steps_per_epoch, train_val_split)
 from .freezing import stage_report, train_mode
-from .target import (adapted_loss, bound_terms, load_target, selection_sample, target_batches,
-                     target_count)
 from .model import FinetuneNet, no_weight_decay, predict_outputs, set_trainable_depth, to_input
 from .report import curves_png, write_metrics_csv
 from .schedule import lr_factor, lr_multiplier, trainable_depth
+from .target import (adapted_loss, bound_terms, load_target, selection_sample, target_batches,
+                     target_count)
 
 CONFIG_JSON = "run_config.json"
 CHECKPOINTS = "checkpoints"
@@ -285,7 +285,7 @@ class FinetuneJob:
         lr = 0.0
         stream = (target_batches(target, n_target, cfg.seed, epoch, cfg.augment)
                   if target is not None else None)
-        adapter = getattr(net, "adapter", None)
+        adapter = net.adapter
         bar = tqdm(total=len(train), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img",
                    disable=not self.progress, leave=False)
         batches = epoch_batches(train, cfg.batch_size - n_target, cfg.seed, epoch, cfg.augment,
