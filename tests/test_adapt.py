@@ -163,7 +163,9 @@ def test_a_coral_head_beats_the_unaligned_one_on_a_shifted_store_and_stores_its_
     ran = cli("embed-dataset", tmp_path / "cam" / "test", "--out", target, "--quiet")
     assert ran.returncode == 0, ran.stderr
     out = tmp_path / "head"
-    ran = cli("train-head", fmnist_store.root, "--target", target, "--align", "coral", "--out", out, "--quiet")
+    # 60 per class: two logistic-regression fits (aligned and not) in a few seconds
+    ran = cli("train-head", fmnist_store.root, "--target", target, "--align", "coral", "--shots", "60",
+              "--out", out, "--quiet")
     assert ran.returncode == 0, ran.stderr
     head = Head.load(out)
     m = head.metrics
