@@ -275,6 +275,27 @@ def test_upsert_search_delete_and_persistence(tmp_path, photos):
         srv.stop(grace=5)
 
 
+def wait_until_admitted(metrics_url: str, method: str, n: int, timeout: float = 60) -> None:
+    """Until the server has admitted ``n`` calls of ``method`` (in flight now, or answered)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+        seen = 0.0
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == "embedsvc_requests_in_flight" or (
+                        s.name == "embedsvc_requests_total" and s.labels.get("method") == method):
+                    seen += s.value
+        if seen >= n:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the server admitted {seen:.0f} of {n} {method} calls in {timeout} s")
+
+
 def test_sigterm_drains_in_flight_requests_and_keeps_acknowledged_upserts(tmp_path, photos):
     import os
     import signal
@@ -283,11 +304,13 @@ def test_sigterm_drains_in_flight_requests_and_keeps_acknowledged_upserts(tmp_pa
 
     data = tmp_path / "data"
     proc = subprocess.Popen([sys.executable, "-m", "embedsvc", "serve", "--port", "0",
-                             "--data-dir", str(data)], stdout=subprocess.PIPE, text=True)
+                             "--metrics-port", "0", "--data-dir", str(data)],
+                            stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         assert "serving on" in line, line
         target = line.split(" on ")[1].split()[0]
+        metrics_url = f"http://127.0.0.1:{line.split('metrics on :')[1].split('/')[0]}/metrics"
         with Client(target) as c:
             c.upsert("kept", [{"id": 7, "image": photos["chelsea"], "metadata": {"label": "cat"}}],
                      timeout=120)
@@ -308,7 +331,7 @@ def test_sigterm_drains_in_flight_requests_and_keeps_acknowledged_upserts(tmp_pa
         for t in threads:
             t.start()
         ready.wait(60)
-        time.sleep(0.3)  # the requests are in flight (32 images take longer than this)
+        wait_until_admitted(metrics_url, "Embed", 8)
         os.kill(proc.pid, signal.SIGTERM)
         for t in threads:
             t.join(120)

@@ -37,9 +37,9 @@ def _coin(g: torch.Generator, p: float) -> bool:
 
 def lighting(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """One image (3, H, W) in [0, 1]: gamma, then gain, then contrast around its mean, covering
-    under- and over-exposure (gamma 0.6..2.6, gain 0.35..1.3)."""
+    under- and over-exposure (gamma 0.6..2.6, gain 0.2..1.3: down to 2.3 stops dark)."""
     gamma = math.exp(_u(g, math.log(0.6), math.log(2.6)))
-    x = x.clamp_min(0) ** gamma * _u(g, 0.35, 1.3)
+    x = x.clamp_min(0) ** gamma * _u(g, 0.2, 1.3)
     mean = x.mean()
     return (x - mean) * _u(g, 0.6, 1.4) + mean
 

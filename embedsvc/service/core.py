@@ -52,6 +52,7 @@ class EmbeddingCore:
         self.admission = Admission(config.max_concurrent_requests, config.max_inflight_bytes,
                                    config.max_streams)
         self.metrics.watch_queue(self.queue_depth)
+        self.metrics.watch_in_flight(lambda: self.admission.requests)
         self.started = time.time()
         with self.models.lease():  # load the default at start: fail fast if it is missing
             pass

@@ -23,6 +23,8 @@ class ServiceMetrics:
                               ("model",), registry=self.registry)
         self.queue_depth = Gauge("embedsvc_queue_depth", "images waiting for a batch",
                                  registry=self.registry)
+        self.in_flight = Gauge("embedsvc_requests_in_flight", "requests admitted and not yet "
+                               "answered (streams not counted)", registry=self.registry)
         self.drift = Gauge("embedsvc_drift", "MMD^2 between a head's recent inputs and its "
                            "training sample", ("head",), registry=self.registry)
         self.drift_threshold = Gauge("embedsvc_drift_threshold", "embedsvc_drift above this: "
@@ -42,6 +44,9 @@ class ServiceMetrics:
 
     def watch_queue(self, depth: Callable[[], float]) -> None:
         self.queue_depth.set_function(depth)
+
+    def watch_in_flight(self, requests: Callable[[], float]) -> None:
+        self.in_flight.set_function(requests)
 
     def serve_http(self, port: int, host: str = "127.0.0.1") -> int:
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
