@@ -15,7 +15,7 @@ TEST_DEBS := dataset-fashion-mnist:/usr/share/datasets/fashion-mnist
 $(STAMP): pyproject.toml $(wildcard protos/*/*/*.proto) protos/build_backend.py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev,runtimes]'
+	$(PIP) install --quiet -e '.[dev,runtimes,ray]'
 	touch $(STAMP)
 
 venv: $(STAMP)

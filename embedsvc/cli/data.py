@@ -9,7 +9,7 @@ from ..datasets.fetch import DATASETS
 from ..index.planner import KINDS
 from . import output
 from .common import (EXIT_OK, byte_size, command, decode_option, device, existing_images, group,
-                     in_range, non_negative_int, positive_int, runtime_option, warn)
+                     UsageError, in_range, non_negative_int, positive_int, runtime_option, warn)
 
 
 def cmd_datasets_fetch(args: argparse.Namespace) -> int:
@@ -21,15 +21,22 @@ def cmd_datasets_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_embed_dataset(args: argparse.Namespace) -> int:
-    from ..store import EmbedDatasetConfig, embed_dataset
+    from ..store import EmbedDatasetConfig, embed_dataset, embed_dataset_ray
 
     config = EmbedDatasetConfig(
         backbone=args.backbone, weights=args.weights, batch_size=args.batch_size,
         workers=args.workers, shard_size=args.shard_size,
         dtype="float16" if args.float16 else "float32", dedup=args.dedup, device=args.device,
         tap=args.tap, decode=args.decode, runtime=args.runtime)
-    r = embed_dataset(args.src, args.out, config, progress=not args.quiet,
-                      stop_after_shards=args.max_shards)
+    if args.engine == "ray":
+        r = embed_dataset_ray(args.src, args.out, config, progress=not args.quiet,
+                              stop_after_shards=args.max_shards, address=args.address,
+                              actors=args.actors)
+    else:
+        if args.address or args.actors:
+            raise UsageError("--address and --actors are for --engine ray")
+        r = embed_dataset(args.src, args.out, config, progress=not args.quiet,
+                          stop_after_shards=args.max_shards)
     print(f"{r.store}: added {r.added} vectors in {r.seconds:.1f} s ({r.images_per_s:.1f} img/s); "
           f"{r.already_done} of {r.total_records} inputs were already done; "
           f"skipped {len(r.skipped)} (listed in {r.store}/errors.jsonl)")
@@ -104,7 +111,8 @@ def register(sub) -> None:
 
     p = command(sub, "embed-dataset", "embed a dataset into a resumable embedding store",
                 ["embedsvc embed-dataset data/digits --out stores/digits",
-                 "embedsvc embed-dataset photos.csv --out stores/photos --float16 --dedup"],
+                 "embedsvc embed-dataset photos.csv --out stores/photos --float16 --dedup",
+                 "embedsvc embed-dataset big.csv --out stores/big --engine ray --address auto"],
                 cmd_embed_dataset)
     p.add_argument("src", help="class-folder tree, flat folder, or .csv/.jsonl manifest")
     p.add_argument("--out", "-o", required=True, help="store folder (created, or resumed/appended)")
@@ -122,6 +130,13 @@ def register(sub) -> None:
     decode_option(p)
     runtime_option(p)
     p.add_argument("--max-shards", type=positive_int, help="stop after N shards (resume later)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (this process) or ray: Ray Data tasks decode, an actor pool "
+                        "embeds; the same store either way (pip install 'embedsvc[ray]')")
+    p.add_argument("--address", help="Ray cluster address (auto, or ray://host:10001; default: "
+                                     "a local Ray instance for this run)")
+    p.add_argument("--actors", type=positive_int,
+                   help="embedding actors on Ray (default: one per GPU, else one per 2 CPUs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     isub = group(sub, "index", "build or update a store's FAISS index", "index_command")

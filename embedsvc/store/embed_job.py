@@ -21,10 +21,11 @@ from ..backbones import DEFAULT_BACKBONE, create_backbone
 from ..datasets import Record, scan_source
 from ..decode_ahead import decoded_batches
 from ..errors import ImageDecodeError, InvalidInputError
-from ..extract import ExtractConfig, FeatureExtractor
+from ..extract import ExtractConfig, FeatureExtractor, prepare_image
 from ..images import DEFAULT_MAX_PIXELS
 from ..runtimes import DEFAULT_RUNTIME
 from ..backbones.config import DEFAULT_DECODE
+from ..preprocess import Transform
 from ..atomic import atomic_write_bytes
 from .store import DTYPES, EmbeddingStore, StoreLock, jsonl_bytes
 
@@ -69,31 +70,25 @@ class EmbedReport:
         return self.added / self.seconds if self.seconds else 0.0
 
 
-class _DecodeDataset:
-    """Reads, hashes, decodes and preprocesses one record; never raises on bad input."""
-
-    def __init__(self, records: list[Record], fe: FeatureExtractor):
-        self.records = records
-        self.fe = fe
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, dict[str, Any]]:
-        rec = self.records[i]
-        info: dict[str, Any] = rec.to_dict()
-        try:
-            data = Path(rec.path).read_bytes()
-        except OSError as exc:
-            info["error"] = f"cannot read file ({exc.strerror or exc})"
-            return None, info
-        info["sha256"] = hashlib.sha256(data).hexdigest()
-        try:
-            tensor, (info["width"], info["height"]) = self.fe.prepare(data, rec.path)
-            return tensor, info
-        except ImageDecodeError as exc:
-            info["error"] = exc.reason
-            return None, info
+def decode_record(info: dict[str, Any], transform: Transform,
+                  max_pixels: int) -> tuple[torch.Tensor | None, dict[str, Any]]:
+    """Read, hash, decode and preprocess one record (``Record.to_dict()``): the model's input
+    and the record's row, or None and the row with an ``error``. Never raises on bad input.
+    Both engines decode here, so a store made on Ray holds the rows a local run writes."""
+    info = dict(info)
+    try:
+        data = Path(info["path"]).read_bytes()
+    except OSError as exc:
+        info["error"] = f"cannot read file ({exc.strerror or exc})"
+        return None, info
+    info["sha256"] = hashlib.sha256(data).hexdigest()
+    try:
+        tensor, (info["width"], info["height"]) = prepare_image(data, transform, info["path"],
+                                                                max_pixels)
+        return tensor, info
+    except ImageDecodeError as exc:
+        info["error"] = exc.reason
+        return None, info
 
 
 def embed_dataset(src: str | Path, out: str | Path, config: EmbedDatasetConfig = EmbedDatasetConfig(),
@@ -104,27 +99,17 @@ def embed_dataset(src: str | Path, out: str | Path, config: EmbedDatasetConfig =
     a large job over several sessions).
     """
     records = scan_source(src)
-    backbone = create_backbone(config.backbone, weights=config.weights)
-    fe = FeatureExtractor(backbone, ExtractConfig(
-        batch_size=config.batch_size, normalize=config.normalize, tap=config.tap,
-        device=config.device, max_pixels=config.max_pixels, decode=config.decode,
-        runtime=config.runtime))
-    provenance = dict(fe.provenance)
-    if provenance.get("dim") is None:  # a stage tap: one tiny forward pass tells the width
-        provenance["dim"] = fe.embed_tensor(torch.zeros(1, *backbone.cfg.preprocess.input_size)).shape[1]
-        fe.provenance["dim"] = provenance["dim"]
-
+    fe = open_extractor(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with StoreLock(out / ".lock"):
-        store = EmbeddingStore.open_or_create(out, provenance, config.dtype)
-        done = store.done_paths()
-        pending = [r for r in records if r.path not in done]
+        store = EmbeddingStore.open_or_create(out, fe.provenance, config.dtype)
+        pending = pending_records(records, store)
         report = EmbedReport(str(out), len(records), len(records) - len(pending))
         if stop_after_shards is not None:
-            pending = pending[: stop_after_shards * _shard_inputs(config)]
-        bar = _progress(len(pending), backbone.name, progress)
+            pending = pending[: stop_after_shards * shard_inputs(config)]
+        bar = progress_bar(len(pending), fe.backbone.name, progress)
         try:
             for vecs, rows, skipped in _shards(fe, pending, config, store, bar):
                 store.append_shard(vecs, rows, skipped)
@@ -139,61 +124,114 @@ def embed_dataset(src: str | Path, out: str | Path, config: EmbedDatasetConfig =
     return report
 
 
-def _shard_inputs(config: EmbedDatasetConfig) -> int:
+def open_extractor(config: EmbedDatasetConfig) -> FeatureExtractor:
+    """The extractor both engines embed with; its provenance (dim included) binds the store."""
+    backbone = create_backbone(config.backbone, weights=config.weights)
+    fe = FeatureExtractor(backbone, ExtractConfig(
+        batch_size=config.batch_size, normalize=config.normalize, tap=config.tap,
+        device=config.device, max_pixels=config.max_pixels, decode=config.decode,
+        runtime=config.runtime))
+    if fe.provenance.get("dim") is None:  # a stage tap: one tiny forward pass tells the width
+        size = backbone.cfg.preprocess.input_size
+        fe.provenance["dim"] = fe.embed_tensor(torch.zeros(1, *size, dtype=torch.uint8)).shape[1]
+    return fe
+
+
+def pending_records(records: list[Record], store: EmbeddingStore) -> list[Record]:
+    """The records a run still has to do: those the store has neither stored nor skipped."""
+    done = store.done_paths()
+    return [r for r in records if r.path not in done]
+
+
+def shard_inputs(config: EmbedDatasetConfig) -> int:
     """Inputs per shard, rounded up to whole batches so that a resumed run forms exactly the
     batches a clean run would have (and so gets bitwise the same vectors)."""
     bs = config.batch_size
     return -(-config.shard_size // bs) * bs
 
 
+class ShardAssembler:
+    """Embedded batches, in input order → shards (vectors, rows, skipped). The one place that
+    decides which inputs become rows and where a shard ends, for both engines.
+
+    Every decodable image of a batch is embedded, duplicates too, and ``--dedup`` drops them
+    here: the model sees the same batches whatever the engine, so the vectors are the same."""
+
+    def __init__(self, store: EmbeddingStore, config: EmbedDatasetConfig):
+        self.store, self.dedup = store, config.dedup
+        self.per_shard = shard_inputs(config)
+        self.seen = store.hashes() if config.dedup else {}
+        self._start()
+
+    def _start(self) -> None:
+        self.parts: list[np.ndarray] = []
+        self.rows: list[dict] = []
+        self.skipped: list[dict] = []
+        self.inputs = 0
+
+    def add(self, infos: list[dict], vectors: np.ndarray):
+        """One batch: every input's row (``error`` on the bad ones) and the vectors of the good
+        ones, in order. Returns a finished shard, or None."""
+        keep = []
+        for info in infos:
+            if "error" in info:
+                self.skipped.append({"path": info["path"], "reason": info["error"]})
+            else:
+                keep.append(self._take(info))
+        if len(keep) != len(vectors):
+            raise InvalidInputError(f"{len(vectors)} vectors for {len(keep)} decoded images")
+        self.parts.append(vectors[np.array(keep, dtype=bool)] if keep else vectors)
+        self.inputs += len(infos)
+        return self.flush() if self.inputs >= self.per_shard else None
+
+    def _take(self, info: dict) -> bool:
+        """Make the decoded input a row; False (and skipped) when ``dedup`` finds its bytes
+        stored already: the first copy of a content hash is kept, later ones name its row."""
+        if self.dedup and info["sha256"] in self.seen:
+            self.skipped.append({"path": info["path"],
+                                 "reason": f"duplicate of row {self.seen[info['sha256']]}"})
+            return False
+        if self.dedup:
+            self.seen[info["sha256"]] = self.store.count + len(self.rows)
+        self.rows.append({k: info.get(k) for k in _ROW_KEYS})
+        return True
+
+    def flush(self):
+        """The shard so far (None when empty); the next one starts."""
+        if not self.inputs:
+            return None
+        dim = self.store.dim
+        shard = (np.concatenate(self.parts) if self.parts else np.zeros((0, dim), np.float32),
+                 self.rows, self.skipped)
+        self._start()
+        return shard
+
+
 def _shards(fe: FeatureExtractor, pending: list[Record], config: EmbedDatasetConfig,
             store: EmbeddingStore, bar=None):
     """Yield (vectors, rows, skipped) per shard. One decode pipeline for the whole run, so the
     model stays fed across shard boundaries."""
-    seen = store.hashes() if config.dedup else {}
-    per_shard = _shard_inputs(config)
-    dataset = _DecodeDataset(pending, fe)
-    loader = decoded_batches(dataset.__getitem__, len(dataset), config.batch_size, config.workers,
-                             fe.plan.device.type)
-    vec_parts: list[np.ndarray] = []
-    rows: list[dict] = []
-    skipped: list[dict] = []
-    inputs = 0
+    assembler = ShardAssembler(store, config)
+    infos = [r.to_dict() for r in pending]
+    loader = decoded_batches(lambda i: decode_record(infos[i], fe.transform, config.max_pixels),
+                             len(infos), config.batch_size, config.workers, fe.plan.device.type)
     for items in loader:
-        tensors = []
-        for _, (tensor, info) in items:
-            if tensor is None:
-                skipped.append({"path": info["path"], "reason": info["error"]})
-                continue
-            if config.dedup:
-                # the first copy of a content hash is kept; later ones name the row they repeat
-                if info["sha256"] in seen:
-                    skipped.append({"path": info["path"],
-                                    "reason": f"duplicate of row {seen[info['sha256']]}"})
-                    continue
-                seen[info["sha256"]] = store.count + len(rows)
-            tensors.append(tensor)
-            rows.append({k: info.get(k) for k in _ROW_KEYS})
-        if tensors:
-            vec_parts.append(fe.embed_tensor(torch.stack(tensors)))
-        inputs += len(items)
+        tensors = [tensor for _, (tensor, _) in items if tensor is not None]
+        vectors = (fe.embed_tensor(torch.stack(tensors)) if tensors
+                   else np.zeros((0, store.dim), np.float32))
+        shard = assembler.add([info for _, (_, info) in items], vectors)
         if bar is not None:
             bar.update(len(items))
-        if inputs == per_shard:
-            yield _stack(vec_parts, fe), rows, skipped
-            vec_parts, rows, skipped, inputs = [], [], [], 0
-    if inputs:
-        yield _stack(vec_parts, fe), rows, skipped
+        if shard is not None:
+            yield shard
+    if (shard := assembler.flush()) is not None:
+        yield shard
 
 
 _ROW_KEYS = ("path", "label", "split", "domain", "sha256", "width", "height")
 
 
-def _stack(parts: list[np.ndarray], fe: FeatureExtractor) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.zeros((0, fe.provenance["dim"]), np.float32)
-
-
-def _progress(total: int, desc: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
     from tqdm import tqdm

@@ -1,0 +1,172 @@
+"""``embed-dataset --engine ray``: the same store, made on a Ray cluster.
+
+Ray Data carries the work: the pending records, cut into the batches a local run would form,
+are decoded and preprocessed in CPU tasks (``decode_record``, as locally) and embedded in an
+actor pool (one actor per GPU, or N CPU actors, each loading the backbone once). The driver,
+this process, holds the store's lock and commits every shard through ``append_shard``, in input
+order, as the batches stream back (``ShardAssembler``, as locally). So a store made on Ray and
+one made locally are interchangeable: the same batches give the same vectors (bitwise on the
+CPU), the same rows and provenance, and a killed run resumes at the first uncommitted shard.
+
+Every node needs embedsvc installed (with its weight packages); the store folder is written by
+the driver only, so it need not be shared.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_write_bytes
+from ..datasets import scan_source
+from ..errors import InvalidInputError
+from .embed_job import (EmbedDatasetConfig, EmbedReport, ShardAssembler, shard_inputs,
+                        decode_record, open_extractor, pending_records, progress_bar)
+from .store import EmbeddingStore, StoreLock, jsonl_bytes
+
+INSTALL_HINT = "pip install 'embedsvc[ray]'"
+
+
+def import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401 - Ray Data ships in the [data] extra of ray
+    except ImportError:
+        raise InvalidInputError(f"--engine ray needs Ray Data: {INSTALL_HINT}") from None
+    return ray
+
+
+def embed_dataset_ray(src: str | Path, out: str | Path,
+                      config: EmbedDatasetConfig = EmbedDatasetConfig(), progress: bool = True,
+                      stop_after_shards: int | None = None, address: str | None = None,
+                      actors: int | None = None) -> EmbedReport:
+    """``embed_dataset`` on Ray: ``address`` of a running cluster (None: a local Ray instance
+    for this run); ``actors`` embedding actors (None: one per GPU, else one per 2 CPUs)."""
+    ray = import_ray()
+    if actors is not None and actors < 1:
+        raise InvalidInputError(f"actors must be >= 1, got {actors}")
+    records = scan_source(src)
+    fe = open_extractor(config)  # the store's binding; the actors build the same extractor
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with StoreLock(out / ".lock"):
+        store = EmbeddingStore.open_or_create(out, fe.provenance, config.dtype)
+        pending = pending_records(records, store)
+        report = EmbedReport(str(out), len(records), len(records) - len(pending))
+        if stop_after_shards is not None:
+            pending = pending[: stop_after_shards * shard_inputs(config)]
+        if pending:
+            started_here = not ray.is_initialized()
+            if started_here:
+                _quiet_ray_logs()
+                ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.ERROR)
+            try:
+                _run(ray, pending, config, fe, store, report, actors, progress)
+            finally:
+                if started_here:
+                    ray.shutdown()
+        atomic_write_bytes(out / "errors.jsonl", jsonl_bytes(store.skipped()))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _quiet_ray_logs() -> None:
+    """Ray's own INFO/WARNING lines (execution plans, a note that its progress bars are off)
+    would bury ours; errors still come through, and as exceptions."""
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _run(ray, pending, config: EmbedDatasetConfig, fe, store: EmbeddingStore,
+         report: EmbedReport, actors: int | None, progress: bool) -> None:
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0)) if config.device in ("auto", "cuda") else 0
+    cpus = int(resources.get("CPU", 1))
+    size = actors or gpus or max(1, cpus // 4)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # shards are committed in input order
+    ctx.enable_progress_bars = False  # ours below counts images and their rate
+    with warnings.catch_warnings():  # max_restarts goes through Ray's deprecated remote args
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = _pipeline(ray, pending, config, fe, size, max(1, cpus // size), gpus > 0)
+    assembler = ShardAssembler(store, config)
+    bar = progress_bar(len(pending), f"{fe.backbone.name} on ray ({size} actors)", progress)
+    try:
+        for row in ds.iter_rows():
+            infos = json.loads(row["infos"])
+            vectors = np.frombuffer(row["vectors"], np.float32).reshape(-1, store.dim)
+            if bar is not None:
+                bar.update(len(infos))
+            if (shard := assembler.add(infos, vectors)) is not None:
+                _commit(store, shard, report)
+        if (shard := assembler.flush()) is not None:
+            _commit(store, shard, report)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _pipeline(ray, pending, config: EmbedDatasetConfig, fe, size: int, threads: int, on_gpu: bool):
+    """Batches of records → decode tasks → an actor pool of ``size`` embedders. ``threads``:
+    torch's thread count changes the CPU kernels' summation order, so each actor gets its share
+    of the cores, which on one machine with one actor is what a local run uses (bitwise equal)."""
+    bs = config.batch_size
+    batches = [{"records": json.dumps([r.to_dict() for r in pending[i:i + bs]])}
+               for i in range(0, len(pending), bs)]
+    return (ray.data.from_items(batches, override_num_blocks=min(len(batches), 200))
+            .map(_decode_batch, num_cpus=1,
+                 fn_kwargs={"preprocess": fe.backbone.cfg.preprocess, "decode": config.decode,
+                            "max_pixels": config.max_pixels})
+            # max_restarts=0: a lost actor fails the run, which then resumes at the first
+            # uncommitted shard (and Ray logs no error line about restarting actors)
+            .map_batches(_Embedder, batch_size=1, max_restarts=0,
+                         fn_constructor_kwargs={"config": config, "threads": threads},
+                         compute=ray.data.ActorPoolStrategy(size=size),
+                         num_gpus=1 if on_gpu else 0, num_cpus=0 if on_gpu else 1))
+
+
+def _commit(store: EmbeddingStore, shard, report: EmbedReport) -> None:
+    vectors, rows, skipped = shard
+    store.append_shard(vectors, rows, skipped)
+    report.added += len(rows)
+    report.skipped.extend(skipped)
+
+
+def _decode_batch(item: dict[str, Any], preprocess, decode: str, max_pixels: int) -> dict[str, Any]:
+    """A Ray task: one batch of records → its uint8 model inputs (as bytes) and rows."""
+    from ..preprocess import build_transform
+
+    transform = build_transform(preprocess, decode)
+    decoded = [decode_record(info, transform, max_pixels) for info in json.loads(item["records"])]
+    tensors = [t.numpy() for t, _ in decoded if t is not None]
+    stacked = np.stack(tensors) if tensors else np.zeros((0, 3, 1, 1), np.uint8)
+    return {"infos": json.dumps([info for _, info in decoded]), "inputs": stacked.tobytes(),
+            "shape": json.dumps(stacked.shape)}
+
+
+class _Embedder:
+    """A Ray actor: loads the backbone once, then embeds one batch per call."""
+
+    def __init__(self, config: EmbedDatasetConfig, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)  # Ray sets OMP_NUM_THREADS=1 in its workers
+        self.fe = open_extractor(config)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        out = []
+        for blob, shape in zip(batch["inputs"], batch["shape"]):
+            x = np.frombuffer(blob, np.uint8).reshape(json.loads(shape))
+            vectors = (self.fe.embed_tensor(torch.from_numpy(x.copy())) if len(x)
+                       else np.zeros((0, self.fe.provenance["dim"]), np.float32))
+            out.append(np.ascontiguousarray(vectors, np.float32).tobytes())
+        return {"infos": batch["infos"], "vectors": np.array(out, dtype=object)}
