@@ -12,7 +12,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -98,6 +98,25 @@ def embed_dataset(src: str | Path, out: str | Path, config: EmbedDatasetConfig =
     ``stop_after_shards`` ends the run early after that many shards (for tests and for spreading
     a large job over several sessions).
     """
+    def embed_here(fe, pending, store, report):
+        bar = progress_bar(len(pending), fe.backbone.name, progress)
+        try:
+            for shard in _shards(fe, pending, config, store, bar):
+                commit_shard(store, shard, report)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    return run_embed_job(src, out, config, stop_after_shards, embed_here)
+
+
+def run_embed_job(src: str | Path, out: str | Path, config: EmbedDatasetConfig,
+                  stop_after_shards: int | None,
+                  embed_pending: Callable[[FeatureExtractor, list[Record], EmbeddingStore,
+                                           EmbedReport], None]) -> EmbedReport:
+    """What every engine does around its own embedding: open or create the store under its
+    lock, find the pending records, let ``embed_pending`` commit their shards in order, and
+    list every skipped input."""
     records = scan_source(src)
     fe = open_extractor(config)
     out = Path(out)
@@ -109,19 +128,19 @@ def embed_dataset(src: str | Path, out: str | Path, config: EmbedDatasetConfig =
         report = EmbedReport(str(out), len(records), len(records) - len(pending))
         if stop_after_shards is not None:
             pending = pending[: stop_after_shards * shard_inputs(config)]
-        bar = progress_bar(len(pending), fe.backbone.name, progress)
-        try:
-            for vecs, rows, skipped in _shards(fe, pending, config, store, bar):
-                store.append_shard(vecs, rows, skipped)
-                report.added += len(rows)
-                report.skipped.extend(skipped)
-        finally:
-            if bar is not None:
-                bar.close()
+        if pending:
+            embed_pending(fe, pending, store, report)
         # one file listing every input the store did not take, across all runs
         atomic_write_bytes(out / "errors.jsonl", jsonl_bytes(store.skipped()))
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def commit_shard(store: EmbeddingStore, shard, report: EmbedReport) -> None:
+    vectors, rows, skipped = shard
+    store.append_shard(vectors, rows, skipped)
+    report.added += len(rows)
+    report.skipped.extend(skipped)
 
 
 def open_extractor(config: EmbedDatasetConfig) -> FeatureExtractor:

@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
-from ..datasets import scan_source
 from ..errors import InvalidInputError
-from .embed_job import (EmbedDatasetConfig, EmbedReport, ShardAssembler, shard_inputs,
-                        decode_record, open_extractor, pending_records, progress_bar)
-from .store import EmbeddingStore, StoreLock, jsonl_bytes
+from .embed_job import (EmbedDatasetConfig, EmbedReport, ShardAssembler, commit_shard,
+                        decode_record, open_extractor, progress_bar, run_embed_job)
+from .store import EmbeddingStore
 
 INSTALL_HINT = "pip install 'embedsvc[ray]'"
 
@@ -46,35 +43,24 @@ def embed_dataset_ray(src: str | Path, out: str | Path,
                       stop_after_shards: int | None = None, address: str | None = None,
                       actors: int | None = None) -> EmbedReport:
     """``embed_dataset`` on Ray: ``address`` of a running cluster (None: a local Ray instance
-    for this run); ``actors`` embedding actors (None: one per GPU, else one per 2 CPUs)."""
+    for this run); ``actors`` embedding actors (None: one per GPU, else one per 4 CPUs)."""
     ray = import_ray()
     if actors is not None and actors < 1:
         raise InvalidInputError(f"actors must be >= 1, got {actors}")
-    records = scan_source(src)
-    fe = open_extractor(config)  # the store's binding; the actors build the same extractor
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with StoreLock(out / ".lock"):
-        store = EmbeddingStore.open_or_create(out, fe.provenance, config.dtype)
-        pending = pending_records(records, store)
-        report = EmbedReport(str(out), len(records), len(records) - len(pending))
-        if stop_after_shards is not None:
-            pending = pending[: stop_after_shards * shard_inputs(config)]
-        if pending:
-            started_here = not ray.is_initialized()
+
+    def embed_on_ray(fe, pending, store, report):
+        started_here = not ray.is_initialized()
+        if started_here:
+            _quiet_ray_logs()
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR)
+        try:
+            _run(ray, pending, config, fe, store, report, actors, progress)
+        finally:
             if started_here:
-                _quiet_ray_logs()
-                ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.ERROR)
-            try:
-                _run(ray, pending, config, fe, store, report, actors, progress)
-            finally:
-                if started_here:
-                    ray.shutdown()
-        atomic_write_bytes(out / "errors.jsonl", jsonl_bytes(store.skipped()))
-    report.seconds = time.perf_counter() - t0
-    return report
+                ray.shutdown()
+
+    return run_embed_job(src, out, config, stop_after_shards, embed_on_ray)
 
 
 def _quiet_ray_logs() -> None:
@@ -106,9 +92,9 @@ def _run(ray, pending, config: EmbedDatasetConfig, fe, store: EmbeddingStore,
             if bar is not None:
                 bar.update(len(infos))
             if (shard := assembler.add(infos, vectors)) is not None:
-                _commit(store, shard, report)
+                commit_shard(store, shard, report)
         if (shard := assembler.flush()) is not None:
-            _commit(store, shard, report)
+            commit_shard(store, shard, report)
     finally:
         if bar is not None:
             bar.close()
@@ -131,13 +117,6 @@ def _pipeline(ray, pending, config: EmbedDatasetConfig, fe, size: int, threads: 
                          fn_constructor_kwargs={"config": config, "threads": threads},
                          compute=ray.data.ActorPoolStrategy(size=size),
                          num_gpus=1 if on_gpu else 0, num_cpus=0 if on_gpu else 1))
-
-
-def _commit(store: EmbeddingStore, shard, report: EmbedReport) -> None:
-    vectors, rows, skipped = shard
-    store.append_shard(vectors, rows, skipped)
-    report.added += len(rows)
-    report.skipped.extend(skipped)
 
 
 def _decode_batch(item: dict[str, Any], preprocess, decode: str, max_pixels: int) -> dict[str, Any]:
