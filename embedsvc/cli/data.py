@@ -136,7 +136,7 @@ def register(sub) -> None:
     p.add_argument("--address", help="Ray cluster address (auto, or ray://host:10001; default: "
                                      "a local Ray instance for this run)")
     p.add_argument("--actors", type=positive_int,
-                   help="embedding actors on Ray (default: one per GPU, else one per 2 CPUs)")
+                   help="embedding actors on Ray (default: one per GPU, else one per 4 CPUs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     isub = group(sub, "index", "build or update a store's FAISS index", "index_command")

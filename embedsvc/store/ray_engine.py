@@ -73,8 +73,8 @@ def _quiet_ray_logs() -> None:
 def _run(ray, pending, config: EmbedDatasetConfig, fe, store: EmbeddingStore,
          report: EmbedReport, actors: int | None, progress: bool) -> None:
     resources = ray.cluster_resources()
-    on_gpu_ok = config.device == "auto" or config.device.startswith("cuda")
-    gpus = int(resources.get("GPU", 0)) if on_gpu_ok else 0
+    gpu_allowed = config.device == "auto" or config.device.startswith("cuda")
+    gpus = int(resources.get("GPU", 0)) if gpu_allowed else 0
     cpus = int(resources.get("CPU", 1))
     size = actors or gpus or max(1, cpus // 4)
     ctx = ray.data.DataContext.get_current()
