@@ -47,7 +47,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from embedsvc.index import build_index
-    from embedsvc.index.vector_index import exact_neighbors, held_out_queries, recall_at_k
+    from embedsvc.index.tuning import exact_neighbors, held_out_queries, recall_at_k
     from embedsvc.store import EmbeddingStore
 
     store = EmbeddingStore.open(args.store)

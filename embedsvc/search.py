@@ -16,8 +16,8 @@ import numpy as np
 from .errors import InvalidInputError
 from .extract import FeatureExtractor, extractor_for
 from .images import ImageSource
-from .index.store_index import DEFAULT_INDEX, index_dir
-from .index.vector_index import VectorIndex, build_index
+from .index.store_index import DEFAULT_INDEX, index_dir, load_store_index
+from .index.vector_index import build_index
 from .store import EmbeddingStore
 
 FILTER_KEYS = ("label", "split", "domain")
@@ -45,7 +45,7 @@ class StoreSearcher:
         self.store = store if isinstance(store, EmbeddingStore) else EmbeddingStore.open(store)
         d = index_dir(self.store, index)
         if (d / "index_infos.json").is_file():
-            self.index = VectorIndex.load(d, expect_binding=self.store.binding)
+            self.index = load_store_index(self.store, index)
             self.rows_indexed = int(self.index.infos.get("rows_indexed", self.index.ntotal))
         elif index != DEFAULT_INDEX:
             raise InvalidInputError(f"store has no index named {index!r}; build it with "

@@ -1,11 +1,17 @@
 """FAISS indexes on real embeddings: recall, incremental updates, persistence, binding."""
+import json
+import shutil
+
 import numpy as np
 import pytest
 
 from embedsvc.errors import IncompatibleError, InvalidInputError
 from embedsvc.index import VectorIndex, build_index, plan_index
-from embedsvc.index.store_index import build_store_index, update_store_index
-from embedsvc.index.vector_index import exact_neighbors, held_out_queries, recall_at_k
+from embedsvc.index import ondisk
+from embedsvc.index.planner import index_memory
+from embedsvc.index.store_index import build_store_index, load_store_index, update_store_index
+from embedsvc.store import EmbeddingStore
+from embedsvc.index.tuning import exact_neighbors, held_out_queries, recall_at_k
 
 pytestmark = pytest.mark.slow  # real EfficientNet-Lite weights (see README: Tests and CI)
 
@@ -13,9 +19,51 @@ pytestmark = pytest.mark.slow  # real EfficientNet-Lite weights (see README: Tes
 def test_auto_plan_follows_count_and_budget():
     assert plan_index(5_000, 1280).kind == "flat"
     assert plan_index(100_000, 1280).kind == "hnsw"
-    assert plan_index(10_000_000, 1280, memory_budget_bytes=4 << 30).kind == "ivfpq"
+    # 10M 1280-d vectors: PQ codes re-ranked with the best that fits, else read from disk
+    assert [plan_index(10_000_000, 1280, memory_budget_bytes=gib << 30).refine
+            for gib in (16, 12, 4)] == ["sq8", "sq6", "exact"]
+    flat, sq6 = (plan_index(10_000_000, 1280, kind, refine=r) for kind, r in
+                 (("flat", "none"), ("ivfpq", "sq6")))
+    assert index_memory(sq6, 1280, 10_000_000) < index_memory(flat, 1280, 10_000_000) / 4
     with pytest.raises(InvalidInputError, match="auto, flat, hnsw, ivf, ivfpq"):
         plan_index(10, 8, kind="lsh")
+    with pytest.raises(InvalidInputError, match="re-ranks an ivfpq shortlist"):
+        plan_index(10_000, 8, kind="hnsw", refine="sq8")
+
+
+def test_an_index_built_in_blocks_on_disk_is_the_one_built_in_memory(cli, fmnist_store, tmp_path,
+                                                                     monkeypatch):
+    """Trained once, 3 blocks added by 2 processes, merged into inverted lists on disk: the
+    same answers as one index filled in memory; then the store moves, grows and is updated."""
+    root = shutil.copytree(fmnist_store.root, tmp_path / "s", ignore=shutil.ignore_patterns("indexes"))
+    monkeypatch.setattr(ondisk, "BLOCK_ROWS", 1000)
+    r = cli("index", "build", root, "--kind", "ivfpq", "--refine", "sq6", "--workers", "2", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "re-ranked with sq6 vectors" in r.stdout and "recall@10=0.9" in r.stdout, r.stdout
+    infos = json.loads((root / "indexes" / "default" / "index_infos.json").read_text())
+    assert infos["blocks"] == 3 and infos["lists"] == "lists-1.ivfdata"
+
+    x = fmnist_store.vectors()
+    q = held_out_queries(x, 200, seed=1)
+    in_memory = build_index(x, kind="ivfpq", refine="sq6")
+    in_memory.set_search_param(infos["search_param_value"])
+    moved = shutil.move(root, tmp_path / "elsewhere")  # the lists are found beside the index
+    store = EmbeddingStore.open(moved)
+    on_disk = load_store_index(store)
+    for a, b in zip(on_disk.search(q, 10), in_memory.search(q, 10)):
+        assert np.array_equal(a, b)
+    assert recall_at_k(on_disk.search(q, 10)[1], exact_neighbors(x, q, 10)) >= 0.95
+
+    # a budget too small for codes in memory: the exact vectors, read from the store's shards
+    r = cli("index", "build", moved, "--name", "e", "--kind", "ivfpq", "--memory-budget", "2M", "--quiet")
+    assert r.returncode == 0 and "re-ranked with exact vectors" in r.stdout, r.stdout + r.stderr
+    store.append_shard(q[:50], [{"path": f"new{i}", "label": "new"} for i in range(50)], [])
+    r = cli("index", "update", moved, "--name", "e", "--quiet")
+    assert r.returncode == 0 and "added 50 new rows" in r.stdout, r.stdout + r.stderr
+    files = sorted(p.name for p in (moved / "indexes" / "e").iterdir())
+    assert "lists-2.ivfdata" in files and "lists-1.ivfdata" not in files, files
+    r = cli("search", moved, "--index", "e", "--id", str(x.shape[0] + 7), "-k", "1", "--json")
+    assert json.loads(r.stdout)[0]["id"] == x.shape[0] + 7  # FAISS's printf()s stayed off stdout
 
 
 @pytest.mark.parametrize("kind,min_recall", [("flat", 1.0), ("hnsw", 0.95), ("ivf", 0.95), ("ivfpq", 0.3)])

@@ -6,7 +6,7 @@ import argparse
 
 from ..backbones.registry import DEFAULT_BACKBONE
 from ..datasets.fetch import DATASETS
-from ..index.planner import KINDS
+from ..index.planner import KINDS, REFINES
 from . import output
 from .common import (EXIT_OK, byte_size, command, decode_option, device, existing_images, group,
                      UsageError, in_range, non_negative_int, positive_int, runtime_option, warn)
@@ -47,16 +47,26 @@ def cmd_embed_dataset(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _index_engine(args: argparse.Namespace) -> dict:
+    if args.engine != "ray" and args.address:
+        raise UsageError("--address is for --engine ray")
+    return {"workers": args.workers, "engine": args.engine, "address": args.address,
+            "progress": not args.quiet}
+
+
 def cmd_index_build(args: argparse.Namespace) -> int:
     from ..index.store_index import build_store_index
     from ..store import EmbeddingStore
 
     vi = build_store_index(EmbeddingStore.open(args.store), args.name, args.kind, args.recall,
-                           args.memory_budget)
+                           args.memory_budget, args.refine, **_index_engine(args))
     i = vi.infos
     tuned = f", {i['search_param']}={i['search_param_value']}" if i.get("search_param") else ""
-    print(f"built {i['kind']} index '{args.name}' ({i['factory']}) over {i['count']} vectors "
-          f"in {i['build_seconds']:.1f} s{tuned}, recall@{i['k']}={i['recall_at_k']:.3f}")
+    refined = f" re-ranked with {i['plan']['refine']} vectors" if i["plan"].get("refine") else ""
+    print(f"built {i['kind']} index '{args.name}' ({i['factory']}){refined} over {i['count']} "
+          f"vectors in {i['build_seconds']:.1f} s{tuned}, recall@{i['k']}={i['recall_at_k']:.3f}")
+    print(f"  memory {output.size(i['memory_bytes'])} (flat: {output.size(i['flat_memory_bytes'])}), "
+          f"files {output.size(i['disk_bytes'])}")
     if not i.get("recall_target_met", True):
         warn(f"recall@{i['k']} {i['recall_at_k']:.3f} is below the target {args.recall:g} even at "
              f"the widest search setting; use --kind flat (exact), or more vectors per list")
@@ -67,9 +77,19 @@ def cmd_index_update(args: argparse.Namespace) -> int:
     from ..index.store_index import update_store_index
     from ..store import EmbeddingStore
 
-    vi, added = update_store_index(EmbeddingStore.open(args.store), args.name)
+    vi, added = update_store_index(EmbeddingStore.open(args.store), args.name, **_index_engine(args))
     print(f"index '{args.name}': added {added} new rows; {vi.ntotal} vectors")
     return EXIT_OK
+
+
+def _engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=positive_int,
+                   help="IVF kinds: processes adding blocks of rows (default: one per CPU)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="IVF kinds: add the blocks in local processes or in Ray tasks (the store "
+                        "and the index folder must be on storage every Ray node sees)")
+    p.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -142,20 +162,29 @@ def register(sub) -> None:
     isub = group(sub, "index", "build or update a store's FAISS index", "index_command")
     b = command(isub, "build", "(re)build an index over every row of STORE",
                 ["embedsvc index build stores/digits",
-                 "embedsvc index build stores/big --kind ivfpq --recall 0.9 --memory-budget 2G"],
+                 "embedsvc index build stores/big --kind ivfpq --recall 0.9 --memory-budget 2G",
+                 "embedsvc index build stores/huge --memory-budget 8G --engine ray --address auto"],
                 cmd_index_build)
     b.add_argument("store", help="embedding store folder")
     b.add_argument("--kind", choices=KINDS, default="auto",
-                   help="auto picks flat, hnsw or ivfpq from the size and the memory budget")
+                   help="auto picks flat, hnsw or ivfpq from the size and the memory budget; "
+                        "ivf and ivfpq are built in blocks into inverted lists on disk")
     b.add_argument("--name", default="default", help="index name (several may live in a store)")
     b.add_argument("--recall", type=in_range(0.0, 1.0, lo_open=True), default=0.95,
                    help="recall@10 target the search setting is tuned to, in (0, 1]")
     b.add_argument("--memory-budget", type=byte_size, default="4G",
-                   help="bytes the index may use, e.g. 512M or 4G")
+                   help="memory the index may use, e.g. 512M or 4G; it picks the kind and "
+                        "the refinement")
+    b.add_argument("--refine", choices=REFINES, default="auto",
+                   help="ivfpq: re-rank the shortlist with 8- or 6-bit codes in memory (sq8, "
+                        "sq6) or the store's exact vectors read from disk; auto: the best "
+                        "codes that fit the budget, else exact")
+    _engine_options(b)
     u = command(isub, "update", "add rows appended to STORE since the index was built",
                 ["embedsvc index update stores/digits"], cmd_index_update)
     u.add_argument("store", help="embedding store folder")
     u.add_argument("--name", default="default", help="index name")
+    _engine_options(u)
 
     p = command(sub, "search", "nearest neighbours in a store, by image or by row",
                 ["embedsvc search stores/digits --image query.png -k 5",

@@ -47,3 +47,11 @@ def model(name: str, library: str, dim: int | None, input_size: int | None, weig
     if loaded is not None:
         row["loaded"] = loaded
     return row
+
+
+def size(n: int) -> str:
+    """Bytes as people read them: 1.3 GiB, 64.0 MiB, 512 B."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} B"

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..index.planner import IndexPlan, plan_index
-from ..index.vector_index import (exact_neighbors, held_out_queries, pick_search_param,
-                                  search_ladder, train)
+from ..index.tuning import exact_neighbors, held_out_queries, pick_search_param, search_ladder
+from ..index.vector_index import train
 from .settings import CollectionSettings
 
 K = 10  # recall@10 is what the tuning promises

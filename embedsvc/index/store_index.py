@@ -7,6 +7,8 @@ import numpy as np
 
 from ..errors import InvalidInputError, NotFoundError
 from ..store import EmbeddingStore, StoreLock
+from .ondisk import build_ondisk, remove_build_leftovers, update_ondisk
+from .planner import index_memory, plan_index
 from .vector_index import VectorIndex, build_index
 
 DEFAULT_INDEX = "default"
@@ -19,29 +21,53 @@ def index_dir(store: EmbeddingStore, name: str = DEFAULT_INDEX) -> Path:
 
 
 def build_store_index(store: EmbeddingStore, name: str = DEFAULT_INDEX, kind: str = "auto",
-                      recall_target: float = 0.95, memory_budget_bytes: int = 4 << 30) -> VectorIndex:
-    """(Re)build the index over every row of the store and save it atomically."""
+                      recall_target: float = 0.95, memory_budget_bytes: int = 4 << 30,
+                      refine: str = "auto", workers: int | None = None, engine: str = "local",
+                      address: str | None = None, progress: bool = False) -> VectorIndex:
+    """(Re)build the index over every row of the store and save it atomically. IVF kinds are
+    built block by block into inverted lists on disk (``ondisk``); flat and HNSW in memory."""
     if not 0.0 < recall_target <= 1.0:
         raise InvalidInputError(f"recall target must be in (0, 1], got {recall_target}")
+    plan = plan_index(store.count, store.dim, kind, memory_budget_bytes, refine=refine)
+    d = index_dir(store, name)
     with StoreLock(store.root / ".lock"):
-        vi = build_index(store.vectors(), binding=store.binding, kind=kind,
-                         recall_target=recall_target, memory_budget_bytes=memory_budget_bytes)
-        vi.infos["rows_indexed"] = store.count
-        vi.save(index_dir(store, name))
+        remove_build_leftovers(d)
+        if plan.nlist:
+            vi = build_ondisk(store, plan, d, recall_target, workers=workers, engine=engine,
+                              address=address, progress=progress)
+        else:
+            vi = build_index(store.vectors(), binding=store.binding, kind=plan.kind,
+                             recall_target=recall_target, memory_budget_bytes=memory_budget_bytes)
+        vi.infos.update(rows_indexed=store.count, memory_bytes=index_memory(plan, store.dim, store.count),
+                        flat_memory_bytes=index_memory(plan_index(store.count, store.dim, "flat"),
+                                                       store.dim, store.count))
+        vi.save(d)
+        # what the files take (for an exact refinement, the store's shards are read as well)
+        vi.infos["disk_bytes"] = sum(p.stat().st_size for p in d.iterdir() if p.is_file())
     return vi
 
 
-def update_store_index(store: EmbeddingStore, name: str = DEFAULT_INDEX) -> tuple[VectorIndex, int]:
+def load_store_index(store: EmbeddingStore, name: str = DEFAULT_INDEX) -> VectorIndex:
+    """The index, bound to this store; an exact refinement reads the store's own vectors."""
+    return VectorIndex.load(index_dir(store, name), expect_binding=store.binding, rows=store.take)
+
+
+def update_store_index(store: EmbeddingStore, name: str = DEFAULT_INDEX, workers: int | None = None,
+                       engine: str = "local", address: str | None = None,
+                       progress: bool = False) -> tuple[VectorIndex, int]:
     """Add the rows appended to the store since the index was built, without a rebuild."""
     d = index_dir(store, name)
     if not (d / "index_infos.json").is_file():
         raise NotFoundError(f"store has no index {name!r}; run 'embedsvc index build' first")
     with StoreLock(store.root / ".lock"):
-        vi = VectorIndex.load(d, mmap=False, expect_binding=store.binding)
+        remove_build_leftovers(d)
+        vi = VectorIndex.load(d, mmap=False, expect_binding=store.binding, rows=store.take)
         start = int(vi.infos.get("rows_indexed", 0))
         if start < store.count:
-            x = store.vectors()[start:]
-            vi.add(x, np.arange(start, store.count, dtype=np.int64))
+            if vi.infos.get("lists"):
+                update_ondisk(store, vi, d, workers, engine, address, progress)
+            else:
+                vi.add(store.vectors()[start:], np.arange(start, store.count, dtype=np.int64))
             vi.infos["rows_indexed"] = store.count
             vi.save(d)
     return vi, store.count - start

@@ -23,13 +23,12 @@ from ..atomic import atomic_write_bytes
 from ..embeddings import check_compatible
 from ..errors import IncompatibleError, InvalidInputError, NotFoundError
 from ..versions import written_by
+from .chatter import faiss_chatter_silenced
 from .planner import IndexPlan, plan_index
+from .refine import Refiner, shortlist, train_sq
+from .tuning import exact_neighbors, held_out_queries, tune
 
 FORMAT_VERSION = 1
-SEARCH_LADDER = {
-    "efSearch": (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024),
-    "nprobe": (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512, 1024, 2048),
-}
 
 
 def _faiss():
@@ -51,12 +50,13 @@ def _as_queries(x: np.ndarray, dim: int) -> np.ndarray:
 
 class VectorIndex:
     def __init__(self, index, plan: IndexPlan, binding: dict[str, Any], infos: dict[str, Any],
-                 removed: set[int] | None = None):
+                 removed: set[int] | None = None, refiner: Refiner | None = None):
         self.index = index
         self.plan = plan
         self.binding = binding
         self.infos = infos
         self.removed: set[int] = removed or set()
+        self.refiner = refiner
 
     @property
     def dim(self) -> int:
@@ -81,12 +81,15 @@ class VectorIndex:
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         q = _as_queries(queries, self.dim)
-        fetch = min(int(self.index.ntotal), k + len(self.removed))
+        want = k if self.refiner is None else shortlist(k)
+        fetch = min(int(self.index.ntotal), want + len(self.removed))
         if fetch == 0:
             return (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64))
         scores, ids = self.index.search(q, fetch)
         if self.removed:
-            scores, ids = self._drop_removed(scores, ids, k)
+            scores, ids = self._drop_removed(scores, ids, want)
+        if self.refiner is not None:
+            scores, ids = self.refiner.rerank(q, ids, k)
         if ids.shape[1] < k:
             pad = k - ids.shape[1]
             scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
@@ -125,9 +128,26 @@ class VectorIndex:
         ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64))
         if ids.shape != (len(x),):
             raise InvalidInputError(f"{len(x)} vectors but {ids.shape} ids")
+        if self.infos.get("lists"):
+            raise InvalidInputError("an index with inverted lists on disk grows by a merge "
+                                    "(embedsvc index update), not in place")
+        if self.refiner is not None:
+            self._add_refined(x, ids)
+            return
         self.remove(ids[np.isin(ids, self._all_ids())])  # upsert: a re-added id replaces the old
         self.index.add_with_ids(x, ids)
         self.removed.difference_update(int(i) for i in ids)
+
+    def _add_refined(self, x: np.ndarray, ids: np.ndarray) -> None:
+        """Refinement reads row i for id i, so a refined index only grows by the next rows."""
+        n = int(self.index.ntotal)
+        if not np.array_equal(ids, np.arange(n, n + len(ids))):
+            raise InvalidInputError(f"a refined index takes the next rows in order ({n}, "
+                                    f"{n + 1}, ...); it cannot replace or skip ids")
+        if self.refiner.sq is not None:
+            self.refiner = Refiner.from_codes(self.refiner.kind, self.refiner.sq, np.concatenate(
+                [self.refiner.codes, self.refiner.sq.sa_encode(x)]))
+        self.index.add_with_ids(x, ids)
 
     def remove(self, ids) -> int:
         ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64).ravel())
@@ -153,110 +173,132 @@ class VectorIndex:
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
+        """Files that belong to one build carry its generation (``lists-N.ivfdata``,
+        ``refine-N.*``); the info file, written last, names them, and files of other
+        generations are removed after it. A reader that opened the old ones keeps them."""
         faiss = _faiss()
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
+        generation = int(self.infos.get("generation", 0))  # the on-disk builder counts them
+        refine_files = self.refiner.save(d, generation) if self.refiner is not None else {}
         atomic_write_bytes(d / "index.faiss", faiss.serialize_index(self.index).tobytes())
         buf = io.BytesIO()
         np.save(buf, np.array(sorted(self.removed), dtype=np.int64))
         atomic_write_bytes(d / "removed.npy", buf.getvalue())
         infos = {**self.infos, "format": FORMAT_VERSION, "plan": asdict(self.plan),
                  "binding": self.binding, "ntotal": self.ntotal, "written_by": written_by(),
+                 "generation": generation, "refine_files": refine_files,
                  "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         # written last: a reader trusts index.faiss only when index_infos.json describes it
         atomic_write_bytes(d / "index_infos.json", json.dumps(infos, indent=2).encode())
+        self.infos = infos
+        keep = {infos.get("lists"), *refine_files.values()}
+        for old in [*d.glob("lists-*.ivfdata"), *d.glob("refine-*.*")]:
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
         return d
 
     @classmethod
     def load(cls, directory: str | os.PathLike, mmap: bool = True,
-             expect_binding: dict[str, Any] | None = None) -> "VectorIndex":
-        faiss = _faiss()
+             expect_binding: dict[str, Any] | None = None,
+             rows: Callable[[np.ndarray], np.ndarray] | None = None) -> "VectorIndex":
+        """``rows(ids)``: the exact vectors of an index refined with them (its store's)."""
         d = Path(directory)
-        if not (d / "index_infos.json").is_file():
-            raise NotFoundError(f"no index at {str(d)!r} (index_infos.json missing)")
-        infos = json.loads((d / "index_infos.json").read_text())
+        for attempt in range(3):  # a writer may swap the generation while this reads
+            infos = _read_infos(d)
+            try:
+                vi = cls._load(d, infos, mmap, expect_binding, rows)
+            except (RuntimeError, FileNotFoundError):
+                if attempt == 2 or _read_infos(d) == infos:
+                    raise
+                continue
+            if _read_infos(d) == infos:
+                return vi
+        return vi
+
+    @classmethod
+    def _load(cls, d: Path, infos: dict, mmap: bool, expect_binding, rows) -> "VectorIndex":
+        faiss = _faiss()
         if infos.get("format") != FORMAT_VERSION:
             raise IncompatibleError(f"index {str(d)!r} has format {infos.get('format')!r}")
         if expect_binding is not None:
             check_compatible(infos["binding"], expect_binding, f"index {str(d)!r}")
-        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
-        try:
-            index = faiss.read_index(str(d / "index.faiss"), flags)
-        except RuntimeError:  # not every index type can be memory-mapped
-            index = faiss.read_index(str(d / "index.faiss"))
+        if infos.get("lists"):
+            # inverted lists on disk, memory-mapped by OnDiskInvertedLists itself, beside
+            # index.faiss wherever the store moved (IO_FLAG_MMAP on top of it crashes FAISS 1.15)
+            with faiss_chatter_silenced():
+                index = faiss.read_index(str(d / "index.faiss"),
+                                         faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
+        else:
+            try:
+                index = faiss.read_index(str(d / "index.faiss"),
+                                         faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0)
+            except RuntimeError:  # not every index type can be memory-mapped
+                index = faiss.read_index(str(d / "index.faiss"))
         removed = set(np.load(d / "removed.npy").tolist()) if (d / "removed.npy").is_file() else set()
         plan = IndexPlan(**infos["plan"])
-        vi = cls(index, plan, infos["binding"], infos, removed)
+        vi = cls(index, plan, infos["binding"], infos, removed, Refiner.load(d, infos, rows))
         if infos.get("search_param_value") is not None:
             vi.set_search_param(infos["search_param_value"])
         return vi
 
 
-def held_out_queries(vectors: np.ndarray, n: int, seed: int = 0, noise: float = 0.3) -> np.ndarray:
-    """Queries for tuning: stored vectors moved by noise of norm ~``noise`` and renormalised,
-    so the tuning does not reward finding a query's own copy."""
-    rng = np.random.default_rng(seed)
-    rows = rng.choice(len(vectors), size=min(n, len(vectors)), replace=False)
-    q = np.asarray(vectors[rows], dtype=np.float32)
-    q = q + rng.standard_normal(q.shape).astype(np.float32) * (noise / np.sqrt(q.shape[1]))
-    return q / np.linalg.norm(q, axis=1, keepdims=True)
-
-
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    hits = sum(len(set(f[:k].tolist()) & set(t.tolist())) for f, t in zip(found, truth))
-    return hits / truth.size
-
-
-def exact_neighbors(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    faiss = _faiss()
-    flat = faiss.IndexFlatIP(vectors.shape[1])
-    flat.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return flat.search(np.ascontiguousarray(queries), k)[1]
+def _read_infos(d: Path) -> dict[str, Any]:
+    if not (d / "index_infos.json").is_file():
+        raise NotFoundError(f"no index at {str(d)!r} (index_infos.json missing)")
+    return json.loads((d / "index_infos.json").read_text())
 
 
 def build_index(vectors: np.ndarray, ids: np.ndarray | None = None, binding: dict | None = None,
                 kind: str = "auto", recall_target: float = 0.95, k: int = 10,
                 memory_budget_bytes: int = 4 << 30, tuning_queries: int = 1000,
-                seed: int = 0) -> VectorIndex:
-    """Build, fill and tune an index over (N, D) unit vectors."""
+                seed: int = 0, refine: str = "auto",
+                rows: Callable[[np.ndarray], np.ndarray] | None = None) -> VectorIndex:
+    """Build, fill and tune an index over (N, D) unit vectors, in memory. ``rows``: where an
+    ``exact`` refinement reads vectors (default: ``vectors`` itself, kept in memory)."""
     faiss = _faiss()
     x = _as_queries(vectors, np.asarray(vectors).shape[-1])
     ids = np.arange(len(x), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-    plan = plan_index(len(x), x.shape[1], kind, memory_budget_bytes)
+    plan = plan_index(len(x), x.shape[1], kind, memory_budget_bytes, refine=refine)
+    if plan.refine and not np.array_equal(ids, np.arange(len(x))):
+        raise InvalidInputError("a refined index reads row i for id i; its ids must be 0..n-1")
     t0 = time.perf_counter()
     index = faiss.index_factory(x.shape[1], plan.factory, faiss.METRIC_INNER_PRODUCT)
-    train(index, plan, x, seed)
+    sample = train(index, plan, x, seed)
     index.add_with_ids(x, ids)
+    refiner = None
+    if plan.refine == "exact":
+        refiner = Refiner("exact", rows or (lambda i: x[i]))
+    elif plan.refine:
+        sq = train_sq(plan.refine, sample)
+        refiner = Refiner.from_codes(plan.refine, sq, sq.sa_encode(x))
     build_s = time.perf_counter() - t0
     infos: dict[str, Any] = {"kind": plan.kind, "factory": plan.factory, "count": len(x),
                              "dim": int(x.shape[1]), "build_seconds": round(build_s, 3),
                              "recall_target": recall_target, "k": k}
-    vi = VectorIndex(index, plan, binding or {}, infos)
+    vi = VectorIndex(index, plan, binding or {}, infos, refiner=refiner)
     if plan.search_param:
-        vi.infos.update(tune(vi, x, ids, recall_target, k, tuning_queries, seed))
+        queries = held_out_queries(x, tuning_queries, seed)
+        vi.infos.update(tune(vi, queries, ids[exact_neighbors(x, queries, k)], recall_target))
     else:
         vi.infos.update(recall_at_k=1.0, recall_target_met=True)
     return vi
 
 
-def train(index, plan: IndexPlan, x: np.ndarray, seed: int = 0) -> None:
-    """Train an index that needs it (IVF) on a sample of ``x``."""
-    if index.is_trained:
-        return
-    _training_settings(index)
-    rng = np.random.default_rng(seed)
-    # k-means needs ~39-256 points per list; more only costs time
-    n_train = min(len(x), max((plan.nlist or 1) * 64, 10_000))
-    index.train(x[np.sort(rng.choice(len(x), n_train, replace=False))])
+def training_rows(count: int, plan: IndexPlan, seed: int = 0) -> np.ndarray:
+    """Which rows train an IVF index: k-means needs ~39-256 points per list; more only costs
+    time."""
+    n_train = min(count, max((plan.nlist or 1) * 64, 10_000))
+    return np.sort(np.random.default_rng(seed).choice(count, n_train, replace=False))
 
 
-def search_ladder(plan: IndexPlan) -> tuple[int, ...]:
-    """The search parameter values tuning tries, in order (nprobe never beyond nlist)."""
-    ladder = SEARCH_LADDER[plan.search_param]
-    if plan.nlist:
-        ladder = tuple(v for v in ladder if v <= plan.nlist) or (plan.nlist,)
-    return ladder
+def train(index, plan: IndexPlan, x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Train an index that needs it (IVF) on a sample of ``x``; returns the sample."""
+    sample = x[training_rows(len(x), plan, seed)]
+    if not index.is_trained:
+        _training_settings(index)
+        index.train(sample)
+    return sample
 
 
 def _training_settings(index) -> None:
@@ -270,39 +312,3 @@ def _training_settings(index) -> None:
     if hasattr(ivf, "pq"):
         ivf.pq.cp.min_points_per_centroid = 1
         ivf.do_polysemous_training = False
-
-
-TUNING_MARGIN = 0.01
-
-
-def tune(vi: VectorIndex, x: np.ndarray, ids: np.ndarray, target: float, k: int,
-         n_queries: int, seed: int) -> dict[str, Any]:
-    """Smallest search parameter on the ladder whose recall@k meets the target.
-
-    Aims ``TUNING_MARGIN`` above the target: recall measured on a few hundred queries varies
-    by about a point, and the promise is about queries the tuning never saw.
-    """
-    queries = held_out_queries(x, n_queries, seed)
-    truth = ids[exact_neighbors(x, queries, k)]
-    ladder = search_ladder(vi.plan)
-
-    def ids_found(value: int) -> np.ndarray:
-        vi.set_search_param(value)
-        return vi.search(queries, k)[1]
-
-    found = pick_search_param(ladder, ids_found, truth, target)
-    vi.set_search_param(found["search_param_value"])
-    return {"search_param": vi.plan.search_param, **found}
-
-
-def pick_search_param(ladder: tuple[int, ...], ids_found: Callable[[int], np.ndarray],
-                      truth: np.ndarray, target: float) -> dict[str, Any]:
-    """The first value on the ladder whose recall@k (``ids_found(value)`` against ``truth``)
-    reaches the target plus the margin; the last one if none does."""
-    recall = 0.0
-    for value in ladder:
-        recall = recall_at_k(ids_found(value), truth)
-        if recall >= min(1.0, target + TUNING_MARGIN):
-            break
-    return {"search_param_value": int(value), "recall_at_k": round(recall, 4),
-            "tuning_queries": len(truth), "recall_target_met": recall >= target}

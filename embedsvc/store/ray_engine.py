@@ -13,6 +13,7 @@ the driver only, so it need not be shared.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import warnings
@@ -49,18 +50,27 @@ def embed_dataset_ray(src: str | Path, out: str | Path,
         raise InvalidInputError(f"actors must be >= 1, got {actors}")
 
     def embed_on_ray(fe, pending, store, report):
-        started_here = not ray.is_initialized()
-        if started_here:
-            _quiet_ray_logs()
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.ERROR)
-        try:
+        with ray_session(address):
             _run(ray, pending, config, fe, store, report, actors, progress)
-        finally:
-            if started_here:
-                ray.shutdown()
 
     return run_embed_job(src, out, config, stop_after_shards, embed_on_ray)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None):
+    """Ray, connected to the cluster at ``address`` (None: a local instance for this run,
+    shut down after it) unless this process is already connected."""
+    ray = import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        _quiet_ray_logs()
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR)
+    try:
+        yield ray
+    finally:
+        if started_here:
+            ray.shutdown()
 
 
 def _quiet_ray_logs() -> None:

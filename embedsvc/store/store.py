@@ -47,6 +47,7 @@ class EmbeddingStore:
         self.root = root
         self.manifest = manifest
         self._meta_cache: list[dict] | None = None
+        self._maps: dict[str, np.ndarray] = {}  # shard name → its memory-mapped vectors
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
@@ -132,6 +133,27 @@ class EmbeddingStore:
         """Each shard's vectors, memory-mapped (no copy until used)."""
         for s in self.shards:
             yield np.load(self._shard_path(s.name, "vectors"), mmap_mode="r", allow_pickle=False)
+
+    def take(self, ids) -> np.ndarray:
+        """Rows ``ids`` (any order, repeats allowed) as float32, read from the memory-mapped
+        shards: only the pages that hold them are touched, so an index can re-rank its
+        candidates with the exact vectors without holding the store in memory."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if len(ids) and (ids.min() < 0 or ids.max() >= self.count):
+            raise NotFoundError(f"store has rows 0..{self.count - 1}; asked for rows outside")
+        shards = self.shards
+        which = np.searchsorted([s.first_id for s in shards], ids, side="right") - 1
+        out = np.empty((len(ids), self.dim), np.float32)
+        for k in np.unique(which):
+            at = which == k
+            out[at] = self._mapped(shards[k].name)[ids[at] - shards[k].first_id]
+        return out
+
+    def _mapped(self, name: str) -> np.ndarray:
+        if name not in self._maps:  # a committed shard never changes, so its map stays valid
+            self._maps[name] = np.load(self._shard_path(name, "vectors"), mmap_mode="r",
+                                       allow_pickle=False)
+        return self._maps[name]
 
     def vectors(self, dtype=np.float32) -> np.ndarray:
         """All vectors as one (count, dim) array in row-id order."""
