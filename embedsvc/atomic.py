@@ -25,6 +25,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def fsync_file(path: Path) -> None:
+    """Flush a file written in place (through a memory map, say) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(directory: Path) -> None:
     # the rename itself is durable only once the directory entry is flushed
     try:

@@ -176,9 +176,9 @@ def register(sub) -> None:
                    help="memory the index may use, e.g. 512M or 4G; it picks the kind and "
                         "the refinement")
     b.add_argument("--refine", choices=REFINES, default="auto",
-                   help="ivfpq: re-rank the shortlist with 8- or 6-bit codes in memory (sq8, "
-                        "sq6) or the store's exact vectors read from disk; auto: the best "
-                        "codes that fit the budget, else exact")
+                   help="ivfpq: re-rank the shortlist with 8-bit codes in memory (sq8) or the "
+                        "store's exact vectors read from disk; auto: sq8 when it fits the "
+                        "budget, else exact")
     _engine_options(b)
     u = command(isub, "update", "add rows appended to STORE since the index was built",
                 ["embedsvc index update stores/digits"], cmd_index_update)

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes, fsync_dir
+from ..atomic import atomic_write_bytes, fsync_dir, fsync_file
 from ..errors import IncompatibleError, NotFoundError
 from ..versions import written_by
 from .rows import NEVER, View
@@ -74,7 +74,7 @@ def write_snapshot(root: Path, view: View, next_id: int, binding: dict[str, Any]
             for m, a in zip(view.metadata[:n], alive.tolist())))
         if write_index is not None and view.indexed:
             write_index(tmp / "index.faiss")
-            _fsync_file(tmp / "index.faiss")
+            fsync_file(tmp / "index.faiss")
         stamp = {"format": FORMAT, "written_by": written_by(),
                  "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         infos = {**(view.infos or {}), "count": int(alive.sum()), "binding": binding, **stamp}
@@ -141,14 +141,6 @@ def _durable(path: Path, write: Callable) -> None:
         write(f)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SnapshotReader:

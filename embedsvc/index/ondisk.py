@@ -21,11 +21,12 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import fsync_file
 from ..errors import InvalidInputError
 from ..store import EmbeddingStore
 from .chatter import faiss_chatter_silenced
@@ -151,7 +152,7 @@ def merge_lists(trained: str, sources: list[str], lists_path: Path):
         ivf.replace_invlists(lists, True)
         lists.this.disown()  # the index owns it now
         index.ntotal = ivf.ntotal = ntotal
-    _fsync(lists_path)  # written through a memory map: durable before the info file names it
+    fsync_file(lists_path)  # written through a memory map: durable before the info file names it
     return index
 
 
@@ -195,7 +196,7 @@ def _run(jobs: list[BlockJob], engine: str, workers: int, address: str | None):
             yield from (j for j, _ in zip(jobs, pool.map(add_block, jobs)))
     else:
         for j in jobs:
-            add_block(BlockJob(**{**j.__dict__, "threads": os.cpu_count() or 1}))
+            add_block(replace(j, threads=os.cpu_count() or 1))
             yield j
 
 
@@ -213,7 +214,7 @@ def _gather_codes(blocks: list[str], path: Path, before: np.ndarray | None) -> n
             at += len(chunk)
     out.flush()
     del out
-    _fsync(path)
+    fsync_file(path)
     return np.load(path, mmap_mode="r")
 
 
@@ -222,14 +223,6 @@ def _next_generation(directory: Path) -> int:
     seen = [int(p.name.split("-")[1].split(".")[0]) for pattern in ("lists-*.ivfdata", "refine-*.*")
             for p in directory.glob(pattern) if p.name.split("-")[1].split(".")[0].isdigit()]
     return max(seen, default=0) + 1
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _bar(total: int, enabled: bool):

@@ -5,8 +5,8 @@
 - while the vectors plus the HNSW graph fit the budget: ``HNSW32``, efSearch tuned to the recall
   target;
 - beyond: ``IVF{nlist},PQ{m}`` with nprobe tuned, about ``m`` bytes per vector, its shortlist
-  re-ranked ("refined") with the best vectors that still fit: scalar-quantised codes of 8 or 6
-  bits per dimension held in memory, else the store's exact vectors read from disk.
+  re-ranked ("refined") with the best vectors that still fit: 8-bit scalar-quantised codes
+  held in memory, else the store's exact vectors read from disk.
 
 The memory a plan needs is ``count * bytes_per_vector + fixed_bytes`` (``index_memory``); the
 README's plan for 100M vectors is this formula.
@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from ..errors import InvalidInputError
 
 KINDS = ("auto", "flat", "hnsw", "ivf", "ivfpq")
-REFINES = ("auto", "none", "sq8", "sq6", "exact")
-# 4 bits are too coarse: recall@10 0.92 at the widest search on Fashion-MNIST embeddings
-SQ_BITS = {"sq8": 8, "sq6": 6}
+REFINES = ("auto", "none", "sq8", "exact")
+# fewer bits are too coarse: with 6, recall@10 stopped at 0.93 at the widest search on 1M
+# Fashion-MNIST embeddings (bench/index_search.py --on-disk), where exact vectors reach 0.957
+SQ_BITS = {"sq8": 8}
 HNSW_M = 32
 ID_BYTES = 8  # an int64 label beside each code in an inverted list
 
@@ -32,7 +33,7 @@ class IndexPlan:
     factory: str  # faiss index_factory string
     search_param: str | None  # "efSearch" | "nprobe" | None
     nlist: int | None = None
-    refine: str | None = None  # sq8 | sq6 | exact: what re-ranks an ivfpq shortlist
+    refine: str | None = None  # sq8 | exact: what re-ranks an ivfpq shortlist
 
     @property
     def supports_remove(self) -> bool:
@@ -111,7 +112,7 @@ def plan_index(count: int, dim: int, kind: str = "auto", memory_budget_bytes: in
     if count < 2 ** nbits:  # k-means cannot make more centroids than it has points
         raise InvalidInputError(f"an ivfpq index needs at least {2 ** nbits} vectors, got {count}; "
                                 f"use kind flat (exact) or auto")
-    if refine == "auto":  # the best codes that fit in memory, else the exact vectors on disk
-        refine = next((r for r in SQ_BITS if fits("ivfpq", r)), "exact")
+    if refine == "auto":  # codes that fit in memory, else the exact vectors on disk
+        refine = "sq8" if fits("ivfpq", "sq8") else "exact"
     return IndexPlan("ivfpq", f"IVF{nlist},PQ{_pq_m(dim)}x{nbits}", "nprobe", nlist,
                      None if refine == "none" else refine)

@@ -4,7 +4,7 @@ PQ codes of 64 bytes rank 1280-d vectors too coarsely for recall@10 (0.62 at the
 search on Fashion-MNIST embeddings), but the true neighbours are almost always among the
 first few hundred candidates. Those candidates are scored again with better vectors:
 
-- ``sq8`` / ``sq6``: scalar-quantised copies, d * bits / 8 bytes per vector, kept in
+- ``sq8``: scalar-quantised copies, d bytes per vector, kept in
   ``refine-N.npy`` beside the index and memory-mapped;
 - ``exact``: the store's own float vectors, read from its memory-mapped shards, so nothing
   more is held in memory and only the pages of the candidates are read.
@@ -30,7 +30,7 @@ QUERY_CHUNK = 128  # queries re-ranked at once: at most 128 x 200 distinct rows,
 def sq_qtype(refine: str):
     import faiss
 
-    return {"sq8": faiss.ScalarQuantizer.QT_8bit, "sq6": faiss.ScalarQuantizer.QT_6bit}[refine]
+    return {"sq8": faiss.ScalarQuantizer.QT_8bit}[refine]
 
 
 def train_sq(refine: str, sample: np.ndarray):
