@@ -54,6 +54,7 @@ def main() -> int:
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--on-disk", metavar="WORK", help="the sharded on-disk build, in WORK")
     ap.add_argument("--workers", type=int, default=None, help="--on-disk: add processes")
+    ap.add_argument("--reuse", action="store_true", help="--on-disk: the index an earlier run built")
     args = ap.parse_args()
     if args.on_disk:
         from index_scale import on_disk
@@ -75,7 +76,8 @@ def main() -> int:
           f"{'q/s 1-by-1':>11} {'q/s batch':>10} {'x flat (1-by-1)':>16}")
     flat_qps = None
     for kind in args.kinds.split(","):
-        vi = build_index(x, kind=kind, recall_target=0.95, k=args.k)
+        # PQ codes alone here; --on-disk measures the refinements
+        vi = build_index(x, kind=kind, recall_target=0.95, k=args.k, refine="none")
         recall = recall_at_k(vi.search(queries, args.k)[1], truth)
         single, batch = qps(vi, queries, args.k)
         if kind == "flat":

@@ -33,7 +33,7 @@ from .chatter import faiss_chatter_silenced
 from .planner import SQ_BITS, IndexPlan
 from .refine import Refiner, train_sq
 from .tuning import exact_neighbors, held_out_queries, tune
-from .vector_index import VectorIndex, train, training_rows
+from .vector_index import VectorIndex, remove_unnamed_generations, train, training_rows
 
 BLOCK_ROWS = 100_000  # rows per add task: 512 MB of 1280-d float32 read by one worker
 ENGINES = ("local", "ray")
@@ -235,6 +235,8 @@ def _bar(total: int, enabled: bool):
 
 
 def remove_build_leftovers(directory: Path) -> None:
-    """Work folders of a killed build; call with the store's lock held."""
+    """What a failed or killed build left: work folders, and generation files the info file
+    does not name. Call with the store's lock held."""
     for d in [*directory.glob(".build-*"), *directory.glob(".update-*")]:
         shutil.rmtree(d, ignore_errors=True)
+    remove_unnamed_generations(directory)

@@ -1,6 +1,7 @@
 """Indexes that live inside a store (``STORE/indexes/NAME``) and follow its rows."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,7 @@ def build_store_index(store: EmbeddingStore, name: str = DEFAULT_INDEX, kind: st
         raise InvalidInputError(f"recall target must be in (0, 1], got {recall_target}")
     plan = plan_index(store.count, store.dim, kind, memory_budget_bytes, refine=refine)
     d = index_dir(store, name)
-    with StoreLock(store.root / ".lock"):
-        remove_build_leftovers(d)
+    with StoreLock(store.root / ".lock"), _no_trace_on_failure(d):
         if plan.nlist:
             vi = build_ondisk(store, plan, d, recall_target, workers=workers, engine=engine,
                               address=address, progress=progress)
@@ -59,8 +59,7 @@ def update_store_index(store: EmbeddingStore, name: str = DEFAULT_INDEX, workers
     d = index_dir(store, name)
     if not (d / "index_infos.json").is_file():
         raise NotFoundError(f"store has no index {name!r}; run 'embedsvc index build' first")
-    with StoreLock(store.root / ".lock"):
-        remove_build_leftovers(d)
+    with StoreLock(store.root / ".lock"), _no_trace_on_failure(d):
         vi = VectorIndex.load(d, mmap=False, expect_binding=store.binding, rows=store.take)
         start = int(vi.infos.get("rows_indexed", 0))
         if start < store.count:
@@ -71,3 +70,15 @@ def update_store_index(store: EmbeddingStore, name: str = DEFAULT_INDEX, workers
             vi.infos["rows_indexed"] = store.count
             vi.save(d)
     return vi, store.count - start
+
+
+@contextlib.contextmanager
+def _no_trace_on_failure(d: Path):
+    """A build or update that fails (or was killed before) leaves no files behind; the index
+    the info file names stays as it was."""
+    remove_build_leftovers(d)
+    try:
+        yield
+    except BaseException:
+        remove_build_leftovers(d)
+        raise

@@ -192,10 +192,7 @@ class VectorIndex:
         # written last: a reader trusts index.faiss only when index_infos.json describes it
         atomic_write_bytes(d / "index_infos.json", json.dumps(infos, indent=2).encode())
         self.infos = infos
-        keep = {infos.get("lists"), *refine_files.values()}
-        for old in [*d.glob("lists-*.ivfdata"), *d.glob("refine-*.*")]:
-            if old.name not in keep:
-                old.unlink(missing_ok=True)
+        remove_unnamed_generations(d)
         return d
 
     @classmethod
@@ -241,6 +238,15 @@ class VectorIndex:
         if infos.get("search_param_value") is not None:
             vi.set_search_param(infos["search_param_value"])
         return vi
+
+
+def remove_unnamed_generations(d: Path) -> None:
+    """Generation files the info file does not name: replaced ones, or a failed build's."""
+    infos = json.loads((d / "index_infos.json").read_text()) if (d / "index_infos.json").is_file() else {}
+    keep = {infos.get("lists"), *infos.get("refine_files", {}).values()}
+    for old in [*d.glob("lists-*.ivfdata"), *d.glob("refine-*.*")]:
+        if old.name not in keep:
+            old.unlink(missing_ok=True)
 
 
 def _read_infos(d: Path) -> dict[str, Any]:
