@@ -144,9 +144,7 @@ class VectorIndex:
         if not np.array_equal(ids, np.arange(n, n + len(ids))):
             raise InvalidInputError(f"a refined index takes the next rows in order ({n}, "
                                     f"{n + 1}, ...); it cannot replace or skip ids")
-        if self.refiner.sq is not None:
-            self.refiner = Refiner.from_codes(self.refiner.kind, self.refiner.sq, np.concatenate(
-                [self.refiner.codes, self.refiner.sq.sa_encode(x)]))
+        self.refiner = self.refiner.extended(x)
         self.index.add_with_ids(x, ids)
 
     def remove(self, ids) -> int:
@@ -274,7 +272,7 @@ def build_index(vectors: np.ndarray, ids: np.ndarray | None = None, binding: dic
     index.add_with_ids(x, ids)
     refiner = None
     if plan.refine == "exact":
-        refiner = Refiner("exact", rows or (lambda i: x[i]))
+        refiner = Refiner("exact", rows) if rows is not None else Refiner.from_vectors(x)
     elif plan.refine:
         sq = train_sq(plan.refine, sample)
         refiner = Refiner.from_codes(plan.refine, sq, sq.sa_encode(x))
