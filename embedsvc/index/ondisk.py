@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -159,12 +159,14 @@ def merge_lists(trained: str, sources: list[str], lists_path: Path):
 def _add_blocks(store: EmbeddingStore, work: str, start: int, codes: bool, workers: int | None,
                 engine: str, address: str | None, progress: bool) -> list[str]:
     cpus = os.cpu_count() or 1
-    workers = max(1, min(workers or cpus, cpus)) if engine == "local" else (workers or 0)
     stops = list(range(start + BLOCK_ROWS, store.count, BLOCK_ROWS)) + [store.count]
+    spans = list(zip([start] + stops[:-1], stops))
+    if engine == "local":  # the cores are shared out among the processes that have a block
+        workers = max(1, min(workers or cpus, cpus, len(spans)))
+    threads = max(1, cpus // workers) if workers else 1  # Ray without --workers: 1 CPU a task
     jobs = [BlockJob(f"{work}/trained.faiss", str(store.root), lo, hi, f"{work}/block-{i:05d}.faiss",
-                     f"{work}/quantizer.faiss" if codes else None,
-                     max(1, cpus // workers) if workers else 1)
-            for i, (lo, hi) in enumerate(zip([start] + stops[:-1], stops))]
+                     f"{work}/quantizer.faiss" if codes else None, threads)
+            for i, (lo, hi) in enumerate(spans)]
     bar = _bar(store.count - start, progress)
     try:
         for job in _run(jobs, engine, workers, address):
@@ -176,7 +178,7 @@ def _add_blocks(store: EmbeddingStore, work: str, start: int, codes: bool, worke
     return [j.out for j in jobs]
 
 
-def _run(jobs: list[BlockJob], engine: str, workers: int, address: str | None):
+def _run(jobs: list[BlockJob], engine: str, workers: int | None, address: str | None):
     """Yields each job once its block is written."""
     if engine not in ENGINES:
         raise InvalidInputError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
@@ -190,13 +192,13 @@ def _run(jobs: list[BlockJob], engine: str, workers: int, address: str | None):
                 done, _ = ray.wait(list(pending), num_returns=1)
                 ray.get(done[0])  # raises the task's error here
                 yield pending.pop(done[0])
-    elif workers > 1 and len(jobs) > 1:
+    elif workers > 1:
         # spawn: a forked child would inherit FAISS's OpenMP thread pool in an unusable state
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             yield from (j for j, _ in zip(jobs, pool.map(add_block, jobs)))
     else:
         for j in jobs:
-            add_block(replace(j, threads=os.cpu_count() or 1))
+            add_block(j)
             yield j
 
 

@@ -19,6 +19,7 @@ import io
 import json
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,6 +33,7 @@ from ..versions import written_by
 
 FORMAT_VERSION = 1
 DTYPES = ("float32", "float16")
+MAX_MAPS = 512
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class EmbeddingStore:
         self.root = root
         self.manifest = manifest
         self._meta_cache: list[dict] | None = None
-        self._maps: dict[str, np.ndarray] = {}  # shard name → its memory-mapped vectors
+        self._maps: OrderedDict[str, np.ndarray] = OrderedDict()  # shard name → mapped vectors
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
@@ -150,9 +152,15 @@ class EmbeddingStore:
         return out
 
     def _mapped(self, name: str) -> np.ndarray:
-        if name not in self._maps:  # a committed shard never changes, so its map stays valid
+        """A committed shard never changes, so its map stays valid; the most recently used
+        ``MAX_MAPS`` are kept (each map holds a file descriptor, and 100M rows are 24k shards)."""
+        if name in self._maps:
+            self._maps.move_to_end(name)
+        else:
             self._maps[name] = np.load(self._shard_path(name, "vectors"), mmap_mode="r",
                                        allow_pickle=False)
+            if len(self._maps) > MAX_MAPS:
+                self._maps.popitem(last=False)
         return self._maps[name]
 
     def vectors(self, dtype=np.float32) -> np.ndarray:
@@ -177,10 +185,7 @@ class EmbeddingStore:
 
     def vector(self, row_id: int) -> np.ndarray:
         self.row(row_id)  # bounds check with a clear message
-        for s, vecs in zip(self.shards, self.iter_vectors()):
-            if s.first_id <= row_id < s.first_id + s.count:
-                return np.asarray(vecs[row_id - s.first_id], dtype=np.float32)
-        raise NotFoundError(f"row {row_id} not found in any shard")
+        return self.take([row_id])[0]
 
     def skipped(self) -> list[dict]:
         rows: list[dict] = []
