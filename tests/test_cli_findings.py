@@ -105,7 +105,10 @@ def run_without_torch(*args) -> str:
 
 @pytest.mark.parametrize("text,needle", [('port = "abc"\n', "port"),
                                         ('decode = "turbo"\n', "fast, exact"),
-                                        ('[runtimes]\neffnet-lite0 = "tensorrt"\n', "onnx-int8")])
+                                        ('[runtimes]\neffnet-lite0 = "tensorrt"\n', "onnx-int8"),
+                                        ('role = "leader"\n', "single, writer, reader"),
+                                        ('tls_cert = "a.pem"\n', "tls_key"),
+                                        ("metrics_port = 70000\n", "metrics_port")])
 def test_serve_says_a_bad_config_before_loading_torch(tmp_path, text, needle):
     (tmp_path / "serve.toml").write_text(text)
     assert needle in run_without_torch("serve", "--config", tmp_path / "serve.toml")

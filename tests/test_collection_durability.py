@@ -6,11 +6,7 @@ every phase: log appends, snapshots, exact -> HNSW rebuilds, background indexing
 """
 from __future__ import annotations
 
-import multiprocessing
-import os
-import resource
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +15,7 @@ import grpc
 import numpy as np
 import pytest
 
-from conftest import TINY
+from served import ServerProcess
 from embedsvc.client import Client
 
 pytestmark = pytest.mark.slow
@@ -30,70 +26,6 @@ flat_below = 100
 compact_log_bytes = 65536
 index_batch = 32
 """
-
-
-# Each restart of `python -m embedsvc serve` spends 5-6 s of a 2-core machine importing torch,
-# timm and grpc: twenty-odd of them would be most of this file's time. So the servers here are
-# forked from a process that has imported those once (multiprocessing's forkserver): each is
-# still a process of its own running `embedsvc serve` (embedsvc.cli.main) on its own port, and
-# SIGKILL ends it as it ends the real one. Other tests start `python -m embedsvc serve` itself.
-FORKS = multiprocessing.get_context("forkserver")
-FORKS.set_forkserver_preload(["embedsvc.cli", "embedsvc.service.grpc_server", "timm", __name__])
-
-
-def _serve_forked(argv: list[str], log: str, fsize_limit: int | None) -> None:
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    if fsize_limit is not None:
-        sys.dont_write_bytecode = True  # no .pyc may meet the limit before the server ignores SIGXFSZ
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
-    from embedsvc.cli import main
-
-    sys.exit(main(argv))
-
-
-class ServerProcess:
-    """``embedsvc serve`` in a process of its own (forked, see above): its address, its stderr
-    and stdout (one log file), how it ended."""
-
-    def __init__(self, data: Path, tmp: Path, fsize_limit: int | None = None):
-        (tmp / "serve.toml").write_text(CONFIG)
-        self.log = tmp / f"serve-{time.monotonic_ns()}.log"
-        argv = ["serve", "--port", "0", "--data-dir", str(data), "--backbone", TINY,
-                "--config", str(tmp / "serve.toml")]
-        self.proc = FORKS.Process(target=_serve_forked, args=(argv, str(self.log), fsize_limit),
-                                  daemon=True)  # a failed test leaves no server behind
-        self.proc.start()
-        deadline = time.monotonic() + 120
-        while not (said := [l for l in self.lines() if l.startswith("embedsvc serving on")]):
-            assert self.proc.is_alive() and time.monotonic() < deadline, self.lines()[-20:]
-            time.sleep(0.02)
-        self.target = said[0].split(" on ")[1].split()[0]
-
-    def send(self, sig: int) -> None:
-        os.kill(self.proc.pid, sig)
-
-    def wait(self, timeout: float) -> int | None:
-        self.proc.join(timeout)
-        return self.proc.exitcode
-
-    def kill(self) -> None:
-        self.send(signal.SIGKILL)
-        self.wait(30)
-
-    def stop(self) -> None:
-        self.send(signal.SIGTERM)
-        assert self.wait(60) == 0, "".join(self.lines()[-20:])
-
-    def lines(self) -> list[str]:
-        return self.log.read_text().splitlines(keepends=True) if self.log.is_file() else []
-
-    def errors(self) -> list[str]:
-        """Lines that show a failure (an abort, a traceback), once it has exited."""
-        self.wait(60)
-        return [line for line in self.lines() if "epoll" in line or "Traceback" in line
-                or '"level": "error"' in line]
 
 
 def temp_files(data: Path) -> set[Path]:
@@ -138,7 +70,7 @@ def kill_and_restart(tmp_path: Path, rounds: int, seed: int) -> None:
     op, stale, candidates = 0, set(), []
     for round_ in range(rounds):
         restarted = time.time()  # a temp file older than the new process is a leftover
-        srv = ServerProcess(data, tmp_path)
+        srv = ServerProcess(data, tmp_path, CONFIG)
         if round_:
             leftovers = {p for p in stale if p.exists() and p.stat().st_mtime < restarted}
             assert not leftovers, leftovers
@@ -175,7 +107,7 @@ def kill_and_restart(tmp_path: Path, rounds: int, seed: int) -> None:
         assert not srv.errors(), srv.errors()
         candidates = [model] + ([pending] if pending is not None else [])
         stale = temp_files(data)
-    srv = ServerProcess(data, tmp_path)
+    srv = ServerProcess(data, tmp_path, CONFIG)
     with Client(srv.target) as c:
         assert any(holds(c, "kv", m, written) for m in candidates)
     srv.stop()
@@ -192,7 +124,7 @@ def test_a_full_disk_refuses_the_write_and_changes_nothing(tmp_path):
         x = rng.standard_normal((n, DIM)).astype(np.float32)
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
-    srv = ServerProcess(data, tmp_path, fsize_limit=48 << 10)
+    srv = ServerProcess(data, tmp_path, CONFIG, fsize_limit=48 << 10)
     kept: dict[int, np.ndarray] = {}
     with Client(srv.target) as c:
         first = batch(64)  # 64 KiB of vectors: more than one file may hold
@@ -215,7 +147,7 @@ def test_a_full_disk_refuses_the_write_and_changes_nothing(tmp_path):
         assert c.search("kv", vector=refused[0], k=1, timeout=30)[0]["score"] < 0.99
         assert srv.proc.is_alive()  # SIGXFSZ did not kill it
     srv.kill()
-    srv = ServerProcess(data, tmp_path)  # the disk has room again
+    srv = ServerProcess(data, tmp_path, CONFIG)  # the disk has room again
     with Client(srv.target) as c:
         assert count(c, "kv") == len(kept)
         for i, v in kept.items():

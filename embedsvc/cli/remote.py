@@ -108,6 +108,8 @@ def cmd_client(args: argparse.Namespace) -> int:
             err(f"{exc.code().name}: {exc.details()}")
             return EXIT_ERROR
     output.print_json(result)
+    if args.client_command == "health" and result["status"] != "SERVING":
+        return EXIT_ERROR  # a container's health check reads only the exit code
     return EXIT_OK
 
 
@@ -135,7 +137,8 @@ ACTIONS = {
              ["embedsvc client info --server gpu-box:50051"], _info),
     "drift": ("are each head's recent inputs still like its training data (GetDrift)",
               ["embedsvc client drift", "embedsvc client drift --head fmnist"], _drift),
-    "health": ("the standard gRPC health check", ["embedsvc client health"], _health),
+    "health": ("the standard gRPC health check; exit 0 only when SERVING (a container's "
+               "HEALTHCHECK)", ["embedsvc client health --timeout 3"], _health),
 }
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..service.config import ROLES  # a light module: no torch, no grpc
 from .common import EXIT_OK, TOKEN_ENV, command, port, token
 
 
@@ -14,14 +15,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_json_logging()
     config = ServeConfig.load(args.config, port=args.port, host=args.host, data_dir=args.data_dir,
                               default_backbone=args.backbone, metrics_port=args.metrics_port,
-                              auth_token=token())
+                              role=args.role, auth_token=token())
     check_listen_addresses(config)  # a bad config or a taken port is said before torch loads
     from ..service.grpc_server import Server
 
     server = Server(config).start()
     metrics = f", metrics on :{server.metrics_port}/metrics" if server.metrics_port else ""
-    print(f"embedsvc serving on {config.host}:{server.port} (data dir {config.data_dir}{metrics})",
-          flush=True)
+    role = "" if config.role == "single" else f", {config.role}"
+    print(f"embedsvc serving on {config.host}:{server.port} (data dir {config.data_dir}{role}"
+          f"{metrics})", flush=True)
     server.serve_until_signal()
     return EXIT_OK
 
@@ -29,6 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = command(sub, "serve", "run the gRPC service (Embed, Classify, Search, Upsert, ...)",
                 ["embedsvc serve --port 50051 --data-dir /srv/embedsvc",
+                 "embedsvc serve --data-dir /shared/embedsvc --role reader --port 50052",
                  "embedsvc serve --config serve.toml --metrics-port 9100",
                  f"{TOKEN_ENV}=s3cret embedsvc serve --host 0.0.0.0"], cmd_serve,
                 description=f"Run the gRPC service. Clients must send 'authorization: Bearer TOKEN' "
@@ -40,3 +43,6 @@ def register(sub) -> None:
     p.add_argument("--data-dir", help="folder with heads/, indexes/ and backbones/")
     p.add_argument("--backbone", help="default backbone, loaded at start")
     p.add_argument("--metrics-port", type=port, help="serve Prometheus metrics on this HTTP port")
+    p.add_argument("--role", choices=ROLES,
+                   help="single (default): owns the data dir; writer: also publishes snapshots "
+                        "for readers; reader: a read-only replica of a writer's data dir")

@@ -30,16 +30,20 @@ from .maintenance import Maintainer
 from .rows import MAX_ID, RowTable, unit_vectors, valid_ids
 from .search import ann_candidates, exact_top
 from .settings import CollectionSettings
-from .snapshot import (read_manifest, read_snapshot, remove_stale, snapshot_bytes, wal_files,
-                       wal_path, write_manifest, write_snapshot)
+from .snapshot import (Published, read_manifest, read_snapshot, remove_stale, snapshot_bytes,
+                       wal_files, wal_path, write_manifest, write_snapshot)
 
 
 class Collection:
     def __init__(self, root: Path, table: RowTable, binding: dict[str, Any], wal: WriteAheadLog,
-                 settings: CollectionSettings, log_bytes: int, snapshot_bytes: int):
+                 settings: CollectionSettings, log_bytes: int, published: Published,
+                 publish_every: float = 0.0):
         self.root, self.table, self.binding, self.settings = root, table, binding, settings
         self.wal = wal
-        self.log_bytes, self.snapshot_bytes = log_bytes, snapshot_bytes
+        self.published = published  # what reader replicas of this data dir can serve
+        self.publish_every = publish_every  # seconds; 0: publish only when compacting the log
+        self.log_bytes = log_bytes
+        self.snapshot_bytes = snapshot_bytes(root / published.name)
         self.write_lock = threading.Lock()  # one writer at a time: log order = apply order
         self.index_lock = ann.ReadWriteLock()  # searches vs. adding rows to the approximate index
         self.maintainer = Maintainer(self)
@@ -47,30 +51,32 @@ class Collection:
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
-    def create(cls, root: Path, binding: dict[str, Any], settings: CollectionSettings) -> "Collection":
+    def create(cls, root: Path, binding: dict[str, Any], settings: CollectionSettings,
+               publish_every: float = 0.0) -> "Collection":
         """A new, empty collection, staged aside and renamed into place whole."""
         staged = root.with_name(f".{root.name}.new")
         try:
             shutil.rmtree(staged, ignore_errors=True)
             staged.mkdir(parents=True)
             table = RowTable.empty(int(binding["dim"]), dict(ann.FLAT_INFOS))
-            write_manifest(staged, write_snapshot(staged, table.view, 0, binding, None), 0)
+            write_manifest(staged, write_snapshot(staged, table.view, 0, binding, None).name, 0)
             WriteAheadLog.open(wal_path(staged, 1), 1)[0].close()
             os.replace(staged, root)
             fsync_dir(root.parent)
         except OSError as exc:
             shutil.rmtree(staged, ignore_errors=True)
             raise disk_error(exc, f"cannot create index {root.name!r}") from None
-        return cls.open(root, settings)
+        return cls.open(root, settings, publish_every)
 
     @classmethod
-    def open(cls, root: Path, settings: CollectionSettings) -> "Collection":
+    def open(cls, root: Path, settings: CollectionSettings,
+             publish_every: float = 0.0) -> "Collection":
         """Recover: the snapshot the manifest names, then every logged write after it."""
         manifest = read_manifest(root)
         if manifest is None:
             raise IncompatibleError(f"{root.name!r} is not a collection (no MANIFEST.json)")
         remove_stale(root, manifest["snapshot"])
-        view, next_id, binding = read_snapshot(root / manifest["snapshot"])
+        view, next_id, binding, saved_at = read_snapshot(root / manifest["snapshot"])
         table, seq = RowTable(view, next_id), view.seq
         wal, log_bytes = None, 0
         files = wal_files(root)
@@ -96,7 +102,7 @@ class Collection:
         if wal is None:
             wal = WriteAheadLog.open(wal_path(root, seq + 1), seq + 1)[0]
         return cls(root, table, binding, wal, settings, log_bytes,
-                   snapshot_bytes(root / manifest["snapshot"]))
+                   Published(manifest["snapshot"], view.seq, saved_at), publish_every)
 
     # -- writes -------------------------------------------------------------------------------
     def upsert(self, vectors, ids: Sequence[int | None], metadata: Sequence[dict[str, str]],

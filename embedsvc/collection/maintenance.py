@@ -4,7 +4,10 @@
    or when ended rows (deleted, overwritten) are a large fraction: the new rows hold only live
    ones, and the new index is built and tuned aside while writes and searches go on; only the
    rows written meanwhile are copied under the write lock;
-2. write a snapshot once the log outgrows ``compact_log_bytes`` (or half the last snapshot);
+2. write a snapshot once the log outgrows ``compact_log_bytes`` (or half the last snapshot),
+   or, on a writer with reader replicas (``publish_every`` > 0), once writes are unpublished
+   and ``publish_every`` seconds have passed since the last publication (longer when writing
+   a snapshot takes long: at most a quarter of the time goes to publishing);
 3. add new rows to the approximate index, ``index_batch`` at a time (until they are indexed,
    searches scan them exactly);
 4. re-tune the search parameter once the collection doubled since the last tuning.
@@ -23,8 +26,8 @@ import numpy as np
 from ..index.wal import WriteAheadLog
 from . import ann
 from .rows import NEVER, RowTable, View
-from .snapshot import (remove_stale, snapshot_bytes, wal_files, wal_path, write_manifest,
-                       write_snapshot)
+from .snapshot import (remove_stale, snapshot_bytes, wal_files, wal_path,
+                       write_manifest, write_snapshot)
 
 log = logging.getLogger("embedsvc.collections")
 RETRY_AFTER_ERROR_S = 5.0
@@ -40,6 +43,9 @@ class Maintainer:
         self._idle_lock = threading.Lock()
         self.idle = threading.Event()  # set while nothing is left to do (tests and benchmarks)
         self.last_error: str | None = None
+        self._published_at = 0.0  # monotonic time of the last snapshot
+        self._publish_cost = 0.0  # how long it took to write
+        self._due: float | None = None  # when unpublished writes are to be published
 
     def poke(self) -> None:
         with self._idle_lock:  # with _run's check: idle is never set while a poke is unseen
@@ -75,9 +81,10 @@ class Maintainer:
                 continue
             if not worked:
                 with self._idle_lock:
-                    if not self._wake.is_set():
+                    if not self._wake.is_set() and self._due is None:
                         self.idle.set()
-                self._wake.wait()
+                self._wake.wait(None if self._due is None
+                                else max(0.0, self._due - time.monotonic()))
 
     def step(self) -> bool:
         """Do the most urgent piece of work; False when there is none."""
@@ -94,6 +101,13 @@ class Maintainer:
         if c.log_bytes > max(s.compact_log_bytes, c.snapshot_bytes // 2):
             self.snapshot()
             return True
+        self._due = None
+        if c.publish_every and v.seq > c.published.seq:
+            due = self._published_at + max(c.publish_every, 3 * self._publish_cost)
+            if time.monotonic() >= due:
+                self.snapshot()
+                return True
+            self._due = due
         if v.ann is not None and v.indexed < v.n:
             self.index_more(v)
             return True
@@ -171,6 +185,7 @@ class Maintainer:
         import faiss
 
         c = self.c
+        t0 = time.monotonic()
         with c.write_lock:
             v, next_id, logged = c.table.view, c.table.next_id, c.log_bytes
             if c.wal.first_seq != v.seq + 1:
@@ -179,9 +194,10 @@ class Maintainer:
                 old.close()
             c.log_bytes = 0
         try:
-            name = write_snapshot(c.root, v, next_id, c.binding,
-                                  (lambda p: faiss.write_index(v.ann, str(p))) if v.ann else None)
-            write_manifest(c.root, name, v.seq)
+            published = write_snapshot(c.root, v, next_id, c.binding,
+                                       (lambda p: faiss.write_index(v.ann, str(p))) if v.ann
+                                       else None)
+            write_manifest(c.root, published.name, v.seq)
         except BaseException:
             with c.write_lock:
                 c.log_bytes += logged  # still unsnapshotted: try again later
@@ -189,5 +205,8 @@ class Maintainer:
         for first, path in wal_files(c.root):
             if first <= v.seq and path != c.wal.path:
                 path.unlink()
-        remove_stale(c.root, name)
-        c.snapshot_bytes = snapshot_bytes(c.root / name)
+        c.published = published
+        remove_stale(c.root, published.name)
+        c.snapshot_bytes = snapshot_bytes(c.root / published.name)
+        self._published_at = time.monotonic()
+        self._publish_cost = self._published_at - t0

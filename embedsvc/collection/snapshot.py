@@ -1,27 +1,32 @@
 """A collection on disk: snapshots, the log after them, and the manifest that ties them.
 
     NAME/MANIFEST.json          {"snapshot": "snap-…", "seq": S}: written last, atomically
-    NAME/snap-<S>/              a self-contained snapshot of every write up to S:
+    NAME/snap-<S>-<tag>/        a self-contained snapshot of every write up to S (the tag makes
+                                each name new: a folder, once in place, never changes):
         vectors.npy ids.npy alive.npy   the rows (row r of each)
         metadata.jsonl                  one JSON object per row
         index.faiss                     the approximate index over rows [0, indexed), if any
         index_infos.json                kind, factory, tuned parameter, measured recall, binding
-        snapshot.json                   seq, rows, indexed, next id: written last in the folder
+        snapshot.json                   seq, rows, indexed, next id, when: written last in the folder
     NAME/wal-<first seq>.log    writes after the snapshot (see index/wal.py)
 
 A snapshot folder is written under a temporary name and renamed when whole; the manifest is
 replaced only after that, and older snapshots and logs are removed only after the manifest.
 A crash at any point leaves the previous manifest naming a complete snapshot and the logs it
-needs. Any other process may open a snapshot folder read-only (``SnapshotReader``).
+needs. Any other process may open a snapshot folder read-only (``SnapshotReader``): it opens
+every file of the folder first, so the writer may remove the folder while it is being read.
+Reader replicas serve such snapshots (``embedsvc/service/replicas.py``).
 """
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -57,10 +62,11 @@ def write_manifest(root: Path, snapshot: str, seq: int) -> None:
 
 
 def write_snapshot(root: Path, view: View, next_id: int, binding: dict[str, Any],
-                   write_index: Callable[[Path], None] | None) -> str:
-    """Write ``view`` (rows [0, n) as of write ``seq``) as a snapshot folder; returns its name.
+                   write_index: Callable[[Path], None] | None) -> "Published":
+    """Write ``view`` (rows [0, n) as of write ``seq``) as a snapshot folder; the manifest
+    publishes it (``write_manifest``).
     ``write_index(path)`` writes the approximate index, if there is one."""
-    name = f"snap-{view.seq:020d}"
+    name = f"snap-{view.seq:020d}-{secrets.token_hex(4)}"
     tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -75,52 +81,88 @@ def write_snapshot(root: Path, view: View, next_id: int, binding: dict[str, Any]
         if write_index is not None and view.indexed:
             write_index(tmp / "index.faiss")
             fsync_file(tmp / "index.faiss")
+        saved_at = time.time()
         stamp = {"format": FORMAT, "written_by": written_by(),
-                 "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                 "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(saved_at))}
         infos = {**(view.infos or {}), "count": int(alive.sum()), "binding": binding, **stamp}
         atomic_write_bytes(tmp / INFOS_JSON, json.dumps(infos, indent=2).encode())
         atomic_write_bytes(tmp / SNAPSHOT_JSON, json.dumps(
-            {**stamp, "seq": view.seq, "rows": n, "indexed": view.indexed if view.ann is not None
+            {**stamp, "saved_at": saved_at, "seq": view.seq, "rows": n, "indexed": view.indexed if view.ann is not None
              else 0, "next_id": next_id}).encode())
-        final = root / name
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        os.replace(tmp, root / name)
         fsync_dir(root)
-        return name
+        return Published(name, view.seq, saved_at)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def read_snapshot(path: str | os.PathLike, mmap: bool = False) -> tuple[View, int, dict[str, Any]]:
-    """(view, next id, binding) of a snapshot folder. ``mmap`` maps the vectors read-only (for
+class Loaded(NamedTuple):
+    view: View
+    next_id: int
+    binding: dict[str, Any]
+    saved_at: float  # unix seconds (0 for snapshots written before it was recorded)
+
+
+def read_snapshot(path: str | os.PathLike, mmap: bool = False) -> Loaded:
+    """A snapshot folder's rows, next id, binding and time. ``mmap`` maps the vectors read-only (for
     a reader in another process); otherwise they are read into memory, ready for appends."""
+    d = Path(path)
+    try:
+        files = {name: open(d / name, "rb") for name in _opened_first(d)}
+    except FileNotFoundError:
+        raise NotFoundError(f"{d.name!r} is not a collection snapshot (or was just replaced)") from None
+    try:
+        return _read_opened(d.name, files, mmap)
+    finally:
+        for f in files.values():
+            f.close()
+
+
+def _opened_first(d: Path) -> list[str]:
+    """The files of a snapshot, snapshot.json first: it is written last, so a folder that has it
+    is whole; once all are open, removing the folder changes nothing that is read."""
+    names = [SNAPSHOT_JSON, INFOS_JSON, "vectors.npy", "ids.npy", "alive.npy", "metadata.jsonl"]
+    return names + ["index.faiss"] if (d / "index.faiss").is_file() else names
+
+
+def _read_opened(name: str, files: dict, mmap: bool) -> Loaded:
     import faiss
 
-    d = Path(path)
-    if not (d / SNAPSHOT_JSON).is_file():
-        raise NotFoundError(f"{d.name!r} is not a collection snapshot ({SNAPSHOT_JSON} missing)")
-    meta = json.loads((d / SNAPSHOT_JSON).read_text())
+    meta = json.load(files[SNAPSHOT_JSON])
     if meta.get("format") != FORMAT:
-        raise IncompatibleError(f"snapshot {d.name!r} has format {meta.get('format')!r}; this "
+        raise IncompatibleError(f"snapshot {name!r} has format {meta.get('format')!r}; this "
                                 f"version reads format {FORMAT}")
-    infos = json.loads((d / INFOS_JSON).read_text())
+    infos = json.load(files[INFOS_JSON])
     seq, n = int(meta["seq"]), int(meta["rows"])
-    vectors = np.load(d / "vectors.npy", mmap_mode="r" if mmap else None)
-    ids = np.load(d / "ids.npy")
-    alive = np.load(d / "alive.npy")
+    vectors = _mapped(files["vectors.npy"]) if mmap else np.load(files["vectors.npy"])
+    ids = np.load(files["ids.npy"])
+    alive = np.load(files["alive.npy"])
     if not len(vectors) == len(ids) == len(alive) == n:
-        raise IncompatibleError(f"snapshot {d.name!r} is inconsistent: {n} rows named, "
+        raise IncompatibleError(f"snapshot {name!r} is inconsistent: {n} rows named, "
                                 f"{len(vectors)}/{len(ids)}/{len(alive)} stored")
-    with open(d / "metadata.jsonl", "rb") as f:
-        metadata = [json.loads(line) for line in f]
+    metadata = [json.loads(line) for line in files["metadata.jsonl"]]
     ann = None
     if meta["indexed"]:
-        ann = faiss.read_index(str(d / "index.faiss"))
+        if "index.faiss" not in files:
+            raise IncompatibleError(f"snapshot {name!r} names an index but has no index.faiss")
+        ann = faiss.deserialize_index(np.frombuffer(files["index.faiss"].read(), np.uint8))
     binding = infos.pop("binding")
     ended = np.where(alive, NEVER, seq).astype(np.int64)
     view = View(n, seq, vectors, ids, ended, metadata, ann, int(meta["indexed"]), infos)
-    return view, int(meta["next_id"]), binding
+    return Loaded(view, int(meta["next_id"]), binding, float(meta.get("saved_at", 0.0)))
+
+
+def _mapped(f) -> np.ndarray:
+    """An .npy file already open, memory-mapped read-only (np.load maps only by path)."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    shape, fortran, dtype = header(f)
+    if not np.prod(shape):
+        return np.zeros(shape, dtype)  # an empty file cannot be mapped
+    return np.memmap(f, dtype=dtype, mode="r", offset=f.tell(), shape=shape,
+                     order="F" if fortran else "C")
 
 
 def snapshot_bytes(folder: Path) -> int:
@@ -143,16 +185,26 @@ def _durable(path: Path, write: Callable) -> None:
         os.fsync(f.fileno())
 
 
+@dataclass(frozen=True)
+class Published:
+    """The snapshot a collection last published (a writer) or serves (a reader replica)."""
+    name: str  # its folder
+    seq: int  # it holds writes 1..seq
+    saved_at: float  # unix seconds
+
+
 class SnapshotReader:
     """A snapshot folder opened read-only, e.g. by another process serving replicas: vectors
     are memory-mapped, nothing is written. ``SnapshotReader(path).search(vector, k)``."""
 
     def __init__(self, path: str | os.PathLike):
-        self.view, _, self.binding = read_snapshot(path, mmap=True)
+        self.view, _, self.binding, saved_at = read_snapshot(path, mmap=True)
+        self.published = Published(Path(path).name, self.view.seq, saved_at)
+        self.count = int(self.view.alive().sum())  # the folder never changes
 
     @property
-    def count(self) -> int:
-        return int(self.view.alive().sum())
+    def kind(self) -> str:
+        return self.view.infos["kind"]
 
     def search(self, query, k: int = 10, where: dict[str, str] | None = None):
         from .rows import unit_vectors

@@ -1,7 +1,9 @@
 """The server's collections: every ``DATA_DIR/indexes/NAME`` opened (recovered) at start, a new
 one created by the first Upsert that names it. See ``embedsvc/collection`` for how one works.
 
-A first Upsert that fails leaves no trace: the collection it created is removed again.
+A first Upsert that fails leaves no trace: the collection it created is removed again. On a
+writer with reader replicas (``publish_every`` > 0) each collection publishes its writes as a
+snapshot at most that many seconds after them (``replicas.py`` is the readers' side).
 """
 from __future__ import annotations
 
@@ -21,9 +23,11 @@ log = logging.getLogger("embedsvc.collections")
 
 
 class Collections:
-    def __init__(self, root: Path, settings: CollectionSettings | None = None):
+    def __init__(self, root: Path, settings: CollectionSettings | None = None,
+                 publish_every: float = 0.0):
         self.root = root
         self.settings = settings or CollectionSettings()
+        self.publish_every = publish_every
         self._lock = threading.Lock()
         self._items: dict[str, Collection] = {}
         self.unavailable: dict[str, str] = {}  # name -> why it could not be opened
@@ -34,7 +38,7 @@ class Collections:
                 try:
                     if legacy.is_legacy(d):
                         legacy.convert(d, self.settings)
-                    self._items[d.name] = Collection.open(d, self.settings)
+                    self._items[d.name] = Collection.open(d, self.settings, publish_every)
                 except Exception as exc:  # noqa: BLE001 - one damaged index must not stop the rest
                     log.error("index %r cannot be opened: %s", d.name, exc)
                     self.unavailable[d.name] = str(exc)
@@ -67,7 +71,8 @@ class Collections:
                     raise NotFoundError(f"index {name!r} could not be opened: "
                                         f"{self.unavailable[name]}")
                 self.root.mkdir(parents=True, exist_ok=True)
-                coll = self._items[name] = Collection.create(self.root / name, binding, self.settings)
+                coll = self._items[name] = Collection.create(self.root / name, binding,
+                                                             self.settings, self.publish_every)
                 created = True
             else:
                 created = False
@@ -80,6 +85,14 @@ class Collections:
                 coll.close()
                 shutil.rmtree(coll.root, ignore_errors=True)
             raise
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        """Each collection's last published snapshot, and the writes applied since."""
+        with self._lock:
+            items = dict(self._items)
+        return [{"index": name, "snapshot": c.published.name, "seq": c.published.seq,
+                 "published_at": c.published.saved_at, "applied_seq": c.table.view.seq,
+                 "count": c.count} for name, c in sorted(items.items())]
 
     def close(self) -> None:
         with self._lock:

@@ -22,6 +22,9 @@ from ..runtimes import DEFAULT_RUNTIME, check_runtime
 # decode threads together stay within a known amount of memory (see ServeConfig.memory_bound).
 SERVER_MAX_PIXELS = 40_000_000
 REQUEST_COPIES = 4
+# single: one server owns its data dir; writer: the same, and it publishes snapshots for reader
+# replicas of the data dir, which serve them read-only (replicas.py)
+ROLES = ("single", "writer", "reader")
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,9 @@ class ServeConfig:
     # against the head's training sample every interval; 0 turns it off
     drift_window: int = 500
     drift_interval_s: float = 10.0
+    role: str = "single"  # ROLES
+    publish_interval_s: float = 1.0  # writer: unpublished writes wait at most this long
+    follow_interval_s: float = 0.5  # reader: how often it looks for newer snapshots
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -85,7 +91,10 @@ class ServeConfig:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.drift_window < 0:
             raise InvalidInputError(f"drift_window must be >= 0 (0: off), got {self.drift_window}")
-        for name in ("stream_idle_timeout_s", "request_timeout_s", "drift_interval_s"):
+        if self.role not in ROLES:
+            raise InvalidInputError(f"role must be one of {', '.join(ROLES)}, got {self.role!r}")
+        for name in ("stream_idle_timeout_s", "request_timeout_s", "drift_interval_s",
+                     "publish_interval_s", "follow_interval_s"):
             if not getattr(self, name) > 0:
                 raise InvalidInputError(f"{name} must be > 0, got {getattr(self, name)}")
         check_port("port", self.port)
@@ -95,13 +104,13 @@ class ServeConfig:
             if not isinstance(runtime, str):
                 raise InvalidInputError(f"runtimes.{name} must be a runtime name, got {runtime!r}")
             check_runtime(runtime)
-
-    def runtime_for(self, backbone: str) -> str:
-        return self.runtimes.get(backbone, self.runtime)
         if self.metrics_port is not None:
             check_port("metrics_port", self.metrics_port)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InvalidInputError("TLS needs both tls_cert and tls_key")
+
+    def runtime_for(self, backbone: str) -> str:
+        return self.runtimes.get(backbone, self.runtime)
 
     @property
     def memory_bound(self) -> int:

@@ -21,7 +21,7 @@ from ..backbones import list_backbones
 from ..backbones.base import PRE_LOGITS
 from ..collection.rows import unit_vectors, valid_ids
 from ..embeddings import Embeddings, check_compatible, check_weights
-from ..errors import DeadlineExceededError, InvalidInputError
+from ..errors import DeadlineExceededError, FailedPreconditionError, InvalidInputError
 from ..images import open_image
 from ..names import valid_name
 from .admission import Admission
@@ -32,6 +32,7 @@ from .drift import DriftMonitor, DriftReport
 from .heads import IMAGENET_HEAD, HeadRegistry
 from .metrics import ServiceMetrics
 from .models import ModelPool
+from .replicas import FollowedCollections
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,15 @@ class EmbeddingCore:
         self.config = config
         self.data = DataDir(Path(config.data_dir))
         self.data_dir = self.data.root
+        # first: a second writer of this data dir is told so before a model loads
+        self._writer_lock = None if config.role == "reader" else self.data.lock_writer()
+        try:
+            self._start(config)
+        except BaseException:
+            self._release_writer_lock()
+            raise
+
+    def _start(self, config: ServeConfig) -> None:
         self.metrics = ServiceMetrics()
         self.models = ModelPool(config, self.data, self.metrics)
         self.heads = HeadRegistry(self.data.heads)
@@ -56,10 +66,21 @@ class EmbeddingCore:
         self.started = time.time()
         with self.models.lease():  # load the default at start: fail fast if it is missing
             pass
-        self.collections = Collections(self.data.indexes, config.collections)
+        if config.role == "reader":
+            self.collections = FollowedCollections(self.data.indexes, config.follow_interval_s)
+        else:
+            self.collections = Collections(self.data.indexes, config.collections,
+                                           config.publish_interval_s if config.role == "writer"
+                                           else 0.0)
+        self.metrics.watch_snapshots(self.collections.snapshots)
         self.drift_monitor = DriftMonitor(
             config.drift_window, config.drift_interval_s, self.metrics,
             lambda: {name: e.head for name, e in self.heads.entries().items()})
+
+    def _release_writer_lock(self) -> None:
+        if self._writer_lock is not None:
+            self._writer_lock.__exit__(None, None, None)
+            self._writer_lock = None
 
     def deadline(self, remaining_s: float | None) -> float:
         """A monotonic deadline: the caller's, or ``request_timeout_s`` when it brings none."""
@@ -192,6 +213,7 @@ class EmbeddingCore:
         """Items: {"id": int | None, "image": bytes | None, "vector": list | None, "metadata"}.
         Everything is validated and embedded before anything is written; returns the ids used
         (assigned where an item has none) and the collection's new count."""
+        self._check_writable()
         self._check_count(len(items), "items")
         valid_name(index, "index name")
         ids = [it.get("id") for it in items]
@@ -223,8 +245,14 @@ class EmbeddingCore:
         return used, self.collections.get(index).count
 
     def delete(self, index: str, ids: Sequence[int]) -> tuple[int, int]:
+        self._check_writable()
         coll = self.collections.get(index)
         return coll.delete(ids), coll.count
+
+    def _check_writable(self) -> None:
+        if self.config.role == "reader":
+            raise FailedPreconditionError("this server is a read-only replica (role reader): "
+                                          "send Upsert and Delete to the writer of its data dir")
 
     # -- info -------------------------------------------------------------------------------------
     def list_models(self) -> list[dict[str, Any]]:
@@ -247,7 +275,8 @@ class EmbeddingCore:
         return {"version": __version__, "device": device,
                 "default_backbone": self.config.default_backbone,
                 "loaded_backbones": self.loaded_backbones(),
-                "batching": {k: stats[k] for k in ("batches", "images", "largest_batch")}}
+                "batching": {k: stats[k] for k in ("batches", "images", "largest_batch")},
+                "role": self.config.role, "snapshots": self.collections.snapshots()}
 
     def drift(self, head: str = "") -> list[dict[str, Any]]:
         """GetDrift: one head's drift report (NOT_FOUND for an unknown head), or every head's."""
@@ -262,6 +291,7 @@ class EmbeddingCore:
         self.admission.close()
         self.models.close()
         self.collections.close()
+        self._release_writer_lock()
 
 
 def _result(future: Future, deadline: float) -> np.ndarray:

@@ -32,6 +32,16 @@ class DataDir:
     def backbones(self) -> Path:
         return self.root / "backbones"
 
+    def lock_writer(self):
+        """Held by the one server that writes here (role single or writer) until it closes: a
+        second one would append to the same collection logs. Readers take no lock."""
+        from ..store.store import StoreLock
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        return StoreLock(self.root / ".writer.lock", held_by=(
+            f"data dir {str(self.root)!r} is written by another server; start this one with "
+            f"--role reader to serve it read-only")).__enter__()
+
     def runs(self) -> list[str]:
         from ..backbones.run_format import RUN_JSON
 

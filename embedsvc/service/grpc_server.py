@@ -205,7 +205,8 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
                                      max_queue_size=b.max_queue_size, **info["batching"]),
             max_images_per_request=c.max_images_per_request,
             max_bytes_per_image=c.max_bytes_per_image,
-            max_pixels_per_image=c.max_pixels_per_image)
+            max_pixels_per_image=c.max_pixels_per_image, role=info["role"],
+            snapshots=[pb.IndexSnapshot(**s) for s in info["snapshots"]])
 
 
 class Server:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -48,6 +49,30 @@ class ServiceMetrics:
     def watch_in_flight(self, requests: Callable[[], float]) -> None:
         self.in_flight.set_function(requests)
 
+    def watch_snapshots(self, snapshots: Callable[[], list[dict]]) -> None:
+        """Per index: the snapshot served (a reader) or last published (a writer), read at each
+        scrape, so an index that is gone is gone from the metrics too."""
+        self.registry.register(_SnapshotCollector(snapshots))
+
     def serve_http(self, port: int, host: str = "127.0.0.1") -> int:
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
         return server.server_address[1]
+
+
+class _SnapshotCollector:
+    def __init__(self, snapshots: Callable[[], list[dict]]):
+        self.snapshots = snapshots
+
+    def collect(self):
+        seq = GaugeMetricFamily("embedsvc_snapshot_seq", "writes 1..seq are in the index's "
+                                "snapshot served (reader) or last published (writer)",
+                                labels=("index",))
+        applied = GaugeMetricFamily("embedsvc_applied_seq", "writes 1..seq are in effect on "
+                                    "this server (a reader: its snapshot's)", labels=("index",))
+        at = GaugeMetricFamily("embedsvc_snapshot_published_timestamp_seconds", "when that "
+                               "snapshot was written (unix seconds)", labels=("index",))
+        for s in self.snapshots():
+            seq.add_metric([s["index"]], s["seq"])
+            applied.add_metric([s["index"]], s["applied_seq"])
+            at.add_metric([s["index"]], s["published_at"])
+        yield from (seq, applied, at)

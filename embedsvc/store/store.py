@@ -247,11 +247,13 @@ def jsonl_bytes(rows: list[dict]) -> bytes:
 
 
 class StoreLock:
-    """An exclusive flock: two writers on one store would both append shard N."""
+    """An exclusive flock: two writers on one store would both append shard N (and two servers
+    writing one data dir would both append to a collection's log)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, held_by: str | None = None):
         self.path = path
         self.fd: int | None = None
+        self.held_by = held_by or f"store {str(path.parent)!r} is being written by another process"
 
     def __enter__(self) -> "StoreLock":
         self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
@@ -259,7 +261,7 @@ class StoreLock:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.fd)
-            raise StoreLockedError(f"store {str(self.path.parent)!r} is being written by another process") from None
+            raise StoreLockedError(self.held_by) from None
         return self
 
     def __exit__(self, *exc) -> None:
