@@ -133,7 +133,8 @@ ACTIONS = {
               ["embedsvc client heads"], _message_list("heads")),
     "indexes": ("the server's indexes and their sizes (ListIndexes)",
                 ["embedsvc client indexes"], _message_list("indexes")),
-    "info": ("version, device, batching settings and counters (GetInfo)",
+    "info": ("version, device, batching settings and counters, role and the snapshot served "
+             "per index (GetInfo)",
              ["embedsvc client info --server gpu-box:50051"], _info),
     "drift": ("are each head's recent inputs still like its training data (GetDrift)",
               ["embedsvc client drift", "embedsvc client drift --head fmnist"], _drift),
