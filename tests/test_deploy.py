@@ -44,8 +44,8 @@ def pod_specs() -> dict[str, dict]:
 # -- Kubernetes ----------------------------------------------------------------------------------
 def test_every_manifest_is_valid_for_kubernetes_1_33():
     docs = k8s_docs()
-    assert {d["kind"] for _, d in docs} >= {"Deployment", "Service", "ConfigMap",
-                                            "PersistentVolumeClaim", "HorizontalPodAutoscaler", "Job"}
+    assert {d["kind"] for _, d in docs} >= {"Deployment", "Service", "ConfigMap", "Job",
+                                            "PersistentVolumeClaim", "HorizontalPodAutoscaler"}
     for name, doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     broken = copy.deepcopy(by_kind("Deployment")["embedsvc-writer"])
@@ -121,7 +121,8 @@ def compose_errors(doc: dict) -> list[str]:
     vendored = importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
     schema = json.loads((vendored / "compose-spec.json").read_text())
     validator = jsonschema.validators.validator_for(schema)(schema)
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in validator.iter_errors(doc)]
 
 
 def test_the_compose_file_follows_the_compose_specification():

@@ -7,7 +7,7 @@
         metadata.jsonl                  one JSON object per row
         index.faiss                     the approximate index over rows [0, indexed), if any
         index_infos.json                kind, factory, tuned parameter, measured recall, binding
-        snapshot.json                   seq, rows, indexed, next id, when: written last in the folder
+        snapshot.json                   seq, rows, indexed, next id, time: written last
     NAME/wal-<first seq>.log    writes after the snapshot (see index/wal.py)
 
 A snapshot folder is written under a temporary name and renamed when whole; the manifest is
@@ -62,7 +62,7 @@ def write_manifest(root: Path, snapshot: str, seq: int) -> None:
 
 
 def write_snapshot(root: Path, view: View, next_id: int, binding: dict[str, Any],
-                   write_index: Callable[[Path], None] | None) -> "Published":
+                   write_index: Callable[[Path], None] | None) -> Published:
     """Write ``view`` (rows [0, n) as of write ``seq``) as a snapshot folder; the manifest
     publishes it (``write_manifest``).
     ``write_index(path)`` writes the approximate index, if there is one."""
@@ -87,8 +87,8 @@ def write_snapshot(root: Path, view: View, next_id: int, binding: dict[str, Any]
         infos = {**(view.infos or {}), "count": int(alive.sum()), "binding": binding, **stamp}
         atomic_write_bytes(tmp / INFOS_JSON, json.dumps(infos, indent=2).encode())
         atomic_write_bytes(tmp / SNAPSHOT_JSON, json.dumps(
-            {**stamp, "saved_at": saved_at, "seq": view.seq, "rows": n, "indexed": view.indexed if view.ann is not None
-             else 0, "next_id": next_id}).encode())
+            {**stamp, "saved_at": saved_at, "seq": view.seq, "rows": n,
+             "indexed": view.indexed if view.ann is not None else 0, "next_id": next_id}).encode())
         os.replace(tmp, root / name)
         fsync_dir(root)
         return Published(name, view.seq, saved_at)
@@ -111,7 +111,8 @@ def read_snapshot(path: str | os.PathLike, mmap: bool = False) -> Loaded:
     try:
         files = {name: open(d / name, "rb") for name in _opened_first(d)}
     except FileNotFoundError:
-        raise NotFoundError(f"{d.name!r} is not a collection snapshot (or was just replaced)") from None
+        raise NotFoundError(f"{d.name!r} is not a collection snapshot (or was just "
+                            f"replaced)") from None
     try:
         return _read_opened(d.name, files, mmap)
     finally:

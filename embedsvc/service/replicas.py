@@ -87,7 +87,7 @@ class FollowedCollections:
                 if old is not None:
                     items[name] = old
                 continue
-            except Exception as exc:  # noqa: BLE001 - one unreadable snapshot must not stop the rest
+            except Exception as exc:  # noqa: BLE001 - one bad snapshot must not stop the rest
                 if old is not None:
                     items[name] = old
                 self._unreadable(name, f"snapshot {snapshot}: {type(exc).__name__}: {exc}")
