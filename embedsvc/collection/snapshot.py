@@ -147,7 +147,8 @@ def _read_opened(name: str, files: dict, mmap: bool) -> Loaded:
     if meta["indexed"]:
         if "index.faiss" not in files:
             raise IncompatibleError(f"snapshot {name!r} names an index but has no index.faiss")
-        ann = faiss.deserialize_index(np.frombuffer(files["index.faiss"].read(), np.uint8))
+        # streamed from the open file: no second copy of the index in memory while it loads
+        ann = faiss.read_index(faiss.PyCallbackIOReader(files["index.faiss"].read))
     binding = infos.pop("binding")
     ended = np.where(alive, NEVER, seq).astype(np.int64)
     view = View(n, seq, vectors, ids, ended, metadata, ann, int(meta["indexed"]), infos)
@@ -192,6 +193,11 @@ class Published:
     name: str  # its folder
     seq: int  # it holds writes 1..seq
     saved_at: float  # unix seconds
+
+    def describe(self, index: str, applied_seq: int, count: int) -> dict[str, Any]:
+        """As GetInfo.snapshots and the snapshot metrics report it."""
+        return {"index": index, "snapshot": self.name, "seq": self.seq,
+                "published_at": self.saved_at, "applied_seq": applied_seq, "count": count}
 
 
 class SnapshotReader:

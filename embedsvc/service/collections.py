@@ -90,9 +90,8 @@ class Collections:
         """Each collection's last published snapshot, and the writes applied since."""
         with self._lock:
             items = dict(self._items)
-        return [{"index": name, "snapshot": c.published.name, "seq": c.published.seq,
-                 "published_at": c.published.saved_at, "applied_seq": c.table.view.seq,
-                 "count": c.count} for name, c in sorted(items.items())]
+        return [c.published.describe(name, c.table.view.seq, c.count)
+                for name, c in sorted(items.items())]
 
     def close(self) -> None:
         with self._lock:

@@ -79,7 +79,7 @@ class EmbeddingCore:
 
     def _release_writer_lock(self) -> None:
         if self._writer_lock is not None:
-            self._writer_lock.__exit__(None, None, None)
+            self._writer_lock.release()
             self._writer_lock = None
 
     def deadline(self, remaining_s: float | None) -> float:

@@ -40,7 +40,7 @@ class DataDir:
         self.root.mkdir(parents=True, exist_ok=True)
         return StoreLock(self.root / ".writer.lock", held_by=(
             f"data dir {str(self.root)!r} is written by another server; start this one with "
-            f"--role reader to serve it read-only")).__enter__()
+            f"--role reader to serve it read-only")).acquire()
 
     def runs(self) -> list[str]:
         from ..backbones.run_format import RUN_JSON

@@ -56,9 +56,8 @@ class FollowedCollections:
     def snapshots(self) -> list[dict[str, Any]]:
         with self._lock:
             items = dict(self._items)
-        return [{"index": name, "snapshot": r.published.name, "seq": r.published.seq,
-                 "published_at": r.published.saved_at, "applied_seq": r.published.seq,
-                 "count": r.count} for name, r in sorted(items.items())]
+        return [r.published.describe(name, r.published.seq, r.count)
+                for name, r in sorted(items.items())]
 
     def refresh(self) -> None:
         """Serve, for each collection, the snapshot its manifest names now."""
@@ -83,14 +82,11 @@ class FollowedCollections:
                 continue
             try:
                 items[name] = SnapshotReader(self.root / name / snapshot)
-            except NotFoundError:  # replaced before it could be opened: the next round
-                if old is not None:
-                    items[name] = old
-                continue
             except Exception as exc:  # noqa: BLE001 - one bad snapshot must not stop the rest
                 if old is not None:
                     items[name] = old
-                self._unreadable(name, f"snapshot {snapshot}: {type(exc).__name__}: {exc}")
+                if not isinstance(exc, NotFoundError):  # else replaced meanwhile: next round
+                    self._unreadable(name, f"snapshot {snapshot}: {type(exc).__name__}: {exc}")
                 continue
             self.unavailable.pop(name, None)
             p = items[name].published

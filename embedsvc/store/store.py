@@ -255,16 +255,24 @@ class StoreLock:
         self.fd: int | None = None
         self.held_by = held_by or f"store {str(path.parent)!r} is being written by another process"
 
-    def __enter__(self) -> "StoreLock":
+    def acquire(self) -> "StoreLock":
         self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.fd)
+            self.fd = None
             raise StoreLockedError(self.held_by) from None
         return self
 
-    def __exit__(self, *exc) -> None:
+    def release(self) -> None:
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "StoreLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
