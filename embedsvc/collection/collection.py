@@ -27,7 +27,7 @@ from ..errors import IncompatibleError, InvalidInputError, ResourceExhaustedErro
 from ..index.wal import DISK_FULL, WriteAheadLog
 from . import ann, records
 from .maintenance import Maintainer
-from .rows import MAX_ID, RowTable, unit_vectors, valid_ids
+from .rows import MAX_ID, RowTable, View, unit_vectors, valid_ids
 from .search import ann_candidates, exact_top
 from .settings import CollectionSettings
 from .snapshot import (Published, read_manifest, read_snapshot, remove_stale, snapshot_bytes,
@@ -155,6 +155,11 @@ class Collection:
     @property
     def count(self) -> int:
         return self.table.live
+
+    @property
+    def view(self) -> View:
+        """The state after the latest write (as ``SnapshotReader.view``)."""
+        return self.table.view
 
     @property
     def kind(self) -> str:

@@ -96,6 +96,23 @@ def _grown(a: np.ndarray, n: int, cap: int) -> np.ndarray:
     return out
 
 
+def live_sample(view: View, limit: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Ids, vectors and metadata of at most ``limit`` live rows, spread evenly over the
+    collection (the same rows each time for the same state)."""
+    rows = np.flatnonzero(view.alive())
+    if len(rows) > limit:
+        rows = rows[np.linspace(0, len(rows) - 1, limit).astype(np.int64)]
+    return (view.ids[rows].copy(), np.asarray(view.vectors[rows], dtype=np.float32),
+            [view.metadata[r] for r in rows.tolist()])
+
+
+def live_metadata(view: View, item_id: int) -> dict | None:
+    """The metadata of live id ``item_id``, or None when the view does not hold it."""
+    rows = np.flatnonzero(view.ids[:view.n] == item_id)
+    rows = rows[view.ended[rows] > view.seq]
+    return view.metadata[int(rows[-1])] if len(rows) else None
+
+
 def unit_vectors(values: Sequence[Sequence[float]] | np.ndarray, dim: int,
                  names: Sequence[str] | None = None) -> np.ndarray:
     """(n, dim) float32 rows of unit length, or one InvalidInputError naming the first bad item.

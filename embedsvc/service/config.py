@@ -73,6 +73,9 @@ class ServeConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     metrics_port: int | None = None
+    http_port: int | None = None  # the HTTP/JSON API and the web page (http_app.py)
+    # longest side of the JPEG thumbnail kept per image upserted (the page's neighbours); 0: none
+    thumbnail_size: int = 128
     # drift of live traffic per trained head (drift.py): the last N classified embeddings, tested
     # against the head's training sample every interval; 0 turns it off
     drift_window: int = 500
@@ -89,6 +92,9 @@ class ServeConfig:
                      "max_streams"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.thumbnail_size <= 1024:
+            raise InvalidInputError(f"thumbnail_size must be in [0, 1024] (0: no thumbnails), "
+                                    f"got {self.thumbnail_size}")
         if self.drift_window < 0:
             raise InvalidInputError(f"drift_window must be >= 0 (0: off), got {self.drift_window}")
         if self.role not in ROLES:
@@ -104,8 +110,16 @@ class ServeConfig:
             if not isinstance(runtime, str):
                 raise InvalidInputError(f"runtimes.{name} must be a runtime name, got {runtime!r}")
             check_runtime(runtime)
-        if self.metrics_port is not None:
-            check_port("metrics_port", self.metrics_port)
+        for name in ("metrics_port", "http_port"):
+            if getattr(self, name) is not None:
+                check_port(name, getattr(self, name))
+        ports = [(n, getattr(self, n)) for n in ("port", "metrics_port", "http_port")
+                 if getattr(self, n)]  # 0 and None: no fixed port
+        for i, (name, value) in enumerate(ports):
+            for other, same in ports[i + 1:]:
+                if value == same:
+                    raise InvalidInputError(f"{name} and {other} are both {value}; each "
+                                            f"listener needs a port of its own")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InvalidInputError("TLS needs both tls_cert and tls_key")
 

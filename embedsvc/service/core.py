@@ -29,6 +29,7 @@ from .collections import Collections
 from .config import ServeConfig
 from .datadir import DataDir
 from .drift import DriftMonitor, DriftReport
+from .gallery import Gallery, Thumbnails
 from .heads import IMAGENET_HEAD, HeadRegistry
 from .metrics import ServiceMetrics
 from .models import ModelPool
@@ -73,6 +74,9 @@ class EmbeddingCore:
                                            config.publish_interval_s if config.role == "writer"
                                            else 0.0)
         self.metrics.watch_snapshots(self.collections.snapshots)
+        self.gallery = Gallery(self.data, self.collections, self.heads, Thumbnails(
+            self.data, config.thumbnail_size, config.max_pixels_per_image,
+            config.max_bytes_per_image))
         self.drift_monitor = DriftMonitor(
             config.drift_window, config.drift_interval_s, self.metrics,
             lambda: {name: e.head for name, e in self.heads.entries().items()})
@@ -242,12 +246,15 @@ class EmbeddingCore:
         metadata = [dict(it.get("metadata") or {}) for it in items]
         used = self.collections.write(index, binding, lambda c: c.upsert(np.stack(rows), ids,
                                                                           metadata, names))
+        self.gallery.thumbnails.upserted(index, used, [it.get("image") for it in items])
         return used, self.collections.get(index).count
 
     def delete(self, index: str, ids: Sequence[int]) -> tuple[int, int]:
         self._check_writable()
         coll = self.collections.get(index)
-        return coll.delete(ids), coll.count
+        deleted = coll.delete(ids)
+        self.gallery.thumbnails.deleted(index, ids)
+        return deleted, coll.count
 
     def _check_writable(self) -> None:
         if self.config.role == "reader":
@@ -269,14 +276,23 @@ class EmbeddingCore:
         return rows
 
     def info(self) -> dict[str, Any]:
+        """GetInfo: the server, its batching (settings and counts) and its request limits."""
         stats = self.batching_stats()
         with self.models.lease() as default:
             device = default.extractor.plan.describe()
+        c = self.config
+        b = c.batching
         return {"version": __version__, "device": device,
-                "default_backbone": self.config.default_backbone,
+                "default_backbone": c.default_backbone,
                 "loaded_backbones": self.loaded_backbones(),
-                "batching": {k: stats[k] for k in ("batches", "images", "largest_batch")},
-                "role": self.config.role, "snapshots": self.collections.snapshots()}
+                "batching": {"max_batch_size": b.max_batch_size,
+                             "max_queue_delay_ms": int(b.max_queue_delay_ms),
+                             "max_queue_size": b.max_queue_size,
+                             **{k: stats[k] for k in ("batches", "images", "largest_batch")}},
+                "max_images_per_request": c.max_images_per_request,
+                "max_bytes_per_image": c.max_bytes_per_image,
+                "max_pixels_per_image": c.max_pixels_per_image,
+                "role": c.role, "snapshots": self.collections.snapshots()}
 
     def drift(self, head: str = "") -> list[dict[str, Any]]:
         """GetDrift: one head's drift report (NOT_FOUND for an unknown head), or every head's."""

@@ -28,7 +28,7 @@ from .config import ServeConfig
 from .core import EmbeddingCore
 from .interceptors import AdmissionInterceptor, TokenAuthInterceptor
 from .listen import check_listen_addresses
-from .status import PER_ITEM_ERRORS, SERVICE_NAME, count as _count, public_message, status_of
+from .status import PER_ITEM_ERRORS, SERVICE_NAME, count as _count, error_status, public_message
 
 log = logging.getLogger("embedsvc.server")
 _ENDED = (asyncio.CancelledError, grpc.aio.AbortError)  # the call is over: nothing to map
@@ -47,7 +47,7 @@ def _rpc(method: Callable) -> Callable:
             code = grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:  # noqa: BLE001 - every error must become a status, not a crash
-            code, details = self._status(exc, method.__name__)
+            code, details = error_status(exc, method.__name__)
             await context.abort(code, details)
         finally:
             _count(self.core.metrics, method.__name__, code, t0)
@@ -76,13 +76,6 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         self.core = core
         self.pool = pool
 
-    def _status(self, exc: BaseException, where: str) -> tuple[grpc.StatusCode, str]:
-        code = status_of(exc)
-        if code is None or code == grpc.StatusCode.INTERNAL:
-            log.error("internal error in %s", where, exc_info=exc)
-            return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
-        return code, public_message(str(exc))
-
     async def _work(self, request, context, fn: Callable[[float], Any]):
         """Admit the request, then run ``fn(deadline)`` in the worker pool."""
         deadline = self.core.deadline(context.time_remaining())
@@ -109,7 +102,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
             code = grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:  # noqa: BLE001
-            code, details = self._status(exc, "EmbedStream")
+            code, details = error_status(exc, "EmbedStream")
             await context.abort(code, details)
         finally:
             _count(self.core.metrics, "EmbedStream", code, t0)
@@ -195,18 +188,9 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
     @_rpc
     async def GetInfo(self, request, context):
         info = await self._work(request, context, lambda d: self.core.info())
-        c = self.core.config
-        b = c.batching
-        return pb.GetInfoResponse(
-            version=info["version"], device=info["device"],
-            default_backbone=info["default_backbone"], loaded_backbones=info["loaded_backbones"],
-            batching=pb.BatchingInfo(max_batch_size=b.max_batch_size,
-                                     max_queue_delay_ms=int(b.max_queue_delay_ms),
-                                     max_queue_size=b.max_queue_size, **info["batching"]),
-            max_images_per_request=c.max_images_per_request,
-            max_bytes_per_image=c.max_bytes_per_image,
-            max_pixels_per_image=c.max_pixels_per_image, role=info["role"],
-            snapshots=[pb.IndexSnapshot(**s) for s in info["snapshots"]])
+        return pb.GetInfoResponse(**{**info, "batching": pb.BatchingInfo(**info["batching"]),
+                                     "snapshots": [pb.IndexSnapshot(**s)
+                                                   for s in info["snapshots"]]})
 
 
 class Server:
@@ -225,14 +209,20 @@ class Server:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="grpc-loop", daemon=True)
         self._thread.start()
+        self.http = None
         try:
             self.port = self._call(self._build())
             self.metrics_port = (self.core.metrics.serve_http(config.metrics_port, config.host)
                                  if config.metrics_port is not None else None)
+            if config.http_port is not None:
+                from .http_server import HttpServer  # fastapi loads only when asked for
+
+                self.http = HttpServer(self.core, self.pool, config)
         except BaseException:
             self._shutdown_loop()
             self.core.close()
             raise
+        self.http_port = self.http.port if self.http is not None else None
         self._stopped = False
 
     def _call(self, coro, timeout: float | None = None):
@@ -279,6 +269,8 @@ class Server:
                 await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
         self._call(start())
+        if self.http is not None:
+            self.http.start()
         log.info("embedsvc serving on %s:%d", self.config.host, self.port)
         return self
 
@@ -293,8 +285,14 @@ class Server:
             await self.health.enter_graceful_shutdown()
             await self.grpc.stop(grace)
 
+        http = threading.Thread(target=self.http.stop, args=(grace,), name="http-stop") \
+            if self.http is not None else None
         try:
+            if http is not None:  # both drain at once
+                http.start()
             self._call(stop(), timeout=grace + 10)
+            if http is not None:
+                http.join(grace + 10)
         finally:
             self.core.close()
             self.pool.shutdown(wait=False, cancel_futures=True)

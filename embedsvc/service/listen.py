@@ -38,7 +38,8 @@ def check_listen_address(host: str, port: int, what: str = "port") -> None:
 
 
 def check_listen_addresses(config) -> None:
-    """The gRPC port and, when one is set, the metrics port of a ``ServeConfig``."""
+    """The gRPC port and, when they are set, the metrics and HTTP ports of a ``ServeConfig``."""
     check_listen_address(config.host, config.port, "port")
-    if config.metrics_port is not None:
-        check_listen_address(config.host, config.metrics_port, "metrics_port")
+    for name in ("metrics_port", "http_port"):
+        if getattr(config, name) is not None:
+            check_listen_address(config.host, getattr(config, name), name)

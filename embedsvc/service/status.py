@@ -1,6 +1,7 @@
 """The one table from core errors to gRPC status codes, and what an error detail may say."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -11,6 +12,7 @@ from ..errors import (DeadlineExceededError, EmbedsvcError, FailedPreconditionEr
                       InvalidInputError, NotFoundError, ResourceExhaustedError, UnavailableError)
 from ..v1 import embedsvc_pb2 as pb
 
+log = logging.getLogger("embedsvc.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
 
 # One table from core errors to gRPC status codes; the first matching class wins.
@@ -27,11 +29,44 @@ STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
 PER_ITEM_ERRORS = (InvalidInputError, DeadlineExceededError, ResourceExhaustedError)
 
 
+# The HTTP API answers each code with the HTTP status Google's APIs and grpc-gateway give it;
+# the body names the code too, so a 400 still says which of its three causes it was.
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
 def status_of(exc: BaseException) -> grpc.StatusCode | None:
     for cls, code in STATUS_OF:
         if isinstance(exc, cls):
             return code
     return None
+
+
+def error_status(exc: BaseException, where: str) -> tuple[grpc.StatusCode, str]:
+    """The status and the detail a client gets for ``exc``: an internal error is logged with
+    its traceback and answered without one."""
+    code = status_of(exc)
+    if code is None or code == grpc.StatusCode.INTERNAL:
+        log.error("internal error in %s", where, exc_info=exc)
+        return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+    return code, public_message(str(exc))
 
 
 # An absolute path whose first component exists on this machine (/usr/..., /tmp/..., /root/...):

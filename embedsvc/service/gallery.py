@@ -1,0 +1,175 @@
+"""What people look at besides answers: thumbnails of indexed images, a 2-D map of an index and
+a head's training report. Transport-free, like the core; the HTTP API and the web page serve it.
+
+Thumbnails live in ``DATA_DIR/thumbnails/INDEX/XX/ID.jpg``. They are written after an Upsert of
+images was acknowledged (derived data: a crash may lose a thumbnail, never a write, and a disk
+too full for one fails no Upsert), replaced or removed when the id is overwritten or deleted. An
+item without one is shown from its metadata ``path`` when that file lies inside the data dir (an
+index filled from images kept there); a path anywhere else is never opened.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..collection.rows import live_metadata, live_sample
+from ..errors import ImageDecodeError, InvalidInputError, NotFoundError
+from ..images import load_upright
+from .datadir import DataDir
+
+log = logging.getLogger("embedsvc.gallery")
+MAP_LIMIT = 20_000  # points one map may hold: a browser draws them, PCA runs on them
+HEAD_FIGURES = ("confusion", "learning_curve")  # PNGs train-head writes in HEAD/report/
+# what a head report may show of head.json's "training"; the rest names server paths
+PUBLIC_TRAINING = ("split", "train_examples", "per_class", "notes", "target_vectors",
+                   "target_labelled")
+
+
+class Thumbnails:
+    def __init__(self, data: DataDir, size: int, max_pixels: int, max_bytes: int):
+        self.root = data.root / "thumbnails"
+        self.data_root = data.root.resolve()
+        self.size = size  # 0: none are kept
+        self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
+
+    def _file(self, index: str, item_id: int) -> Path:
+        return self.root / index / f"{item_id % 256:02x}" / f"{item_id}.jpg"
+
+    def _render(self, data: bytes | Path, name: str) -> bytes:
+        side = self.size or 128
+        img, _ = load_upright(data, name, self.max_pixels, draft_to=side)
+        img.thumbnail((side, side))
+        out = io.BytesIO()
+        img.save(out, "JPEG", quality=85)
+        return out.getvalue()
+
+    def upserted(self, index: str, ids: Sequence[int], images: Sequence[bytes | None]) -> None:
+        """After an acknowledged Upsert: a thumbnail per image; an id now holding a vector
+        loses the one an earlier image left."""
+        for item_id, data in zip(ids, images):
+            path = self._file(index, item_id)
+            try:
+                if data is None or not self.size:
+                    path.unlink(missing_ok=True)
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_bytes(self._render(data, f"#{item_id}"))
+                os.replace(tmp, path)
+            except (OSError, ImageDecodeError) as exc:  # the write itself stands
+                log.warning("no thumbnail for id %d of index %r: %s", item_id, index, exc)
+
+    def deleted(self, index: str, ids: Sequence[int]) -> None:
+        for item_id in ids:
+            try:
+                self._file(index, int(item_id)).unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("thumbnail of id %d of index %r stays: %s", item_id, index, exc)
+
+    def _inside(self, metadata: dict | None) -> Path | None:
+        """The metadata's image path when it is a file inside the data dir."""
+        path = (metadata or {}).get("path")
+        if not path:
+            return None
+        p = Path(path) if Path(path).is_absolute() else self.data_root / path
+        try:
+            p = p.resolve()  # symlinks and '..' resolved before the containment check
+        except (OSError, RuntimeError):
+            return None
+        if not (p.is_relative_to(self.data_root) and p.is_file()):
+            return None
+        return p if p.stat().st_size <= self.max_bytes else None
+
+    def available(self, index: str, item_id: int, metadata: dict | None) -> bool:
+        return self._file(index, item_id).is_file() or self._inside(metadata) is not None
+
+    def get(self, index: str, item_id: int, metadata: dict | None) -> bytes:
+        try:
+            return self._file(index, item_id).read_bytes()
+        except FileNotFoundError:
+            pass
+        source = self._inside(metadata)
+        if source is None:
+            raise NotFoundError(f"item {item_id} of index {index!r} has no thumbnail: it was "
+                                f"not upserted as an image, and its metadata names no image "
+                                f"file inside the data dir")
+        return self._render(source, f"item {item_id}")
+
+
+class Gallery:
+    def __init__(self, data: DataDir, collections, heads, thumbnails: Thumbnails):
+        self.data = data
+        self.collections = collections
+        self.heads = heads
+        self.thumbnails = thumbnails
+
+    # -- thumbnails --------------------------------------------------------------------------
+    def thumbnail(self, index: str, item_id: int) -> bytes:
+        view = self.collections.get(index).view
+        metadata = live_metadata(view, item_id)
+        if metadata is None:
+            raise NotFoundError(f"index {index!r} holds no id {item_id}")
+        return self.thumbnails.get(index, item_id, metadata)
+
+    def with_thumbnails(self, index: str, hits) -> list[dict[str, Any]]:
+        """Search hits as dicts, each saying whether a thumbnail can be shown."""
+        return [{"id": i, "score": s, "metadata": m,
+                 "thumbnail": self.thumbnails.available(index, i, m)} for i, s, m in hits]
+
+    # -- the map of an index -----------------------------------------------------------------
+    def index_map(self, index: str, limit: int = 2000) -> dict[str, Any]:
+        """A 2-D PCA projection of up to ``limit`` live vectors, with their labels."""
+        if not 2 <= limit <= MAP_LIMIT:
+            raise InvalidInputError(f"limit must be in [2, {MAP_LIMIT}], got {limit}")
+        coll = self.collections.get(index)
+        ids, x, metadata = live_sample(coll.view, limit)
+        xy, explained = _pca2(x)
+        points = [{"id": int(i), "x": float(a), "y": float(b), "label": m.get("label", ""),
+                   "metadata": m, "thumbnail": self.thumbnails.available(index, int(i), m)}
+                  for i, (a, b), m in zip(ids.tolist(), xy, metadata)]
+        return {"index": index, "count": coll.count, "shown": len(points), "method": "pca",
+                "explained_variance": explained, "points": points}
+
+    # -- head reports ------------------------------------------------------------------------
+    def head_report(self, name: str) -> dict[str, Any]:
+        head = self.heads.get(name)  # unknown: NOT_FOUND; failed to load: FAILED_PRECONDITION
+        entry = self.heads.entries()[name]
+        p = head.provenance
+        return {"name": name, "kind": head.kind, "backbone": entry.public_backbone(),
+                "classes": head.classes, "metrics": head.metrics,
+                "training": {k: head.training[k] for k in PUBLIC_TRAINING if k in head.training},
+                "features": {"dim": p["dim"], "tap": p["tap"], "normalized": p["normalized"],
+                             "weights_sha256": p["weights_sha256"]},
+                "ood_method": head.ood_method,
+                "alignment": head.alignment.method if head.alignment is not None else None,
+                "figures": [f for f in HEAD_FIGURES if self._figure_file(name, f).is_file()]}
+
+    def head_figure(self, name: str, figure: str) -> bytes:
+        if figure not in HEAD_FIGURES:
+            raise InvalidInputError(f"unknown figure {figure!r}; one of {', '.join(HEAD_FIGURES)}")
+        self.heads.get(name)
+        try:
+            return self._figure_file(name, figure).read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"head {name!r} has no {figure} figure (train-head "
+                                f"--learning-curve draws the learning curve)") from None
+
+    def _figure_file(self, name: str, figure: str) -> Path:
+        return self.data.heads / name / "report" / f"{figure}.png"
+
+
+def _pca2(x: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """The first two principal components of the rows, and the share of the variance each
+    explains (randomized SVD: a fraction of a second for 20,000 1280-d rows)."""
+    if len(x) < 3 or not np.ptp(x, axis=0).any():  # nothing to spread out
+        return np.zeros((len(x), 2), np.float32), [0.0, 0.0]
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=2, svd_solver="randomized", random_state=0).fit(x)
+    return pca.transform(x).astype(np.float32), [float(v) for v in pca.explained_variance_ratio_]

@@ -1,0 +1,267 @@
+"""The HTTP/JSON front door, beside gRPC on the same ``EmbeddingCore``. Like the servicer it
+validates, converts and delegates; an error goes through status.py's one table to a gRPC code,
+and from there to the HTTP status Google's APIs give that code (``HTTP_STATUS``).
+
+FastAPI, because request bodies are validated from the type hints in http_models.py into 400s
+that name the field, the OpenAPI document (``/openapi.json``) is generated from the same models,
+and routing and static files come from Starlette, all well kept and widely used; uvicorn (with
+the httptools parser) serves it. Nothing here parses HTTP.
+
+The page at ``/`` is plain HTML and JavaScript in ``web/``, no build step.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import grpc
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from .. import __version__
+from ..errors import EmbedsvcError, InvalidInputError
+from .core import EmbeddingCore
+from .http_gate import error_response
+from .http_models import (ClassifyRequest, DeleteRequest, EmbeddingsRequest, EmbeddingsResponse,
+                          ErrorResponse, SearchRequest, UpsertRequest)
+from .status import error_status
+
+WEB = Path(__file__).with_name("web")
+ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 404, 413, 429, 503, 504)}
+# the page's own files may only talk to this server, and never run inline script
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
+                                           "object-src 'none'; base-uri 'none'",
+                "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+_SPACE = re.compile(r"\s+")
+
+
+class _Failed(Exception):
+    """An error already turned into its status and public message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        self.code, self.message = code, message
+
+
+def decode_image(text: str, what: str) -> bytes:
+    """A base64 string or base64 data URI → bytes (line breaks, as ``base64`` writes, allowed)."""
+    if text.startswith("data:"):
+        header, sep, text = text.partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise InvalidInputError(f"{what}: a data URI must be base64, like "
+                                    f"'data:image/png;base64,iVBOR...'")
+    try:
+        return base64.b64decode(_SPACE.sub("", text), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInputError(f"{what} is neither base64 nor a base64 data URI") from None
+
+
+def _timeout(request: Request) -> float | None:
+    """The caller's deadline, in seconds, from ``X-Request-Timeout`` (gRPC's grpc-timeout)."""
+    text = request.headers.get("x-request-timeout")
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value != value:
+        raise InvalidInputError(f"X-Request-Timeout must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+class _Runner:
+    """Admit a request (the same budgets as gRPC), run the core's blocking work in the shared
+    worker pool, and turn any error into its status once."""
+
+    def __init__(self, core: EmbeddingCore, pool: ThreadPoolExecutor):
+        self.core, self.pool = core, pool
+
+    async def __call__(self, request: Request, fn: Callable[[float], Any]) -> Any:
+        try:
+            deadline = self.core.deadline(_timeout(request))
+            size = int(request.headers.get("content-length") or 0)
+            with self.core.admission.request(size):
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self.pool, fn, deadline)
+        except Exception as exc:  # noqa: BLE001 - every error becomes a status, not a crash
+            endpoint = request.scope.get("endpoint")
+            raise _Failed(*error_status(exc, getattr(endpoint, "__name__", "http"))) from None
+
+
+def _images(items, what: str = "images") -> list[tuple[str, bytes]]:
+    return [(it.id or str(n), decode_image(it.data, f"{what}[{n}]")) for n, it in enumerate(items)]
+
+
+def _vectors(vectors, encoding: str) -> list:
+    if encoding == "base64":  # OpenAI's: the float32 bytes, little-endian
+        return [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
+    return vectors.tolist()  # float32 → the same doubles a gRPC client reads
+
+
+def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
+    app = FastAPI(title="embedsvc", version=__version__, docs_url=None, redoc_url=None,
+                  description="Image embeddings, classification and vector search over "
+                              "HTTP/JSON, on the same core as the gRPC API. POST /v1/embeddings "
+                              "takes OpenAI's request shape. Send 'Authorization: Bearer TOKEN' "
+                              "when the server has a token; X-Request-Timeout sets a deadline "
+                              "in seconds.")
+    run = _Runner(core, pool)
+    _errors(app)
+
+    @app.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=ERRORS,
+              tags=["embed"])
+    async def embeddings(body: EmbeddingsRequest, request: Request):
+        inputs = [body.input] if isinstance(body.input, str) else body.input
+        backbone = None if body.model in ("", "default") else body.model
+
+        def work(deadline: float):
+            images = [(str(n), decode_image(s, f"input[{n}]")) for n, s in enumerate(inputs)]
+            emb, timing = core.embed(images, backbone, body.tap, body.normalize, deadline)
+            if body.dimensions is not None and body.dimensions != emb.vectors.shape[1]:
+                raise InvalidInputError(f"dimensions is {body.dimensions}; "
+                                        f"{emb.provenance['backbone']} gives "
+                                        f"{emb.vectors.shape[1]}-d vectors and does not "
+                                        f"truncate them")
+            return emb, timing, _vectors(emb.vectors, body.encoding_format)
+
+        emb, timing, vectors = await run(request, work)
+        return JSONResponse({
+            "object": "list", "model": emb.provenance["backbone"],
+            "data": [{"object": "embedding", "index": n, "embedding": v}
+                     for n, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": 0, "total_tokens": 0, "images": len(vectors)},
+            "provenance": emb.provenance, "timing": asdict(timing)})
+
+    @app.post("/v1/classify", responses=ERRORS, tags=["classify"])
+    async def classify(body: ClassifyRequest, request: Request):
+        results, timing = await run(request, lambda d: core.classify(
+            _images(body.images), body.head, body.top_k, body.abstain_below, d,
+            body.max_ood_score))
+        for r in results:
+            r["top"] = [{"label": label, "probability": p} for label, p in r["top"]]
+        return JSONResponse({"head": body.head, "results": results, "timing": asdict(timing)})
+
+    @app.post("/v1/search", responses=ERRORS, tags=["search"])
+    async def search(body: SearchRequest, request: Request):
+        def work(deadline: float):
+            image = None
+            if body.image is not None:
+                image = (body.image.id or "query", decode_image(body.image.data, "image"))
+            hits = core.search(body.index, image, body.vector, body.k, body.where, deadline)
+            return core.gallery.with_thumbnails(body.index, hits)
+
+        return JSONResponse({"hits": await run(request, work)})
+
+    @app.post("/v1/indexes/{name}/upsert", responses=ERRORS, tags=["indexes"])
+    async def upsert(name: str, body: UpsertRequest, request: Request):
+        def work(deadline: float):
+            items = [{"id": it.id, "metadata": it.metadata, "vector": it.vector,
+                      "image": None if it.image is None else decode_image(it.image, f"items[{n}]")}
+                     for n, it in enumerate(body.items)]
+            return core.upsert(name, items, deadline)
+
+        ids, total = await run(request, work)
+        return JSONResponse({"upserted": len(ids), "total": total, "ids": ids})
+
+    @app.delete("/v1/indexes/{name}/items", responses=ERRORS, tags=["indexes"])
+    async def delete(name: str, body: DeleteRequest, request: Request):
+        n, total = await run(request, lambda d: core.delete(name, body.ids))
+        return JSONResponse({"deleted": n, "total": total})
+
+    @app.get("/v1/indexes", tags=["indexes"])
+    async def indexes():
+        return JSONResponse({"indexes": core.list_indexes()})
+
+    @app.get("/v1/indexes/{name}/map", responses=ERRORS, tags=["indexes"])
+    async def index_map(name: str, request: Request, limit: int = Query(2000)):
+        return JSONResponse(await run(request, lambda d: core.gallery.index_map(name, limit)))
+
+    @app.get("/v1/indexes/{name}/items/{item_id}/thumbnail", responses=ERRORS, tags=["indexes"],
+             response_class=Response)
+    async def thumbnail(name: str, item_id: int, request: Request):
+        data = await run(request, lambda d: core.gallery.thumbnail(name, item_id))
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/v1/models", tags=["models"])
+    async def models():
+        return JSONResponse({"object": "list", "data": [
+            {"id": m["name"], "object": "model", "created": 0, "owned_by": m["library"], **m}
+            for m in core.list_models()]})
+
+    @app.get("/v1/heads", tags=["heads"])
+    async def heads(request: Request):
+        return JSONResponse({"heads": await run(request, lambda d: core.list_heads())})
+
+    @app.get("/v1/heads/{name}", responses=ERRORS, tags=["heads"])
+    async def head_report(name: str, request: Request):
+        return JSONResponse(await run(request, lambda d: core.gallery.head_report(name)))
+
+    @app.get("/v1/heads/{name}/figures/{figure}", responses=ERRORS, tags=["heads"],
+             response_class=Response)
+    async def head_figure(name: str, figure: str, request: Request):
+        data = await run(request, lambda d: core.gallery.head_figure(name, figure))
+        return Response(data, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/v1/drift", responses=ERRORS, tags=["heads"])
+    async def drift(request: Request, head: str = ""):
+        return JSONResponse({"heads": await run(request, lambda d: core.drift(head))})
+
+    @app.get("/v1/info", tags=["info"])
+    async def info(request: Request):
+        return JSONResponse(await run(request, lambda d: core.info()))
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz():
+        """Liveness: the process answers."""
+        return JSONResponse({"status": "SERVING"})
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz():
+        """Readiness: 503 once the server drains (SIGTERM), so a load balancer stops sending."""
+        if core.admission.closed:
+            return JSONResponse({"status": "NOT_SERVING"}, 503)
+        return JSONResponse({"status": "SERVING"})
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(WEB / "index.html", headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=WEB), name="static")
+    return app
+
+
+def _errors(app: FastAPI) -> None:
+    """Every error leaves as ``{"error": {"message", "type", "code"}}`` (OpenAI's shape)."""
+
+    async def failed(request: Request, exc: _Failed):
+        return error_response(request.scope, exc.code, exc.message)
+
+    async def core_error(request: Request, exc: EmbedsvcError):
+        return error_response(request.scope, *error_status(exc, "http"))
+
+    async def invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        return error_response(request.scope, grpc.StatusCode.INVALID_ARGUMENT,
+                              f"{where}: {first.get('msg', 'invalid')}{more}")
+
+    async def http_error(request: Request, exc: HTTPException):
+        code = {404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED}.get(
+            exc.status_code, grpc.StatusCode.INVALID_ARGUMENT)
+        return error_response(request.scope, code, str(exc.detail), exc.status_code)
+
+    app.add_exception_handler(_Failed, failed)
+    app.add_exception_handler(EmbedsvcError, core_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(HTTPException, http_error)
+

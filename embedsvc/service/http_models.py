@@ -1,0 +1,97 @@
+"""The HTTP API's request bodies, and its response shapes for the OpenAPI document.
+
+Requests are validated by pydantic (FastAPI) once, here: a wrong type, a missing field or an
+unknown one (a misspelt option must not be ignored) is a 400 naming the field. Images travel as
+base64 strings, plain or as data URIs (``data:image/png;base64,...``), as JSON carries proto
+``bytes``. Responses are written as plain JSON (vectors are large); the models below describe
+them in ``/openapi.json``.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImageIn(_Body):
+    id: str = Field("", description="the client's id, echoed back (default: the position)")
+    data: str = Field(description="the encoded image (PNG, JPEG, ...) in base64, or a data URI")
+
+
+class EmbeddingsRequest(_Body):
+    """OpenAI's embeddings request, for images; ``tap`` and ``normalize`` are embedsvc's own."""
+    model: str = Field(description="a backbone name (GET /v1/models); '' or 'default': the "
+                                   "server's default backbone")
+    input: str | list[str] = Field(description="base64 images or data URIs, one or a list")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="base64: little-endian float32 bytes (what OpenAI clients ask for)")
+    dimensions: int | None = Field(None, description="must equal the backbone's dimension if set")
+    user: str | None = Field(None, description="accepted and ignored, as OpenAI clients send it")
+    tap: str = Field("", description="'' or 'pre_logits'; 'early', 'middle', 'late' for timm")
+    normalize: bool = Field(True, description="false: skip L2 normalisation")
+
+
+class EmbeddingOut(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    total_tokens: int = 0
+    images: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingOut]
+    model: str
+    usage: Usage
+    provenance: dict
+    timing: dict
+
+
+class ClassifyRequest(_Body):
+    images: list[ImageIn]
+    head: str = Field("imagenet", description="'imagenet' or a trained head (GET /v1/heads)")
+    top_k: int = Field(5, ge=1, le=1000)
+    abstain_below: float | None = Field(None, description="'unknown' below this top probability")
+    max_ood_score: float | None = Field(None, description="'unknown' above this OOD score")
+
+
+class SearchRequest(_Body):
+    index: str
+    image: ImageIn | None = Field(None, description="query by image ...")
+    vector: list[float] | None = Field(None, description="... or by vector (exactly one)")
+    k: int = Field(10, ge=1, le=10_000)
+    where: dict[str, str] = Field({}, description="metadata filter, e.g. {'label': 'bag'}")
+
+
+class UpsertItem(_Body):
+    id: int | None = Field(None, ge=0, description="unset: the server assigns the next free id")
+    image: str | None = Field(None, description="base64 image or data URI ...")
+    vector: list[float] | None = Field(None, description="... or a vector (exactly one)")
+    metadata: dict[str, str] = {}
+
+
+class UpsertRequest(_Body):
+    items: list[UpsertItem]
+
+
+class DeleteRequest(_Body):
+    ids: list[int] = Field(description="absent ids are ignored; an id named twice counts once")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str = Field(description="the gRPC status the same error gets, in lower case")
+    code: str = Field(description="the gRPC status name, e.g. INVALID_ARGUMENT")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
