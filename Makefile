@@ -8,7 +8,9 @@ STAMP  := $(VENV)/.installed
 DEMO   ?= demo-out
 
 # Real data the tests use, from Debian (never a download at run time): package → a path it installs.
-TEST_DEBS := dataset-fashion-mnist:/usr/share/datasets/fashion-mnist
+# The browser the page test drives (tests/test_web_page.py) comes from Debian too, never a download.
+TEST_DEBS := dataset-fashion-mnist:/usr/share/datasets/fashion-mnist \
+             chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver
 
 .PHONY: venv demo test test-debs bench clean
 

@@ -185,7 +185,7 @@ class EmbeddingCore:
         if head != IMAGENET_HEAD:
             self.drift_monitor.record(head, h, emb.vectors)
         return [{"id": a.id, "label": a.label, "probability": a.probability, "top": list(a.top),
-                 "ood_score": a.ood_score, "abstained": a.abstained} for a in answers], timing
+                 "ood_score": a.ood_score, "abstained": bool(a.abstained)} for a in answers], timing
 
     # -- indexes ----------------------------------------------------------------------------------
     def list_indexes(self) -> list[dict[str, Any]]:

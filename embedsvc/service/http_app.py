@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import grpc
+import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -42,6 +44,20 @@ PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' b
                                            "object-src 'none'; base-uri 'none'",
                 "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
 _SPACE = re.compile(r"\s+")
+
+
+class _JSON(JSONResponse):
+    """JSON with numpy scalars as the plain numbers they hold."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+                          default=_plain).encode()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 class _Failed(Exception):
@@ -134,7 +150,7 @@ def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
             return emb, timing, _vectors(emb.vectors, body.encoding_format)
 
         emb, timing, vectors = await run(request, work)
-        return JSONResponse({
+        return _JSON({
             "object": "list", "model": emb.provenance["backbone"],
             "data": [{"object": "embedding", "index": n, "embedding": v}
                      for n, v in enumerate(vectors)],
@@ -148,7 +164,7 @@ def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
             body.max_ood_score))
         for r in results:
             r["top"] = [{"label": label, "probability": p} for label, p in r["top"]]
-        return JSONResponse({"head": body.head, "results": results, "timing": asdict(timing)})
+        return _JSON({"head": body.head, "results": results, "timing": asdict(timing)})
 
     @app.post("/v1/search", responses=ERRORS, tags=["search"])
     async def search(body: SearchRequest, request: Request):
@@ -159,7 +175,7 @@ def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
             hits = core.search(body.index, image, body.vector, body.k, body.where, deadline)
             return core.gallery.with_thumbnails(body.index, hits)
 
-        return JSONResponse({"hits": await run(request, work)})
+        return _JSON({"hits": await run(request, work)})
 
     @app.post("/v1/indexes/{name}/upsert", responses=ERRORS, tags=["indexes"])
     async def upsert(name: str, body: UpsertRequest, request: Request):
@@ -170,20 +186,20 @@ def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
             return core.upsert(name, items, deadline)
 
         ids, total = await run(request, work)
-        return JSONResponse({"upserted": len(ids), "total": total, "ids": ids})
+        return _JSON({"upserted": len(ids), "total": total, "ids": ids})
 
     @app.delete("/v1/indexes/{name}/items", responses=ERRORS, tags=["indexes"])
     async def delete(name: str, body: DeleteRequest, request: Request):
         n, total = await run(request, lambda d: core.delete(name, body.ids))
-        return JSONResponse({"deleted": n, "total": total})
+        return _JSON({"deleted": n, "total": total})
 
     @app.get("/v1/indexes", tags=["indexes"])
     async def indexes():
-        return JSONResponse({"indexes": core.list_indexes()})
+        return _JSON({"indexes": core.list_indexes()})
 
     @app.get("/v1/indexes/{name}/map", responses=ERRORS, tags=["indexes"])
     async def index_map(name: str, request: Request, limit: int = Query(2000)):
-        return JSONResponse(await run(request, lambda d: core.gallery.index_map(name, limit)))
+        return _JSON(await run(request, lambda d: core.gallery.index_map(name, limit)))
 
     @app.get("/v1/indexes/{name}/items/{item_id}/thumbnail", responses=ERRORS, tags=["indexes"],
              response_class=Response)
@@ -193,17 +209,17 @@ def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
 
     @app.get("/v1/models", tags=["models"])
     async def models():
-        return JSONResponse({"object": "list", "data": [
+        return _JSON({"object": "list", "data": [
             {"id": m["name"], "object": "model", "created": 0, "owned_by": m["library"], **m}
             for m in core.list_models()]})
 
     @app.get("/v1/heads", tags=["heads"])
     async def heads(request: Request):
-        return JSONResponse({"heads": await run(request, lambda d: core.list_heads())})
+        return _JSON({"heads": await run(request, lambda d: core.list_heads())})
 
     @app.get("/v1/heads/{name}", responses=ERRORS, tags=["heads"])
     async def head_report(name: str, request: Request):
-        return JSONResponse(await run(request, lambda d: core.gallery.head_report(name)))
+        return _JSON(await run(request, lambda d: core.gallery.head_report(name)))
 
     @app.get("/v1/heads/{name}/figures/{figure}", responses=ERRORS, tags=["heads"],
              response_class=Response)
@@ -213,23 +229,23 @@ def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
 
     @app.get("/v1/drift", responses=ERRORS, tags=["heads"])
     async def drift(request: Request, head: str = ""):
-        return JSONResponse({"heads": await run(request, lambda d: core.drift(head))})
+        return _JSON({"heads": await run(request, lambda d: core.drift(head))})
 
     @app.get("/v1/info", tags=["info"])
     async def info(request: Request):
-        return JSONResponse(await run(request, lambda d: core.info()))
+        return _JSON(await run(request, lambda d: core.info()))
 
     @app.get("/healthz", tags=["health"])
     async def healthz():
         """Liveness: the process answers."""
-        return JSONResponse({"status": "SERVING"})
+        return _JSON({"status": "SERVING"})
 
     @app.get("/readyz", tags=["health"])
     async def readyz():
         """Readiness: 503 once the server drains (SIGTERM), so a load balancer stops sending."""
         if core.admission.closed:
-            return JSONResponse({"status": "NOT_SERVING"}, 503)
-        return JSONResponse({"status": "SERVING"})
+            return _JSON({"status": "NOT_SERVING"}, 503)
+        return _JSON({"status": "SERVING"})
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -260,6 +276,10 @@ def _errors(app: FastAPI) -> None:
             exc.status_code, grpc.StatusCode.INVALID_ARGUMENT)
         return error_response(request.scope, code, str(exc.detail), exc.status_code)
 
+    async def bug(request: Request, exc: Exception):  # logged by error_status with its trace
+        return error_response(request.scope, *error_status(exc, "http"))
+
+    app.add_exception_handler(Exception, bug)
     app.add_exception_handler(_Failed, failed)
     app.add_exception_handler(EmbedsvcError, core_error)
     app.add_exception_handler(RequestValidationError, invalid)

@@ -1,0 +1,158 @@
+"""The web page in a real headless browser (Debian's chromium and chromium-driver, driven by
+selenium): upload photos, see the classification and the neighbours' thumbnails, a head's report
+and an index's map. Screenshots go to test-artifacts/ (described in the README)."""
+from __future__ import annotations
+
+import base64
+import shutil
+import tempfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from classifiers.heads import TrainHeadConfig, train_head
+from embedsvc.service.config import ServeConfig
+from embedsvc.service.grpc_server import Server
+
+pytestmark = pytest.mark.slow  # the real effnet-lite0 (an ImageNet head and FMNIST features)
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+PER_CLASS = 4  # indexed test images per class
+WAIT_S = 60
+
+
+@pytest.fixture(scope="module")
+def site(fmnist_store, fmnist_dir, tmp_path_factory):
+    data = tmp_path_factory.mktemp("web")
+    # a centroid head: its learning curve takes a second, not a minute
+    train_head(fmnist_store.root, data / "heads" / "fmnist",
+               TrainHeadConfig(kind="centroid", learning_curve=True), progress=False)
+    srv = Server(ServeConfig(port=0, http_port=0, data_dir=str(data))).start()
+    base = f"http://127.0.0.1:{srv.http_port}"
+    # test images the head never saw, indexed through the HTTP API with their labels
+    items = [{"image": base64.b64encode(p.read_bytes()).decode(), "metadata": {"label": cls.name}}
+             for cls in sorted((fmnist_dir / "test").iterdir())
+             for p in sorted(cls.glob("*.png"))[-PER_CLASS:]]
+    r = httpx.post(f"{base}/v1/indexes/fmnist/upsert", json={"items": items}, timeout=120)
+    assert r.status_code == 200, r.text
+    query = sorted((fmnist_dir / "test" / "bag").glob("*.png"))[-PER_CLASS - 1]
+    yield base, query
+    srv.stop(grace=5)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail("Debian's chromium and chromium-driver are missing; `make test` installs them "
+                    "(apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    profile = tempfile.mkdtemp(dir=tmp_path_factory.getbasetemp())
+    # no sandbox as root; no background networking: this machine has no internet to reach
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1280,1000",
+                 f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _wait(driver, condition, what: str):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT_S).until(lambda d: condition(d), message=what)
+
+
+def _upload(driver, path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "file").send_keys(str(path))
+
+
+def _select(driver, select_id: str, value: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    _wait(driver, lambda d: value in [o.text for o in Select(d.find_element(By.ID, select_id))
+                                      .options], f"{value} in #{select_id}")
+    Select(driver.find_element(By.ID, select_id)).select_by_visible_text(value)
+
+
+def _loaded_thumbnails(driver) -> list:
+    from selenium.webdriver.common.by import By
+
+    imgs = driver.find_elements(By.CSS_SELECTOR, "#neighbours .neighbour img")
+    return [i for i in imgs if driver.execute_script(
+        "return arguments[0].complete && arguments[0].naturalWidth > 0", i)]
+
+
+def test_upload_classifies_and_shows_the_neighbours(site, browser, photos):
+    from selenium.webdriver.common.by import By
+
+    base, query = site
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.get(base + "/")
+    _select(browser, "head", "fmnist")
+    _select(browser, "index", "fmnist")
+    _upload(browser, query)
+    label = _wait(browser, lambda d: d.find_element(By.ID, "label").text or None,
+                  "a classification")
+    thumbs = _wait(browser, lambda d: len(_loaded_thumbnails(d)) == 8 and _loaded_thumbnails(d),
+                   "8 neighbour thumbnails")
+    captions = [t.find_element(By.XPATH, "..").text for t in thumbs]
+    assert label == "bag", label
+    assert sum("bag" in c for c in captions) >= PER_CLASS - 1, captions  # bags find bags
+    assert all("·" in c for c in captions)  # id and score under each
+    bars = browser.find_elements(By.CSS_SELECTOR, "#classification .bar")
+    assert len(bars) == 6 and "out-of-distribution" in bars[-1].text  # top 5 + the OOD score
+    assert "1280-d vector from effnet-lite0" in browser.find_element(By.ID, "embedding").text
+    browser.save_screenshot(str(ARTIFACTS / "web-try.png"))
+
+    # a photo far from Fashion-MNIST: the fmnist head abstains (its OOD score passes 0.99) ...
+    _upload(browser, photos["chelsea"])
+    _wait(browser, lambda d: d.find_element(By.ID, "label").text.startswith("unknown"),
+          "the fmnist head abstaining on a cat")
+    # ... and the ImageNet head names it
+    _select(browser, "head", "imagenet")
+    _wait(browser, lambda d: "cat" in d.find_element(By.ID, "label").text, "an ImageNet cat")
+
+
+def test_a_heads_report_and_an_index_map(site, browser):
+    from selenium.webdriver.common.by import By
+
+    base, _ = site
+    browser.get(base + "/#/heads/fmnist")
+    _wait(browser, lambda d: len([i for i in d.find_elements(By.CSS_SELECTOR, ".figures img")
+                                  if d.execute_script("return arguments[0].naturalWidth", i)]) == 2,
+          "the confusion matrix and the learning curve")
+    report = browser.find_element(By.ID, "head-report").text
+    assert "centroid head on effnet-lite0" in report and "accuracy" in report
+    assert "Drift of live inputs" in report
+    browser.save_screenshot(str(ARTIFACTS / "web-head.png"))
+
+    browser.get(base + "/#/maps/fmnist")
+    _wait(browser, lambda d: "of 40 vectors" in d.find_element(By.ID, "map-info").text, "the map")
+    legend = browser.find_elements(By.CSS_SELECTOR, "#map-legend .legend-item")
+    assert len(legend) == 10
+    # click the first point: its thumbnail and metadata appear
+    point = browser.execute_script(
+        "const m = state.map, at = mapScale(), c = document.getElementById('map-canvas');"
+        "const r = c.getBoundingClientRect(), [x, y] = at(m.points[0]);"
+        "return [r.left + x * r.width / c.width, r.top + y * r.height / c.height, m.points[0].label];")
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    canvas = browser.find_element(By.ID, "map-canvas")
+    rect = canvas.rect
+    ActionChains(browser).move_to_element_with_offset(
+        canvas, point[0] - rect["x"] - rect["width"] / 2,
+        point[1] - rect["y"] - rect["height"] / 2).click().perform()
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#map-point img"), "a clicked point")
+    assert point[2] in browser.find_element(By.ID, "map-point").text
+    browser.save_screenshot(str(ARTIFACTS / "web-map.png"))
