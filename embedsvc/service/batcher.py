@@ -106,11 +106,15 @@ class DynamicBatcher:
             now = time.monotonic()
             live = []
             for item in batch:
+                # first: a future its caller cancelled (its deadline passed while waiting) takes
+                # no answer, and setting one would kill this thread
+                if not item.future.set_running_or_notify_cancel():
+                    continue
                 if item.deadline is not None and item.deadline < now:
                     item.future.set_exception(DeadlineExceededError(
                         f"deadline passed after {1000 * (now - item.enqueued):.0f} ms in the queue"))
                     self.expired += 1
-                elif item.future.set_running_or_notify_cancel():
+                else:
                     live.append(item)
             if live:
                 self._run(live)

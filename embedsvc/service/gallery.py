@@ -18,7 +18,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..collection.rows import live_metadata, live_sample
-from ..errors import ImageDecodeError, InvalidInputError, NotFoundError
+from ..errors import (FailedPreconditionError, ImageDecodeError, InvalidInputError,
+                      NotFoundError)
 from ..images import load_upright
 from .datadir import DataDir
 
@@ -82,12 +83,13 @@ class Thumbnails:
             p = p.resolve()  # symlinks and '..' resolved before the containment check
         except (OSError, RuntimeError):
             return None
-        if not (p.is_relative_to(self.data_root) and p.is_file()):
-            return None
-        return p if p.stat().st_size <= self.max_bytes else None
+        return p if p.is_relative_to(self.data_root) and p.is_file() else None
 
     def available(self, index: str, item_id: int, metadata: dict | None) -> bool:
-        return self._file(index, item_id).is_file() or self._inside(metadata) is not None
+        if self._file(index, item_id).is_file():
+            return True
+        source = self._inside(metadata)
+        return source is not None and source.stat().st_size <= self.max_bytes
 
     def get(self, index: str, item_id: int, metadata: dict | None) -> bytes:
         try:
@@ -99,6 +101,10 @@ class Thumbnails:
             raise NotFoundError(f"item {item_id} of index {index!r} has no thumbnail: it was "
                                 f"not upserted as an image, and its metadata names no image "
                                 f"file inside the data dir")
+        size = source.stat().st_size
+        if size > self.max_bytes:
+            raise FailedPreconditionError(f"item {item_id}'s image file is {size} bytes, over "
+                                          f"max_bytes_per_image ({self.max_bytes})")
         return self._render(source, f"item {item_id}")
 
 

@@ -140,7 +140,7 @@ def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
         backbone = None if body.model in ("", "default") else body.model
 
         def work(deadline: float):
-            images = [(str(n), decode_image(s, f"input[{n}]")) for n, s in enumerate(inputs)]
+            images = [(f"input[{n}]", decode_image(s, f"input[{n}]")) for n, s in enumerate(inputs)]
             emb, timing = core.embed(images, backbone, body.tap, body.normalize, deadline)
             if body.dimensions is not None and body.dimensions != emb.vectors.shape[1]:
                 raise InvalidInputError(f"dimensions is {body.dimensions}; "
