@@ -93,7 +93,8 @@ def test_servers_are_probed_over_grpc_health_and_run_as_their_role():
         (c,) = spec["containers"]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert c[probe]["grpc"]["port"] == config.port, (name, probe)
-        assert {p["containerPort"] for p in c["ports"]} == {config.port, config.metrics_port}
+        assert {p["containerPort"] for p in c["ports"]} == {config.port, config.metrics_port,
+                                                            config.http_port}
         args = c["args"]
         assert args[:3] == ["serve", "--config", "/etc/embedsvc/serve.toml"]
         roles[name] = args[args.index("--role") + 1]

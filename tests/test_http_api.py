@@ -122,6 +122,9 @@ def test_invalid_requests_are_400_naming_the_problem(served):
         assert says in error(http.post("/v1/embeddings", json=body), 400, "INVALID_ARGUMENT"), body
     r = http.post("/v1/embeddings", content=b"{oops", headers={"Content-Type": "application/json"})
     error(r, 400, "INVALID_ARGUMENT")
+    form = http.post("/v1/embeddings", content=json.dumps({"model": "", "input": "x"}),
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert "Content-Type: application/json" in error(form, 400, "INVALID_ARGUMENT")
 
 
 # -- the token, the limits, the statuses -------------------------------------------------------------

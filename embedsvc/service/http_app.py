@@ -265,6 +265,11 @@ def _errors(app: FastAPI) -> None:
         return error_response(request.scope, *error_status(exc, "http"))
 
     async def invalid(request: Request, exc: RequestValidationError):
+        kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        if request.method in ("POST", "DELETE") and not kind.endswith("json"):
+            return error_response(request.scope, grpc.StatusCode.INVALID_ARGUMENT,
+                                  f"the body must be JSON (Content-Type: application/json), "
+                                  f"got Content-Type {kind!r}")
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
