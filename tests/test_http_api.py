@@ -217,6 +217,8 @@ def test_classify_heads_reports_and_drift(served):
                                      "NOT_FOUND")
     error(http.get("/v1/heads/tiny/figures/secrets"), 400, "INVALID_ARGUMENT")
     error(http.get("/v1/heads/nope"), 404, "NOT_FOUND")
+    imagenet = http.get("/v1/heads/imagenet").json()
+    assert imagenet["kind"] == "imagenet" and imagenet["backbone"] == TINY and imagenet["note"]
     drift = http.get("/v1/drift", params={"head": "tiny"}).json()["heads"]
     assert drift[0]["head"] == "tiny" and drift[0]["verdict"] == "warming up"
     assert {d["head"] for d in http.get("/v1/drift").json()["heads"]} == {"tiny"}

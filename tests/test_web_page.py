@@ -156,3 +156,26 @@ def test_a_heads_report_and_an_index_map(site, browser):
     _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#map-point img"), "a clicked point")
     assert point[2] in browser.find_element(By.ID, "map-point").text
     browser.save_screenshot(str(ARTIFACTS / "web-map.png"))
+
+
+def test_with_auth_on_the_page_asks_for_the_token_and_then_works(browser, photos, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from conftest import TINY
+
+    srv = Server(ServeConfig(port=0, http_port=0, data_dir=str(tmp_path), default_backbone=TINY,
+                             auth_token="page-token")).start()
+    try:
+        browser.get(f"http://127.0.0.1:{srv.http_port}/")
+        _wait(browser, lambda d: "needs a token" in d.find_element(By.ID, "alert").text,
+              "the page saying it needs the token")
+        box = browser.find_element(By.ID, "token")
+        box.send_keys("page-token", Keys.TAB)  # a change event: stored, and the page reloads
+        _wait(browser, lambda d: TINY in d.find_element(By.ID, "server").text, "server info")
+        assert not browser.find_element(By.ID, "alert").is_displayed()
+        _upload(browser, photos["chelsea"])
+        _wait(browser, lambda d: f"256-d vector from {TINY}" in
+              d.find_element(By.ID, "embedding").text, "an embedding with the token")
+    finally:
+        srv.stop(grace=2)

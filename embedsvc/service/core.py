@@ -76,7 +76,7 @@ class EmbeddingCore:
         self.metrics.watch_snapshots(self.collections.snapshots)
         self.gallery = Gallery(self.data, self.collections, self.heads, Thumbnails(
             self.data, config.thumbnail_size, config.max_pixels_per_image,
-            config.max_bytes_per_image))
+            config.max_bytes_per_image), config.default_backbone)
         self.drift_monitor = DriftMonitor(
             config.drift_window, config.drift_interval_s, self.metrics,
             lambda: {name: e.head for name, e in self.heads.entries().items()})

@@ -22,6 +22,7 @@ from ..errors import (FailedPreconditionError, ImageDecodeError, InvalidInputErr
                       NotFoundError)
 from ..images import load_upright
 from .datadir import DataDir
+from .heads import IMAGENET_HEAD
 
 log = logging.getLogger("embedsvc.gallery")
 MAP_LIMIT = 20_000  # points one map may hold: a browser draws them, PCA runs on them
@@ -109,8 +110,10 @@ class Thumbnails:
 
 
 class Gallery:
-    def __init__(self, data: DataDir, collections, heads, thumbnails: Thumbnails):
+    def __init__(self, data: DataDir, collections, heads, thumbnails: Thumbnails,
+                 default_backbone: str):
         self.data = data
+        self.default_backbone = default_backbone
         self.collections = collections
         self.heads = heads
         self.thumbnails = thumbnails
@@ -144,6 +147,12 @@ class Gallery:
 
     # -- head reports ------------------------------------------------------------------------
     def head_report(self, name: str) -> dict[str, Any]:
+        if name == IMAGENET_HEAD:  # listed by ListHeads, so it has a report too
+            return {"name": name, "kind": "imagenet", "backbone": self.default_backbone,
+                    "classes": [], "metrics": {}, "training": {}, "features": {},
+                    "ood_method": "max-probability", "alignment": None, "figures": [],
+                    "note": "the default backbone's own ImageNet classifier: embedsvc trained "
+                            "nothing, so there is no held-out report"}
         head = self.heads.get(name)  # unknown: NOT_FOUND; failed to load: FAILED_PRECONDITION
         entry = self.heads.entries()[name]
         p = head.provenance

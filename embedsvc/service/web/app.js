@@ -214,12 +214,13 @@ async function showHeads(name) {
     ? `${d.verdict}: MMD² ${d.mmd2.toFixed(4)} vs threshold ${d.threshold.toFixed(4)} ` +
       `(p = ${d.p_value.toFixed(3)}, ${d.window} recent inputs, ${d.reference} training)`
     : `${d.verdict} (${d.window} recent inputs)`;
+  const about = info.note || `${info.classes.length} classes · ${info.features.dim}-d ` +
+    `${info.features.tap} features · OOD: ${info.ood_method}` +
+    (info.training.train_examples ? ` · ${info.training.train_examples} training examples` : "");
   report.replaceChildren(
     el("p", {}, el("a", { href: "#/heads", text: "← all heads" })),
     el("h2", { text: `${info.name}: ${info.kind} head on ${info.backbone}` }),
-    el("p", { class: "muted", text: `${info.classes.length} classes · ${info.features.dim}-d ` +
-      `${info.features.tap} features · OOD: ${info.ood_method}` +
-      (info.training.train_examples ? ` · ${info.training.train_examples} training examples` : "") }),
+    el("p", { class: "muted", text: about }),
     el("div", { class: "cards" },
        el("div", { class: "card" }, el("h3", { text: "Held-out metrics" }),
           el("table", {}, ...metrics)),
