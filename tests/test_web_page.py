@@ -145,7 +145,8 @@ def test_a_heads_report_and_an_index_map(site, browser):
     point = browser.execute_script(
         "const m = state.map, at = mapScale(), c = document.getElementById('map-canvas');"
         "const r = c.getBoundingClientRect(), [x, y] = at(m.points[0]);"
-        "return [r.left + x * r.width / c.width, r.top + y * r.height / c.height, m.points[0].label];")
+        "return [r.left + x * r.width / c.width, r.top + y * r.height / c.height,"
+        "        m.points[0].label];")
     from selenium.webdriver.common.action_chains import ActionChains
 
     canvas = browser.find_element(By.ID, "map-canvas")
