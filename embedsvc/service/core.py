@@ -8,11 +8,12 @@ and maps errors to status codes.
 """
 from __future__ import annotations
 
+import asyncio
 import time
-from concurrent.futures import Future, TimeoutError as FutureTimeout
+from concurrent.futures import Executor, Future, TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -85,6 +86,14 @@ class EmbeddingCore:
         if self._writer_lock is not None:
             self._writer_lock.release()
             self._writer_lock = None
+
+    async def run_admitted(self, pool: Executor, nbytes: int, remaining_s: float | None,
+                           fn: Callable[[float], Any]) -> Any:
+        """Both transports' way to do work: admit the request (its bytes count against the
+        budget), then run ``fn(deadline)`` in the worker pool, off the event loop."""
+        deadline = self.deadline(remaining_s)
+        with self.admission.request(nbytes):
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, deadline)
 
     def deadline(self, remaining_s: float | None) -> float:
         """A monotonic deadline: the caller's, or ``request_timeout_s`` when it brings none."""

@@ -153,9 +153,8 @@ class Gallery:
                     "ood_method": "max-probability", "alignment": None, "figures": [],
                     "note": "the default backbone's own ImageNet classifier: embedsvc trained "
                             "nothing, so there is no held-out report"}
-        head = self.heads.get(name)  # unknown: NOT_FOUND; failed to load: FAILED_PRECONDITION
-        entry = self.heads.entries()[name]
-        p = head.provenance
+        entry = self.heads.entry(name)
+        head, p = entry.head, entry.head.provenance
         return {"name": name, "kind": head.kind, "backbone": entry.public_backbone(),
                 "classes": head.classes, "metrics": head.metrics,
                 "training": {k: head.training[k] for k in PUBLIC_TRAINING if k in head.training},

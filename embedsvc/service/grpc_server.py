@@ -77,11 +77,8 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         self.pool = pool
 
     async def _work(self, request, context, fn: Callable[[float], Any]):
-        """Admit the request, then run ``fn(deadline)`` in the worker pool."""
-        deadline = self.core.deadline(context.time_remaining())
-        with self.core.admission.request(request.ByteSize()):
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.pool, fn, deadline)
+        return await self.core.run_admitted(self.pool, request.ByteSize(),
+                                            context.time_remaining(), fn)
 
     @_rpc
     async def Embed(self, request, context):

@@ -60,7 +60,9 @@ class HeadRegistry:
                 self._entries, self._stamp = entries, stamp
             return dict(self._entries)
 
-    def get(self, name: str):
+    def entry(self, name: str) -> HeadEntry:
+        """A loaded head's entry: NOT_FOUND for an unknown name, FAILED_PRECONDITION for a head
+        that failed to load."""
         entries = self.entries()
         if name not in entries:
             raise NotFoundError(f"no head named {name!r}; available: "
@@ -68,4 +70,7 @@ class HeadRegistry:
         entry = entries[name]
         if entry.head is None:
             raise FailedPreconditionError(f"head {name!r} is unavailable: {entry.error}")
-        return entry.head
+        return entry
+
+    def get(self, name: str):
+        return self.entry(name).head

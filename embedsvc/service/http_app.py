@@ -11,7 +11,6 @@ The page at ``/`` is plain HTML and JavaScript in ``web/``, no build step.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -103,11 +102,8 @@ class _Runner:
 
     async def __call__(self, request: Request, fn: Callable[[float], Any]) -> Any:
         try:
-            deadline = self.core.deadline(_timeout(request))
             size = int(request.headers.get("content-length") or 0)
-            with self.core.admission.request(size):
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(self.pool, fn, deadline)
+            return await self.core.run_admitted(self.pool, size, _timeout(request), fn)
         except Exception as exc:  # noqa: BLE001 - every error becomes a status, not a crash
             endpoint = request.scope.get("endpoint")
             raise _Failed(*error_status(exc, getattr(endpoint, "__name__", "http"))) from None

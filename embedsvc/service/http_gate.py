@@ -66,11 +66,12 @@ class Gate:
             method = f"http.{endpoint.__name__}" if endpoint is not None else "http"
             count(self.core.metrics, method, code, t0)
 
-    def _refusal(self, scope: dict) -> tuple[grpc.StatusCode, str, int] | None:
+    def _refusal(self, scope: dict) -> tuple[grpc.StatusCode, str, int | None] | None:
+        """(code, message, HTTP status when not the code's own), or None to let it in."""
         headers = dict(scope["headers"])
         if self.expected is not None and not hmac.compare_digest(
                 headers.get(b"authorization", b""), self.expected):
-            return grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token", 401
+            return grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token", None
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             return (grpc.StatusCode.RESOURCE_EXHAUSTED, f"the request body is {int(length)} "
@@ -79,8 +80,7 @@ class Gate:
             try:
                 self.core.admission.check_room()
             except EmbedsvcError as exc:
-                code, message = error_status(exc, "http")
-                return code, message, HTTP_STATUS[code]
+                return (*error_status(exc, "http"), None)
         return None
 
     def _limited(self, receive):

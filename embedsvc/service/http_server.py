@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import InvalidInputError
 from .config import ServeConfig
 from .core import EmbeddingCore
 from .http_gate import Gate
+from .listen import bind
 
 log = logging.getLogger("embedsvc.server")
 
@@ -24,7 +25,7 @@ class HttpServer:
         from .http_app import create_app
 
         app = Gate(create_app(core, pool), core, config.auth_token, config.max_message_bytes)
-        self.socket = _bind(config.host, config.http_port)
+        self.socket = bind(config.host, config.http_port, "http_port")
         self.port = self.socket.getsockname()[1]
         tls = {"ssl_certfile": config.tls_cert, "ssl_keyfile": config.tls_key} \
             if config.tls_cert else {}
@@ -39,10 +40,9 @@ class HttpServer:
     def start(self, timeout: float = 30.0) -> None:
         self._thread = threading.Thread(target=self._serve, name="http-loop", daemon=True)
         self._thread.start()
-        for _ in range(int(timeout / 0.01)):
-            if self.server.started or not self._thread.is_alive():
-                break
-            threading.Event().wait(0.01)
+        until = time.monotonic() + timeout
+        while not self.server.started and self._thread.is_alive() and time.monotonic() < until:
+            time.sleep(0.01)
         if not self.server.started:
             raise InvalidInputError(f"the HTTP API did not start: {self._failed or 'timeout'}")
         log.info("HTTP API on port %d", self.port)
@@ -61,17 +61,3 @@ class HttpServer:
             self._thread.join(grace + 5)
         self.socket.close()
 
-
-def _bind(host: str, port: int) -> socket.socket:
-    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                  flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise InvalidInputError(f"cannot listen on {host}:{port} (http_port): "
-                                f"{exc.strerror}") from None
-    sock.set_inheritable(True)
-    return sock

@@ -12,29 +12,41 @@ from ..errors import InvalidInputError
 
 
 def check_listen_address(host: str, port: int, what: str = "port") -> None:
+    if port != 0:
+        bind(host, port, what).close()
+    else:
+        _address(host, port)  # the host must resolve all the same
+
+
+def _address(host: str, port: int):
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
         raise InvalidInputError(f"cannot listen on {host!r}: the host name does not resolve "
                                 f"({exc})") from None
-    if port == 0:
-        return
-    family, _, _, _, address = infos[0]
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise InvalidInputError(f"{what} {port} on {host} is in use by another "
-                                        f"process") from None
-            if exc.errno == errno.EADDRNOTAVAIL:
-                raise InvalidInputError(f"cannot listen on {host}:{port}: {host} is not an "
-                                        f"address of this machine") from None
-            if exc.errno == errno.EACCES:
-                raise InvalidInputError(f"{what} {port} needs privileges this process does "
-                                        f"not have") from None
-            raise InvalidInputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return infos[0][0], infos[0][4]
+
+
+def bind(host: str, port: int, what: str = "port") -> socket.socket:
+    """A socket bound to ``host:port`` (not yet listening), or one error naming why not."""
+    family, address = _address(host, port)
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(address)
+        return s
+    except OSError as exc:
+        s.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise InvalidInputError(f"{what} {port} on {host} is in use by another "
+                                    f"process") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise InvalidInputError(f"cannot listen on {host}:{port}: {host} is not an "
+                                    f"address of this machine") from None
+        if exc.errno == errno.EACCES:
+            raise InvalidInputError(f"{what} {port} needs privileges this process does "
+                                    f"not have") from None
+        raise InvalidInputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def check_listen_addresses(config) -> None:
