@@ -2,11 +2,12 @@
 import io
 
 import numpy as np
+import torch
 import pytest
 
 from embedsvc.embeddings import Embeddings
 from embedsvc.errors import ImageDecodeError, InvalidInputError
-from embedsvc.extract import ExtractConfig, FeatureExtractor
+from embedsvc.extract import ExtractConfig, FeatureExtractor, pad_batch, padded_size
 
 pytestmark = pytest.mark.slow  # real EfficientNet-Lite weights (see README: Tests and CI)
 
@@ -97,3 +98,14 @@ def test_grayscale_photo_embeds_like_its_rgb_copy(lite0, photo_images):
 def test_bad_batch_size_is_rejected():
     with pytest.raises(InvalidInputError, match="batch_size"):
         ExtractConfig(batch_size=0)
+
+
+def test_a_padded_batch_gives_the_same_rows(lite0, photo_images):
+    """On CUDA batches run padded to a power of two (extract.pad_batch); the zero rows must not
+    change the real ones. Checked on the CPU, where the same padding is applied by hand."""
+    assert [padded_size(n) for n in (1, 2, 3, 5, 32, 33, 64)] == [1, 2, 4, 8, 32, 64, 64]
+    fe = FeatureExtractor(lite0)
+    x = torch.stack([fe.prepare(img)[0] for img in _crops(photo_images, 5)])
+    padded = pad_batch(x)
+    assert padded.shape[0] == 8 and not padded[5:].any()
+    assert np.abs(fe.embed_tensor(padded)[:5] - fe.embed_tensor(x)).max() < 1e-5

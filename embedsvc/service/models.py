@@ -36,6 +36,8 @@ class ModelRunner:
         self.extractor = FeatureExtractor(backbone, ExtractConfig(
             normalize=False, device=config.device, max_pixels=config.max_pixels_per_image,
             decode=config.decode, runtime=config.runtime_for(backbone.name)))
+        if self.extractor.plan.device.type == "cuda":  # every batch shape built before serving
+            self.extractor.warm_up(config.batching.max_batch_size)
         self._batchers: dict[str, DynamicBatcher] = {}
         self._lock = threading.Lock()
         self.leases = 0  # guarded by the pool's lock
