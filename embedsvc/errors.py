@@ -50,6 +50,10 @@ class ResourceExhaustedError(EmbedsvcError):
     """A limit was hit (queue full, too many pixels, too many items)."""
 
 
+class TooLargeError(ResourceExhaustedError):
+    """A request larger than a limit lets through at any load: retrying cannot help (HTTP 413)."""
+
+
 class DeadlineExceededError(EmbedsvcError):
     """The caller's deadline passed before the work was done (queued, or waiting for a model)."""
 

@@ -166,3 +166,14 @@ def cli(capfd):
         return Ran(code, out, err + said)
 
     return run
+
+
+def wait_for(condition, timeout: float = 10.0, what: str = "the condition") -> None:
+    """Poll ``condition`` (an event a test waits for, never a fixed sleep) until it holds."""
+    import time
+
+    until = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > until:
+            raise AssertionError(f"{what} did not hold within {timeout} s")
+        time.sleep(0.01)

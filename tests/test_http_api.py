@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from classifiers.heads import TrainHeadConfig, train_head
-from conftest import TINY, run_cli
+from conftest import TINY, run_cli, wait_for
 from embedsvc.client import Client
 from embedsvc.service.config import ServeConfig
 from embedsvc.service.grpc_server import Server
@@ -156,6 +156,8 @@ def test_body_and_admission_limits(served):
 
     r = http.post("/v1/embeddings", content=chunks(), headers={"Content-Type": "application/json"})
     error(r, 413, "RESOURCE_EXHAUSTED")
+    # a slot is given back just after its answer is sent
+    wait_for(lambda: srv.core.admission.requests == 0, what="every slot given back")
     with contextlib.ExitStack() as held:  # every request slot taken, as by requests in flight
         for _ in range(srv.config.max_concurrent_requests):
             held.enter_context(srv.core.admission.request(0))

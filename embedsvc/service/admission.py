@@ -12,7 +12,7 @@ import contextlib
 import threading
 from typing import Iterator
 
-from ..errors import ResourceExhaustedError, UnavailableError
+from ..errors import ResourceExhaustedError, TooLargeError, UnavailableError
 
 
 class Admission:
@@ -44,23 +44,33 @@ class Admission:
             raise ResourceExhaustedError(f"{used} {what} (limit {limit}); retry later")
 
     @contextlib.contextmanager
-    def request(self, nbytes: int) -> Iterator[None]:
-        """Hold one request slot and ``nbytes`` of the byte budget for the duration."""
+    def request(self, nbytes: int = 0) -> Iterator["Ticket"]:
+        """Hold one request slot and ``nbytes`` of the byte budget for the duration; the
+        ticket takes more bytes as a body of unknown length arrives (``Ticket.add``)."""
         with self._lock:
             self._check_room()
-            if self.bytes + nbytes > self.max_bytes:
-                self.refused += 1
-                raise ResourceExhaustedError(
-                    f"requests in progress hold {self.bytes} bytes; {nbytes} more would pass the "
-                    f"limit of {self.max_bytes}; retry later")
+            self._check_bytes(0, nbytes)
             self.requests += 1
             self.bytes += nbytes
+        ticket = Ticket(self, nbytes)
         try:
-            yield
+            yield ticket
         finally:
             with self._lock:
                 self.requests -= 1
-                self.bytes -= nbytes
+                self.bytes -= ticket.nbytes
+
+    def _check_bytes(self, held: int, more: int) -> None:
+        """Under the lock: may a request holding ``held`` bytes take ``more``?"""
+        if held + more > self.max_bytes:  # never, whatever else is in progress
+            self.refused += 1
+            raise TooLargeError(f"the request holds {held + more} bytes (so far); the limit of "
+                                f"bytes in progress is {self.max_bytes} (max_inflight_bytes)")
+        if self.bytes + more > self.max_bytes:
+            self.refused += 1
+            raise ResourceExhaustedError(
+                f"requests in progress hold {self.bytes} bytes; {more} more would pass the "
+                f"limit of {self.max_bytes}; retry later")
 
     @contextlib.contextmanager
     def stream(self) -> Iterator[None]:
@@ -73,7 +83,25 @@ class Admission:
             with self._lock:
                 self.streams -= 1
 
+    def _add(self, ticket: "Ticket", nbytes: int) -> None:
+        with self._lock:
+            self._check_bytes(ticket.nbytes, nbytes)
+            self.bytes += nbytes
+            ticket.nbytes += nbytes
+
     def close(self) -> None:
         """Refuse everything from now on (the server is stopping)."""
         with self._lock:
             self.closed = True
+
+
+class Ticket:
+    """An admitted request's hold on the budgets; ``add`` counts bytes as they arrive."""
+
+    def __init__(self, admission: Admission, nbytes: int):
+        self.admission = admission
+        self.nbytes = nbytes
+
+    def add(self, nbytes: int) -> None:
+        if nbytes:
+            self.admission._add(self, nbytes)

@@ -27,6 +27,30 @@ REQUEST_COPIES = 4
 ROLES = ("single", "writer", "reader")
 
 
+# What each limit on a client's connections and requests does, for `serve --help` and the
+# README; the values are ServeConfig's defaults. Beyond a limit the answer is at once.
+LIMITS = {
+    "max_connections": "open connections per listener (HTTP, gRPC). HTTP: a new one past it "
+                       "closes the oldest connection with no request in progress, else it is "
+                       "refused; gRPC: refused",
+    "max_header_bytes": "HTTP request line + headers (431 beyond); gRPC metadata",
+    "header_timeout_s": "HTTP: a request's headers must arrive within this of its first byte "
+                        "(or of the connection); gRPC: the connection's HTTP/2 handshake",
+    "body_timeout_s": "HTTP: a request body must arrive whole within this of its headers",
+    "keepalive_timeout_s": "HTTP: an idle keep-alive connection is closed after this",
+    "grpc_idle_timeout_s": "gRPC: a connection with no call for this long is closed",
+    "max_concurrent_streams": "gRPC: calls at once on one connection (HTTP/2 setting)",
+    "max_message_bytes": "one request's body or message (413 / RESOURCE_EXHAUSTED)",
+    "max_concurrent_requests": "requests admitted at once, both transports",
+    "max_inflight_bytes": "bytes of admitted requests, counted as they arrive (chunked too); "
+                          "a body larger than this is refused with 413",
+    "max_items_per_request": "items in one upsert or ids in one delete (413 beyond, before "
+                             "the body is parsed)",
+    "max_images_per_request": "images in one embed / classify / upsert",
+    "max_streams": "open EmbedStream calls",
+}
+
+
 @dataclass(frozen=True)
 class BatchingConfig:
     """The dynamic batcher's limits (``batcher.DynamicBatcher``): the ``[batching]`` table."""
@@ -68,6 +92,15 @@ class ServeConfig:
     max_streams: int = 16  # open EmbedStream calls
     stream_idle_timeout_s: float = 30.0  # a stream that sends nothing for this long is ended
     request_timeout_s: float = 120.0  # the deadline of a request that brings none
+    # connections (LIMITS below says what each does; http_connections.py and grpc_server.py)
+    max_connections: int = 1000
+    max_header_bytes: int = 64 << 10
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    keepalive_timeout_s: float = 5.0
+    grpc_idle_timeout_s: float = 300.0
+    max_concurrent_streams: int = 100
+    max_items_per_request: int = 10_000
     http2_bdp_probe: bool = False  # off: 64 KiB receive windows, unread bytes stay with clients
     auth_token: str | None = None
     tls_cert: str | None = None
@@ -89,7 +122,8 @@ class ServeConfig:
         for name in ("max_loaded_backbones", "decode_workers", "max_images_per_request",
                      "max_bytes_per_image", "max_pixels_per_image", "max_pixels_per_request",
                      "max_message_bytes", "max_concurrent_requests", "max_inflight_bytes",
-                     "max_streams"):
+                     "max_streams", "max_connections", "max_header_bytes",
+                     "max_concurrent_streams", "max_items_per_request"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.thumbnail_size <= 1024:
@@ -100,7 +134,8 @@ class ServeConfig:
         if self.role not in ROLES:
             raise InvalidInputError(f"role must be one of {', '.join(ROLES)}, got {self.role!r}")
         for name in ("stream_idle_timeout_s", "request_timeout_s", "drift_interval_s",
-                     "publish_interval_s", "follow_interval_s"):
+                     "publish_interval_s", "follow_interval_s", "header_timeout_s",
+                     "body_timeout_s", "keepalive_timeout_s", "grpc_idle_timeout_s"):
             if not getattr(self, name) > 0:
                 raise InvalidInputError(f"{name} must be > 0, got {getattr(self, name)}")
         check_port("port", self.port)

@@ -87,13 +87,13 @@ class EmbeddingCore:
             self._writer_lock.release()
             self._writer_lock = None
 
-    async def run_admitted(self, pool: Executor, nbytes: int, remaining_s: float | None,
-                           fn: Callable[[float], Any]) -> Any:
-        """Both transports' way to do work: admit the request (its bytes count against the
-        budget), then run ``fn(deadline)`` in the worker pool, off the event loop."""
+    async def run(self, pool: Executor, remaining_s: float | None,
+                  fn: Callable[[float], Any]) -> Any:
+        """Both transports' way to do an admitted request's work (each admits at its front
+        door, before the body is read): ``fn(deadline)`` in the worker pool, off the event
+        loop."""
         deadline = self.deadline(remaining_s)
-        with self.admission.request(nbytes):
-            return await asyncio.get_running_loop().run_in_executor(pool, fn, deadline)
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, deadline)
 
     def deadline(self, remaining_s: float | None) -> float:
         """A monotonic deadline: the caller's, or ``request_timeout_s`` when it brings none."""

@@ -27,7 +27,7 @@ from ..v1 import embedsvc_pb2_grpc as pb_grpc
 from .config import ServeConfig
 from .core import EmbeddingCore
 from .interceptors import AdmissionInterceptor, TokenAuthInterceptor
-from .listen import check_listen_addresses
+from .listen import FILES_RESERVE, check_listen_addresses, ensure_fd_limit
 from .status import PER_ITEM_ERRORS, SERVICE_NAME, count as _count, error_status, public_message
 
 log = logging.getLogger("embedsvc.server")
@@ -76,14 +76,14 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         self.core = core
         self.pool = pool
 
-    async def _work(self, request, context, fn: Callable[[float], Any]):
-        return await self.core.run_admitted(self.pool, request.ByteSize(),
-                                            context.time_remaining(), fn)
+    async def _work(self, context, fn: Callable[[float], Any]):
+        """An admitted call's work (AdmissionInterceptor admitted it before reading it)."""
+        return await self.core.run(self.pool, context.time_remaining(), fn)
 
     @_rpc
     async def Embed(self, request, context):
         o = request.options
-        emb, timing = await self._work(request, context, lambda d: self.core.embed(
+        emb, timing = await self._work(context, lambda d: self.core.embed(
             _images(request.images), o.backbone or None, o.tap, not o.raw, d))
         return pb.EmbedResponse(
             vectors=[pb.Vector(id=i, values=v.tolist()) for i, v in zip(emb.ids, emb.vectors)],
@@ -119,16 +119,17 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
             img_id = item.image.id or str(n)
             n += 1
             try:
-                emb, _ = await self._work(item, context, lambda d: self.core.embed(
-                    [(img_id, item.image.data)], options.backbone or None, options.tap,
-                    not options.raw, d))
+                with self.core.admission.request(item.ByteSize()):  # each message on its own
+                    emb, _ = await self._work(context, lambda d: self.core.embed(
+                        [(img_id, item.image.data)], options.backbone or None, options.tap,
+                        not options.raw, d))
                 yield pb.EmbedResult(vector=pb.Vector(id=img_id, values=emb.vectors[0].tolist()))
             except PER_ITEM_ERRORS as exc:  # this image only; the stream goes on
                 yield pb.EmbedResult(vector=pb.Vector(id=img_id), error=public_message(str(exc)))
 
     @_rpc
     async def Classify(self, request, context):
-        results, timing = await self._work(request, context, lambda d: self.core.classify(
+        results, timing = await self._work(context, lambda d: self.core.classify(
             _images(request.images), request.head, request.top_k,
             request.abstain_below or None, d, request.max_ood_score or None))
         return pb.ClassifyResponse(head=request.head or "imagenet", timing=_timing(timing), results=[
@@ -142,7 +143,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         which = request.WhichOneof("query")
         image = (request.image.id or "query", request.image.data) if which == "image" else None
         vector = list(request.vector.values) if which == "vector" else None
-        hits = await self._work(request, context, lambda d: self.core.search(
+        hits = await self._work(context, lambda d: self.core.search(
             request.index, image, vector, request.k, dict(request.where), d))
         return pb.SearchResponse(hits=[pb.Hit(id=i, score=s, metadata=m) for i, s, m in hits])
 
@@ -154,13 +155,13 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
             items.append({"id": it.id if it.HasField("id") else None, "metadata": dict(it.metadata),
                           "image": it.image if which == "image" else None,
                           "vector": list(it.vector.values) if which == "vector" else None})
-        ids, total = await self._work(request, context,
+        ids, total = await self._work(context,
                                       lambda d: self.core.upsert(request.index, items, d))
         return pb.UpsertResponse(upserted=len(ids), total=total, ids=ids)
 
     @_rpc
     async def Delete(self, request, context):
-        n, total = await self._work(request, context,
+        n, total = await self._work(context,
                                     lambda d: self.core.delete(request.index, list(request.ids)))
         return pb.DeleteResponse(deleted=n, total=total)
 
@@ -174,17 +175,17 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
 
     @_rpc
     async def ListHeads(self, request, context):
-        heads = await self._work(request, context, lambda d: self.core.list_heads())
+        heads = await self._work(context, lambda d: self.core.list_heads())
         return pb.ListHeadsResponse(heads=[pb.HeadInfo(**h) for h in heads])
 
     @_rpc
     async def GetDrift(self, request, context):
-        reports = await self._work(request, context, lambda d: self.core.drift(request.head))
+        reports = await self._work(context, lambda d: self.core.drift(request.head))
         return pb.GetDriftResponse(heads=[pb.HeadDrift(**r) for r in reports])
 
     @_rpc
     async def GetInfo(self, request, context):
-        info = await self._work(request, context, lambda d: self.core.info())
+        info = await self._work(context, lambda d: self.core.info())
         return pb.GetInfoResponse(**{**info, "batching": pb.BatchingInfo(**info["batching"]),
                                      "snapshots": [pb.IndexSnapshot(**s)
                                                    for s in info["snapshots"]]})
@@ -201,6 +202,8 @@ class Server:
             # not kill the process
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         check_listen_addresses(config)
+        # both listeners' connections at their caps, plus files, must fit the process's limit
+        ensure_fd_limit(2 * config.max_connections + FILES_RESERVE, "max_connections")
         self.core = EmbeddingCore(config)
         self.pool = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="work")
         self.loop = asyncio.new_event_loop()
@@ -237,6 +240,25 @@ class Server:
         # megabytes per connection in gRPC's buffers (measured: RSS growth under the load test
         # about halved). High-latency links may turn it on for throughput.
         options.append(("grpc.http2.bdp_probe", int(c.http2_bdp_probe)))
+        options += [
+            # connections: a cap (gRPC refuses the excess at once), a connection that has not
+            # finished its HTTP/2 handshake is closed (a silent TCP connection costs a file
+            # descriptor until then), and one with no call for a while too
+            ("grpc.max_allowed_incoming_connections", c.max_connections),
+            ("grpc.server_handshake_timeout_ms", int(1000 * c.header_timeout_s)),
+            ("grpc.max_connection_idle_ms", int(1000 * c.grpc_idle_timeout_s)),
+            ("grpc.max_concurrent_streams", c.max_concurrent_streams),
+            ("grpc.max_metadata_size", c.max_header_bytes),
+            ("grpc.absolute_max_metadata_size", c.max_header_bytes),
+            # keepalive enforcement: the server pings an idle client every 60 s (dead peers
+            # go within 80 s), and a client that pings more often than every 10 s without a
+            # call is told so (GOAWAY after 2 strikes), as gRPC's keepalive guide advises
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.max_ping_strikes", 2),
+        ]
         self.grpc = grpc.aio.server(interceptors=interceptors, options=options)
         pb_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingServicer(self.core, self.pool),
                                                        self.grpc)

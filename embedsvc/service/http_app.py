@@ -34,7 +34,7 @@ from .core import EmbeddingCore
 from .http_gate import error_response
 from .http_models import (ClassifyRequest, DeleteRequest, EmbeddingsRequest, EmbeddingsResponse,
                           ErrorResponse, SearchRequest, UpsertRequest)
-from .status import error_status
+from .status import error_status, http_status
 
 WEB = Path(__file__).with_name("web")
 ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 404, 413, 429, 503, 504)}
@@ -60,10 +60,10 @@ def _plain(value: Any) -> Any:
 
 
 class _Failed(Exception):
-    """An error already turned into its status and public message."""
+    """An error already turned into its code, public message and HTTP status."""
 
-    def __init__(self, code: grpc.StatusCode, message: str):
-        self.code, self.message = code, message
+    def __init__(self, code: grpc.StatusCode, message: str, status: int):
+        self.code, self.message, self.status = code, message, status
 
 
 def decode_image(text: str, what: str) -> bytes:
@@ -94,19 +94,19 @@ def _timeout(request: Request) -> float | None:
 
 
 class _Runner:
-    """Admit a request (the same budgets as gRPC), run the core's blocking work in the shared
-    worker pool, and turn any error into its status once."""
+    """Run an admitted request's blocking work (the gate admitted it, with the same budgets as
+    gRPC) in the shared worker pool, and turn any error into its status once."""
 
     def __init__(self, core: EmbeddingCore, pool: ThreadPoolExecutor):
         self.core, self.pool = core, pool
 
     async def __call__(self, request: Request, fn: Callable[[float], Any]) -> Any:
         try:
-            size = int(request.headers.get("content-length") or 0)
-            return await self.core.run_admitted(self.pool, size, _timeout(request), fn)
+            return await self.core.run(self.pool, _timeout(request), fn)
         except Exception as exc:  # noqa: BLE001 - every error becomes a status, not a crash
             endpoint = request.scope.get("endpoint")
-            raise _Failed(*error_status(exc, getattr(endpoint, "__name__", "http"))) from None
+            code, message = error_status(exc, getattr(endpoint, "__name__", "http"))
+            raise _Failed(code, message, http_status(exc, code)) from None
 
 
 def _images(items, what: str = "images") -> list[tuple[str, bytes]]:
@@ -255,10 +255,11 @@ def _errors(app: FastAPI) -> None:
     """Every error leaves as ``{"error": {"message", "type", "code"}}`` (OpenAI's shape)."""
 
     async def failed(request: Request, exc: _Failed):
-        return error_response(request.scope, exc.code, exc.message)
+        return error_response(request.scope, exc.code, exc.message, exc.status)
 
     async def core_error(request: Request, exc: EmbedsvcError):
-        return error_response(request.scope, *error_status(exc, "http"))
+        code, message = error_status(exc, "http")
+        return error_response(request.scope, code, message, http_status(exc, code))
 
     async def invalid(request: Request, exc: RequestValidationError):
         kind = request.headers.get("content-type", "application/json").split(";")[0].strip()

@@ -1,10 +1,13 @@
-"""What the HTTP API checks before a handler reads a byte of the body, as the gRPC interceptors
-do: the bearer token, the body size limit (``max_message_bytes``) and room for work (the early
-admission check). Pure ASGI, in front of the app; it also counts every ``/v1/`` answer in
-``embedsvc_requests_total``, under method ``http.<endpoint>`` and the gRPC code name.
+"""What the HTTP API checks before a handler reads a byte of the body, as the gRPC interceptor
+does: the bearer token, the body size limit (``max_message_bytes``), and admission: the request
+takes its slot and its Content-Length of the byte budget before the body is read, and a body
+of unknown length (chunked) takes its bytes as they arrive, by the same rule. Pure ASGI, in
+front of the app; it also counts every ``/v1/`` answer in ``embedsvc_requests_total``, under
+method ``http.<endpoint>`` and the gRPC code name.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from typing import Any
@@ -14,8 +17,10 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
 from ..errors import EmbedsvcError
+from .admission import Ticket
 from .core import EmbeddingCore
-from .status import HTTP_STATUS, count, error_status
+from .items import count_items, counted
+from .status import HTTP_STATUS, count, error_status, http_status
 
 CODE_KEY = "embedsvc.code"  # the scope key where an answer's gRPC code is left for counting
 API = "/v1/"  # the token guards this; the page, its files, /openapi.json and health are open
@@ -36,11 +41,13 @@ def error_response(scope: dict, code: grpc.StatusCode, message: str,
 
 
 class Gate:
-    def __init__(self, app, core: EmbeddingCore, token: str | None, max_body: int):
+    def __init__(self, app, core: EmbeddingCore, token: str | None, max_body: int,
+                 max_items: int):
         self.app = app
         self.core = core
         self.expected = f"Bearer {token}".encode() if token else None
         self.max_body = max_body
+        self.max_items = max_items
 
     async def __call__(self, scope: dict, receive, send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(API):
@@ -58,13 +65,40 @@ class Gate:
             if refusal is not None:
                 await error_response(scope, *refusal)(scope, receive, sending)
             else:
-                await self.app(scope, self._limited(receive), sending)
+                await self._admitted(scope, receive, sending)
         finally:
             code = scope.get(CODE_KEY) or (grpc.StatusCode.OK if status[0] < 400
                                            else grpc.StatusCode.INTERNAL)
             endpoint = scope.get("endpoint")
             method = f"http.{endpoint.__name__}" if endpoint is not None else "http"
             count(self.core.metrics, method, code, t0)
+
+    async def _admitted(self, scope: dict, receive, send) -> None:
+        length = dict(scope["headers"]).get(b"content-length")
+        declared = int(length) if length is not None and length.isdigit() else None
+        admitted = self.core.admission.request(declared or 0)
+        try:
+            ticket = admitted.__enter__()
+        except EmbedsvcError as exc:
+            code, message = error_status(exc, "http")
+            return await error_response(scope, code, message, http_status(exc, code))(
+                scope, receive, send)
+        try:
+            receive = self._limited(receive, None if declared is not None else ticket)
+            if scope["method"] in WORK_METHODS and counted(scope["path"]):
+                try:
+                    receive, refusal = await self._counted(scope, receive)
+                except (EmbedsvcError, HTTPException) as exc:  # while the body arrived
+                    if isinstance(exc, HTTPException):
+                        refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc.detail), 413)
+                    else:
+                        code, message = error_status(exc, "http")
+                        refusal = (code, message, http_status(exc, code))
+                if refusal is not None:
+                    return await error_response(scope, *refusal)(scope, self._empty, send)
+            await self.app(scope, receive, send)
+        finally:
+            admitted.__exit__(None, None, None)
 
     def _refusal(self, scope: dict) -> tuple[grpc.StatusCode, str, int | None] | None:
         """(code, message, HTTP status when not the code's own), or None to let it in."""
@@ -76,25 +110,56 @@ class Gate:
         if length is not None and length.isdigit() and int(length) > self.max_body:
             return (grpc.StatusCode.RESOURCE_EXHAUSTED, f"the request body is {int(length)} "
                     f"bytes; the limit is {self.max_body} (max_message_bytes)", 413)
-        if scope["method"] in WORK_METHODS:
-            try:
-                self.core.admission.check_room()
-            except EmbedsvcError as exc:
-                return (*error_status(exc, "http"), None)
         return None
 
-    def _limited(self, receive):
-        """``receive``, refusing a body (chunked, with no length said) past the limit."""
+    def _limited(self, receive, ticket: Ticket | None):
+        """``receive``, refusing a body past ``max_message_bytes``; a body of unknown length
+        takes its bytes from the admission budget as they arrive (``ticket``)."""
         seen = 0
 
         async def limited() -> dict[str, Any]:
             nonlocal seen
             message = await receive()
-            seen += len(message.get("body", b""))
+            size = len(message.get("body", b""))
+            seen += size
             if seen > self.max_body:
                 raise HTTPException(413, f"the request body passed {self.max_body} bytes "
                                          f"(max_message_bytes)")
+            if ticket is not None:
+                ticket.add(size)  # TooLargeError → 413, a full budget → 429
             return message
 
         return limited
 
+    async def _counted(self, scope: dict, receive):
+        """Read the whole (admitted) body and count its items off the event loop before
+        anything parses it: (a replaying ``receive``, None), or (None, the refusal)."""
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        loop = asyncio.get_running_loop()
+        items = await loop.run_in_executor(None, count_items, scope["path"], body)
+        if items > self.max_items:
+            return None, (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"the request has more than {self.max_items} items "
+                          f"(max_items_per_request); send them in several", 413)
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay, None
+
+    @staticmethod
+    async def _empty() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..errors import InvalidInputError
 from .config import ServeConfig
 from .core import EmbeddingCore
+from .http_connections import ConnectionLimits, guarded_protocol
 from .http_gate import Gate
 from .listen import bind
 
@@ -24,16 +25,21 @@ class HttpServer:
 
         from .http_app import create_app
 
-        app = Gate(create_app(core, pool), core, config.auth_token, config.max_message_bytes)
+        app = Gate(create_app(core, pool), core, config.auth_token, config.max_message_bytes,
+                   config.max_items_per_request)
         self.socket = bind(config.host, config.http_port, "http_port")
         self.port = self.socket.getsockname()[1]
         tls = {"ssl_certfile": config.tls_cert, "ssl_keyfile": config.tls_key} \
             if config.tls_cert else {}
+        protocol = guarded_protocol(
+            ConnectionLimits(config.max_connections, config.max_header_bytes,
+                             config.header_timeout_s, config.body_timeout_s),
+            lambda reason: core.metrics.connections_refused.labels("http", reason).inc())
         # log_config None: the process's JSON logging stays; lifespan off: the core is
         # started and stopped by Server, not by the app
         self.server = uvicorn.Server(uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="off", server_header=False,
-            timeout_keep_alive=30, **tls))
+            app, http=protocol, log_config=None, access_log=False, lifespan="off",
+            server_header=False, timeout_keep_alive=config.keepalive_timeout_s, **tls))
         self._thread: threading.Thread | None = None
         self._failed: BaseException | None = None
 

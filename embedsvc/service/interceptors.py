@@ -5,38 +5,55 @@ from __future__ import annotations
 import hmac
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from ..errors import EmbedsvcError
+from ..errors import EmbedsvcError, InvalidInputError
 from .core import EmbeddingCore
 from .status import SERVICE_NAME, count, status_of
 
 
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses work calls while every request slot is taken, before their message is read: a
-    refused 50 MB request costs no memory. (The handler takes the slot for real; this is the
-    early, message-free check.)"""
-
-    WORK = tuple(f"/{SERVICE_NAME}/{m}" for m in ("Embed", "Classify", "Search", "Upsert", "Delete"))
+    """Admits each unary call of the service before its message is read: the call takes a
+    request slot first, then its message's bytes, then the message is parsed. A call beyond
+    the limits is refused with its message unread, so 150 concurrent 2 MB calls against 8
+    slots buffer 8 messages, not 150 (HTTP/2 flow control keeps the rest with the clients), and
+    a message that does not parse is INVALID_ARGUMENT, not UNKNOWN."""
 
     def __init__(self, core: EmbeddingCore):
         self.core = core
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method not in self.WORK:
+        if handler is None or handler.request_streaming or \
+                not handler_call_details.method.startswith(f"/{SERVICE_NAME}/"):
             return handler
-        try:
-            self.core.admission.check_room()
-            return handler
-        except EmbedsvcError as exc:
-            code, details = status_of(exc), str(exc)
         method = handler_call_details.method.rsplit("/", 1)[-1]
+        parse, behaviour, core = handler.request_deserializer, handler.unary_unary, self.core
 
-        async def refuse(request_iterator, context):  # stream-shaped: never reads the message
-            count(self.core.metrics, method, code)
-            await context.abort(code, details)
+        async def admitted(request_iterator, context):  # stream-shaped: reads when admitted
+            try:
+                with core.admission.request(0) as ticket:
+                    raw = await _one_message(request_iterator)
+                    ticket.add(len(raw))
+                    try:
+                        request = parse(raw)
+                    except DecodeError:
+                        raise InvalidInputError(f"the message is not a valid {method} request "
+                                                f"of {SERVICE_NAME}") from None
+                    return await behaviour(request, context)
+            except EmbedsvcError as exc:
+                code = status_of(exc)
+                count(core.metrics, method, code)
+                await context.abort(code, str(exc))
 
-        return grpc.stream_unary_rpc_method_handler(refuse)
+        return grpc.stream_unary_rpc_method_handler(
+            admitted, request_deserializer=None, response_serializer=handler.response_serializer)
+
+
+async def _one_message(request_iterator) -> bytes:
+    async for raw in request_iterator:
+        return raw
+    raise InvalidInputError("the call sent no request message")
 
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):

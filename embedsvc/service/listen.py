@@ -6,6 +6,7 @@ lets a second server share a taken port (the server turns that off too).
 from __future__ import annotations
 
 import errno
+import resource
 import socket
 
 from ..errors import InvalidInputError
@@ -55,3 +56,20 @@ def check_listen_addresses(config) -> None:
     for name in ("metrics_port", "http_port"):
         if getattr(config, name) is not None:
             check_listen_address(config.host, getattr(config, name), name)
+
+
+# file descriptors kept for what is not a client's connection: stores, indexes, logs, models
+FILES_RESERVE = 512
+
+
+def ensure_fd_limit(needed: int, what: str) -> None:
+    """Raise the soft open-file limit towards the hard one so ``needed`` descriptors fit; one
+    error naming ``what`` when the hard limit is lower (a cap that cannot hold would let
+    connections use up the descriptors that health checks and files need)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise InvalidInputError(f"{what} needs {needed} open files, and this process may "
+                                    f"open {hard} at most (ulimit -n); lower {what} or raise "
+                                    f"the limit")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))

@@ -26,6 +26,10 @@ class ServiceMetrics:
                                  registry=self.registry)
         self.in_flight = Gauge("embedsvc_requests_in_flight", "requests admitted and not yet "
                                "answered (streams not counted)", registry=self.registry)
+        self.connections_refused = Counter(
+            "embedsvc_connections_refused_total", "HTTP connections refused or closed by a "
+            "connection limit (http_connections.py), by reason", ("listener", "reason"),
+            registry=self.registry)
         self.drift = Gauge("embedsvc_drift", "MMD^2 between a head's recent inputs and its "
                            "training sample", ("head",), registry=self.registry)
         self.drift_threshold = Gauge("embedsvc_drift_threshold", "embedsvc_drift above this: "

@@ -9,7 +9,8 @@ import time
 import grpc
 
 from ..errors import (DeadlineExceededError, EmbedsvcError, FailedPreconditionError,
-                      InvalidInputError, NotFoundError, ResourceExhaustedError, UnavailableError)
+                      InvalidInputError, NotFoundError, ResourceExhaustedError, TooLargeError,
+                      UnavailableError)
 from ..v1 import embedsvc_pb2 as pb
 
 log = logging.getLogger("embedsvc.server")
@@ -50,6 +51,12 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
+
+
+def http_status(exc: BaseException | None, code: grpc.StatusCode) -> int:
+    """The HTTP status of an error: its code's, but 413 for a request that no load lets through
+    (retrying cannot help, so no 429)."""
+    return 413 if isinstance(exc, TooLargeError) else HTTP_STATUS[code]
 
 
 def status_of(exc: BaseException) -> grpc.StatusCode | None:
