@@ -24,6 +24,9 @@ from typing import Callable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
+LINGER_S = 2.0  # how long a refused client's remaining bytes are read and dropped
+
+
 @dataclass(frozen=True)
 class ConnectionLimits:
     max_connections: int
@@ -46,6 +49,7 @@ def guarded_protocol(limits: ConnectionLimits,
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             self._header_bytes = 0
             self._in_body = False
+            self._discarding = False
             self._timer: asyncio.TimerHandle | None = None
             self._opened_at = self.loop.time()
             super().connection_made(transport)
@@ -93,6 +97,8 @@ def guarded_protocol(limits: ConnectionLimits,
             self.transport.close()
 
         def data_received(self, data: bytes) -> None:
+            if self._discarding:
+                return
             if not self._in_body:
                 self._header_bytes += len(data)
             super().data_received(data)
@@ -101,11 +107,21 @@ def guarded_protocol(limits: ConnectionLimits,
             if not self._in_body and self._header_bytes > limits.max_header_bytes \
                     and not self.transport.is_closing():
                 refused("header_too_large")
-                self.transport.write(_plain_response(
+                self._answer_and_linger(_plain_response(
                     431, "Request Header Fields Too Large",
                     f"the request line and headers passed {limits.max_header_bytes} bytes "
                     f"(max_header_bytes)"))
-                self.transport.close()
+
+        def _answer_and_linger(self, response: bytes) -> None:
+            """Answer, then read and drop what the client still sends for a moment before
+            closing: closing at once, with its bytes unread, would reset the connection and
+            the client would never read the answer (nginx's lingering close)."""
+            self._disarm()
+            self._discarding = True
+            self.transport.write(response)
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self._timer = self.loop.call_later(LINGER_S, self.transport.close)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
