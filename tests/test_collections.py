@@ -109,7 +109,7 @@ def test_refused_writes_change_nothing(tmp_path):
         ((np.full((1, DIM), np.nan), [None], [{}]), "not finite"),
         ((huge, [None], [{}]), "cannot be normalised"),
         ((unit(rng, 1)[:, :5], [None], [{}]), "32-d"),
-        ((unit(rng, 1), [None], [{"a": 1}]), "strings to strings"),
+        ((unit(rng, 1), [None], [{"a": 1}]), "metadata .a. must be a string"),
     ]
     for (x, ids, meta), message in bad:
         names = [f"#{n}" for n in range(len(ids))]

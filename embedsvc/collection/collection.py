@@ -27,6 +27,7 @@ from ..errors import IncompatibleError, InvalidInputError, ResourceExhaustedErro
 from ..index.wal import DISK_FULL, WriteAheadLog
 from . import ann, records
 from .maintenance import Maintainer
+from .metadata import valid_metadata
 from .rows import MAX_ID, RowTable, View, unit_vectors, valid_ids
 from .search import ann_candidates, exact_top
 from .settings import CollectionSettings
@@ -111,9 +112,10 @@ class Collection:
         if not len(ids) == len(metadata) == len(vectors):
             raise InvalidInputError(f"{len(vectors)} vectors, {len(ids)} ids, {len(metadata)} "
                                     f"metadata: one each per item")
-        valid_ids(ids)
+        valid_ids(ids, distinct=True)
         x = unit_vectors(vectors, int(self.binding["dim"]), names)
-        meta = [_valid_metadata(m) for m in metadata]
+        meta = [valid_metadata(m, names[n] if names is not None else f"#{n}")
+                for n, m in enumerate(metadata)]
         with self.write_lock:
             start = max([self.table.next_id] + [i + 1 for i in ids if i is not None])
             if start + sum(i is None for i in ids) - 1 > MAX_ID:
@@ -176,13 +178,6 @@ def apply(table: RowTable, seq: int, write) -> None:
         table.upsert(seq, write.ids, write.vectors, write.metadata)
     else:
         table.delete(seq, write.ids)
-
-
-def _valid_metadata(m: Any) -> dict[str, str]:
-    if not isinstance(m, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                          for k, v in m.items()):
-        raise InvalidInputError(f"metadata must map strings to strings, got {m!r:.80}")
-    return dict(m)
 
 
 def disk_error(exc: OSError, what: str) -> Exception:

@@ -135,13 +135,15 @@ def unit_vectors(values: Sequence[Sequence[float]] | np.ndarray, dim: int,
     return (x / norms[:, None]).astype(np.float32)
 
 
-def valid_ids(ids: Sequence[int | None]) -> None:
-    """Explicit ids are in [0, MAX_ID] and distinct within one request."""
+def valid_ids(ids: Sequence[int | None], distinct: bool = False) -> None:
+    """Explicit ids are integers (a bool is not) in [0, MAX_ID]; ``distinct``: each at most
+    once within the request."""
     given = [i for i in ids if i is not None]
     for i in given:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i <= MAX_ID:
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)) \
+                or not 0 <= i <= MAX_ID:
             raise InvalidInputError(f"ids must be integers in [0, {MAX_ID}] (-1 means 'no "
                                     f"result'); got {i!r}")
-    if len(set(given)) != len(given):
+    if distinct and len(set(given)) != len(given):
         dup = next(i for i in given if given.count(i) > 1)
         raise InvalidInputError(f"id {dup} appears twice in one request; send each id once")

@@ -22,7 +22,9 @@ from ..backbones import list_backbones
 from ..backbones.base import PRE_LOGITS
 from ..collection.rows import unit_vectors, valid_ids
 from ..embeddings import Embeddings, check_compatible, check_weights
-from ..errors import DeadlineExceededError, FailedPreconditionError, InvalidInputError
+from ..collection.metadata import MAX_TEXT_ID_BYTES, readable, valid_text
+from ..errors import (DeadlineExceededError, FailedPreconditionError, InvalidInputError,
+                      TooLargeError)
 from ..images import open_image
 from ..names import valid_name
 from .admission import Admission
@@ -126,10 +128,12 @@ class EmbeddingCore:
                                     f"{self.config.max_images_per_request}")
 
     def _check_images(self, images: Sequence[tuple[str, bytes]]) -> None:
-        """Bytes and decoded pixels (from the headers) of every image, before any decoding."""
+        """Ids, bytes and decoded pixels (from the headers) of every image, before any
+        decoding."""
         c = self.config
         pixels = 0
-        for item_id, data in images:
+        for n, (item_id, data) in enumerate(images):
+            valid_text(item_id, f"the id of image #{n}", MAX_TEXT_ID_BYTES)
             if len(data) > c.max_bytes_per_image:
                 raise InvalidInputError(f"image {item_id!r} is {len(data)} bytes; the limit is "
                                         f"{c.max_bytes_per_image}")
@@ -219,7 +223,7 @@ class EmbeddingCore:
             q = emb.vectors
         else:
             q = unit_vectors(vector, int(coll.binding["dim"]), ["query"])
-        return coll.search(q, k or 10, dict(where or {}))
+        return [(i, s, readable(m)) for i, s, m in coll.search(q, k or 10, dict(where or {}))]
 
     def upsert(self, index: str, items: Sequence[dict[str, Any]],
                deadline: float | None = None) -> tuple[list[int], int]:
@@ -230,7 +234,7 @@ class EmbeddingCore:
         self._check_count(len(items), "items")
         valid_name(index, "index name")
         ids = [it.get("id") for it in items]
-        valid_ids(ids)
+        valid_ids(ids, distinct=True)
         names = [f"#{n}" if i is None else f"#{n} (id {i})" for n, i in enumerate(ids)]
         existing = self.collections.find(index)  # a new one is created only when written
         if existing is not None:
@@ -259,10 +263,16 @@ class EmbeddingCore:
         return used, self.collections.get(index).count
 
     def delete(self, index: str, ids: Sequence[int]) -> tuple[int, int]:
+        """Delete ``ids`` (absent ones ignored, each counted once): O(unique ids)."""
         self._check_writable()
+        if len(ids) > self.config.max_items_per_request:
+            raise TooLargeError(f"{len(ids)} ids in one delete; the limit is "
+                                f"{self.config.max_items_per_request} (max_items_per_request)")
+        valid_ids(ids)  # refuses a bool (JSON true) as an id
+        unique = np.unique(np.asarray(ids, dtype=np.int64)).tolist()
         coll = self.collections.get(index)
-        deleted = coll.delete(ids)
-        self.gallery.thumbnails.deleted(index, ids)
+        deleted = coll.delete(unique)
+        self.gallery.thumbnails.deleted(index, unique)
         return deleted, coll.count
 
     def _check_writable(self) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..collection.metadata import readable
 from ..collection.rows import live_metadata, live_sample
 from ..errors import (FailedPreconditionError, ImageDecodeError, InvalidInputError,
                       NotFoundError)
@@ -79,12 +80,12 @@ class Thumbnails:
         path = (metadata or {}).get("path")
         if not path:
             return None
-        p = Path(path) if Path(path).is_absolute() else self.data_root / path
-        try:
+        try:  # client text: a NUL (ValueError) or an over-long name (OSError) is no file
+            p = Path(path) if Path(path).is_absolute() else self.data_root / path
             p = p.resolve()  # symlinks and '..' resolved before the containment check
-        except (OSError, RuntimeError):
+            return p if p.is_relative_to(self.data_root) and p.is_file() else None
+        except (OSError, RuntimeError, ValueError):
             return None
-        return p if p.is_relative_to(self.data_root) and p.is_file() else None
 
     def available(self, index: str, item_id: int, metadata: dict | None) -> bool:
         if self._file(index, item_id).is_file():
@@ -139,6 +140,7 @@ class Gallery:
         coll = self.collections.get(index)
         ids, x, metadata = live_sample(coll.view, limit)
         xy, explained = _pca2(x)
+        metadata = [readable(m) for m in metadata]
         points = [{"id": int(i), "x": float(a), "y": float(b), "label": m.get("label", ""),
                    "metadata": m, "thumbnail": self.thumbnails.available(index, int(i), m)}
                   for i, (a, b), m in zip(ids.tolist(), xy, metadata)]

@@ -49,8 +49,10 @@ class _JSON(JSONResponse):
     """JSON with numpy scalars as the plain numbers they hold."""
 
     def render(self, content: Any) -> bytes:
+        # backslashreplace: a lone surrogate that reached an answer leaves as a JSON escape
+        # (\udXXX) instead of failing the whole answer
         return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
-                          default=_plain).encode()
+                          default=_plain).encode("utf-8", "backslashreplace")
 
 
 def _plain(value: Any) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 
 class _Body(BaseModel):
@@ -73,7 +73,8 @@ class SearchRequest(_Body):
 
 
 class UpsertItem(_Body):
-    id: int | None = Field(None, ge=0, description="unset: the server assigns the next free id")
+    id: StrictInt | None = Field(None, ge=0,
+                                 description="unset: the server assigns the next free id")
     image: str | None = Field(None, description="base64 image or data URI ...")
     vector: list[float] | None = Field(None, description="... or a vector (exactly one)")
     metadata: dict[str, str] = {}
@@ -84,7 +85,8 @@ class UpsertRequest(_Body):
 
 
 class DeleteRequest(_Body):
-    ids: list[int] = Field(description="absent ids are ignored; an id named twice counts once")
+    ids: list[StrictInt] = Field(description="absent ids are ignored; an id named twice "
+                                             "counts once")
 
 
 class ErrorDetail(BaseModel):
