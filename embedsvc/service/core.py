@@ -127,13 +127,19 @@ class EmbeddingCore:
             raise InvalidInputError(f"{n} {what} in one request; the limit is "
                                     f"{self.config.max_images_per_request}")
 
+    @staticmethod
+    def _check_ids(images: Sequence[tuple[str, bytes]]) -> None:
+        """Every image's id is echoed back: text every encoder takes."""
+        for n, (item_id, _) in enumerate(images):
+            valid_text(item_id, f"the id of image #{n}", MAX_TEXT_ID_BYTES)
+
     def _check_images(self, images: Sequence[tuple[str, bytes]]) -> None:
         """Ids, bytes and decoded pixels (from the headers) of every image, before any
         decoding."""
         c = self.config
         pixels = 0
-        for n, (item_id, data) in enumerate(images):
-            valid_text(item_id, f"the id of image #{n}", MAX_TEXT_ID_BYTES)
+        self._check_ids(images)
+        for item_id, data in images:
             if len(data) > c.max_bytes_per_image:
                 raise InvalidInputError(f"image {item_id!r} is {len(data)} bytes; the limit is "
                                         f"{c.max_bytes_per_image}")
@@ -181,6 +187,7 @@ class EmbeddingCore:
 
         head = head or IMAGENET_HEAD
         top_k = top_k or 5
+        self._check_ids(images)
         for name, value in (("abstain_below", abstain_below), ("max_ood_score", max_ood)):
             if value is not None and not 0.0 <= value <= 1.0:  # before the model runs
                 raise InvalidInputError(f"{name} must be in [0, 1], got {value}")

@@ -37,9 +37,10 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                     ticket.add(len(raw))
                     try:
                         request = parse(raw)
-                    except DecodeError:
+                    except DecodeError as exc:  # "...: String field had bad UTF-8"
+                        why = str(exc).rpartition(": ")[2] or "it does not parse"
                         raise InvalidInputError(f"the message is not a valid {method} request "
-                                                f"of {SERVICE_NAME}") from None
+                                                f"of {SERVICE_NAME}: {why}") from None
                     return await behaviour(request, context)
             except EmbedsvcError as exc:
                 code = status_of(exc)
