@@ -12,12 +12,14 @@ DEMO   ?= demo-out
 TEST_DEBS := dataset-fashion-mnist:/usr/share/datasets/fashion-mnist \
              chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver
 
-.PHONY: venv demo test test-debs bench clean
+.PHONY: venv demo test test-debs bench clean constraints
 
-$(STAMP): pyproject.toml $(wildcard protos/*/*/*.proto) protos/build_backend.py
+EXTRAS := .[dev,runtimes,ray]
+
+$(STAMP): pyproject.toml constraints.txt $(wildcard protos/*/*/*.proto) protos/build_backend.py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev,runtimes,ray]'
+	$(PIP) install --quiet -c constraints.txt -e '$(EXTRAS)'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -44,6 +46,15 @@ test: $(STAMP) test-debs
 
 bench: $(STAMP)
 	$(PY) bench/embed_cpu.py
+
+# constraints.txt anew: the newest versions pyproject allows, resolved in a scratch venv. On purpose
+# only (then run make test and commit it), never as part of a build.
+constraints:
+	rm -rf .venv-constraints && $(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/python -m pip install --quiet --upgrade pip
+	.venv-constraints/bin/python -m pip install --quiet -e '$(EXTRAS)'
+	{ sed -n '1,2p' constraints.txt; .venv-constraints/bin/python -m pip freeze --exclude-editable; } \
+	    > constraints.txt.new && mv constraints.txt.new constraints.txt && rm -rf .venv-constraints
 
 clean:
 	rm -rf $(VENV) $(DEMO) build *.egg-info

@@ -22,6 +22,12 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image]
 
 # Decompression-bomb guard: 64 MP is far above any backbone's input and below what hurts memory.
 DEFAULT_MAX_PIXELS = 64_000_000
+# What a decode costs, measured (bench/decode_memory.py): 6.1 bytes a pixel (the decoded image
+# and its RGB conversion), and 24 bytes a row beyond that, since Pillow keeps a pointer per row
+# in each of those images: a 1 x 40,000,000 PNG of 78 KB took 1.2 GB, 30 bytes a pixel. So each
+# row counts as ROW_PIXELS pixels of the pixel budget (5 x 6 = 30 bytes >= 24): ordinary images
+# pay nothing noticeable (a 6000 x 4000 photo: 0.08%), a strip pays what it costs.
+ROW_PIXELS = 5
 
 
 def describe(src: ImageSource) -> str:
@@ -44,7 +50,20 @@ def open_image(src: ImageSource, name: str | None = None,
         raise ImageDecodeError(item, f"{w}x{h} has no pixels")
     if w * h > max_pixels:
         raise ImageDecodeError(item, f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
+    cost = decode_cost(img)
+    if cost > max_pixels:
+        raise ImageDecodeError(item, f"{w}x{h} has {w * h} pixels in {h} rows: decoding it costs "
+                                     f"what {cost} pixels do ({ROW_PIXELS} a row), over the "
+                                     f"limit of {max_pixels}")
     return img
+
+
+def decode_cost(img: Image.Image) -> int:
+    """What decoding ``img`` costs, in pixels of the budget: its pixels, and ROW_PIXELS for each
+    row of each intermediate (an EXIF-turned image is decoded, then transposed: both shapes)."""
+    w, h = img.size
+    rows = h + (w if _turned(img) else 0)
+    return w * h + ROW_PIXELS * rows
 
 
 def load_image(src: ImageSource, name: str | None = None,
@@ -76,11 +95,15 @@ def load_upright(src: ImageSource, name: str | None = None, max_pixels: int = DE
 def upright_size(img: Image.Image) -> tuple[int, int]:
     """(width, height) after the EXIF orientation, from the header alone."""
     w, h = img.size
+    return (h, w) if _turned(img) else (w, h)
+
+
+def _turned(img: Image.Image) -> bool:
+    """Whether the EXIF orientation turns the image by a quarter (width and height swap)."""
     try:
-        turned = img.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
+        return img.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
     except Exception:  # noqa: BLE001 - unreadable EXIF: decoded() has reported or ignored it
-        turned = False
-    return (h, w) if turned else (w, h)
+        return False
 
 
 _ORIENTATION = 0x0112

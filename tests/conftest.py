@@ -10,6 +10,24 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+REPORTED_VERSIONS = ("torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn", "faiss-cpu",
+                     "pillow", "grpcio", "protobuf", "fastapi", "uvicorn", "onnxruntime",
+                     "openvino")
+
+
+def pytest_report_header(config) -> str:
+    """The versions this run tested (constraints.txt pins them for a fresh install)."""
+    from importlib import metadata
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "absent"
+
+    return "versions: " + ", ".join(f"{d} {version(d)}" for d in REPORTED_VERSIONS)
+
+
 PHOTO_NAMES = {"chelsea": "chelsea", "coffee": "coffee", "astronaut": "astronaut",
                "camera": "camera", "rocket": "rocket"}
 

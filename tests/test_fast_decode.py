@@ -117,8 +117,11 @@ def test_a_head_trained_on_exact_features_scores_fast_ones_the_same(lite0, tmp_p
     p_exact = head.predict(exact.embed(test).vectors)
     p_fast = head.predict(fast.embed(test).vectors)
     assert (p_exact == y_test).mean() > 0.6  # the head has learnt something
-    assert abs((p_fast == y_test).mean() - (p_exact == y_test).mean()) <= 0.01
-    assert (p_fast == p_exact).mean() >= 0.97
+    # The claim is that the two decodings give the same answers, so that is what is checked:
+    # they may part on a few borderline images (measured: 1 of 200), and 6 are allowed. (The
+    # difference of the two accuracies is bounded by the disagreements; comparing it with a
+    # 1-point margin, as this test once did, asked 2 images of 200 to fall one way.)
+    assert (p_fast != p_exact).sum() <= 6
 
 
 def test_mixing_rule_accepts_either_decode_mode_and_nothing_else():

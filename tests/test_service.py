@@ -11,7 +11,7 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from conftest import run_cli
+from conftest import run_cli, wait_for
 from embedsvc.client import Client
 from embedsvc.errors import ResourceExhaustedError
 from embedsvc.extract import FeatureExtractor
@@ -222,7 +222,7 @@ def test_batcher_refuses_when_full_and_drops_expired_requests():
     b = DynamicBatcher(slow, BatchingConfig(max_batch_size=1, max_queue_delay_ms=0, max_queue_size=2))
     t = torch.zeros(1, 2, 2, dtype=torch.uint8)
     first = b.submit(t)  # taken by the worker, blocked in slow()
-    time.sleep(0.2)
+    wait_for(lambda: b.queue_depth == 0, what="the worker took the first item")
     expired = b.submit(t, deadline=time.monotonic() - 1)
     b.submit(t)
     with pytest.raises(ResourceExhaustedError, match="retry later"):

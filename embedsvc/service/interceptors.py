@@ -41,6 +41,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                         why = str(exc).rpartition(": ")[2] or "it does not parse"
                         raise InvalidInputError(f"the message is not a valid {method} request "
                                                 f"of {SERVICE_NAME}: {why}") from None
+                    del raw  # parsed: the serialized copy goes before the work starts
                     return await behaviour(request, context)
             except EmbedsvcError as exc:
                 code = status_of(exc)
