@@ -345,7 +345,9 @@ def test_models_info_openapi_and_metrics(served):
     error(http.get("/v1/no-such-thing"), 404, "NOT_FOUND")
     error(http.put("/v1/embeddings", json={}), 405, "INVALID_ARGUMENT")
 
-    metrics = httpx.get(f"http://127.0.0.1:{srv.metrics_port}/metrics").text
+    metrics_url = f"http://127.0.0.1:{srv.metrics_port}/metrics"
+    assert httpx.get(metrics_url).status_code == 401  # the token guards the metrics too
+    metrics = httpx.get(metrics_url, headers={"Authorization": f"Bearer {TOKEN}"}).text
     ok = [line for line in metrics.splitlines()
           if line.startswith('embedsvc_requests_total{code="OK",method="http.embeddings"}')]
     assert ok and float(ok[0].split()[-1]) >= 1

@@ -6,6 +6,8 @@ names are registered by ``catalog``.
 """
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -65,11 +67,17 @@ def list_backbones() -> list[BackboneEntry]:
     return list(_ENTRIES.values()) + list(_FAMILIES.values())
 
 
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@/-]{0,199}")
+
+
 def resolve(name: str) -> BackboneEntry:
     if name in _ENTRIES:
         return _ENTRIES[name]
     prefix, sep, rest = name.partition(":")
     if sep and rest and prefix in _FAMILIES:
+        if ".." in rest or not _MODEL_NAME.fullmatch(rest):  # never echo a path back to a client
+            raise NotFoundError(f"{prefix}:<model> takes a model name (letters, digits and "
+                                f"'_-.@/', at most 200), not a path or other text")
         return _FAMILIES[prefix]
     choices = list(_ENTRIES) + [f"{p}:<model>" for p in _FAMILIES]
     raise NotFoundError(f"unknown backbone {name!r}; available: {', '.join(choices)}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..service.config import ROLES  # a light module: no torch, no grpc
+from ..service.config import LIMITS, ROLES, ServeConfig  # a light module: no torch, no grpc
 from .common import EXIT_OK, TOKEN_ENV, command, port, token
 
 
@@ -30,6 +30,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def limits_help() -> str:
+    """Every limit on what clients may do, with its default (set any in serve.toml)."""
+    defaults = ServeConfig()
+    width = max(map(len, LIMITS))
+    lines = [f"  {name:<{width}} = {getattr(defaults, name)!r:<9} {what}"
+             for name, what in LIMITS.items()]
+    return "limits on clients (serve.toml; beyond one the answer comes at once):\n" + \
+        "\n".join(lines)
+
+
 def register(sub) -> None:
     p = command(sub, "serve", "run the service: gRPC, and HTTP/JSON with a web page",
                 ["embedsvc serve --port 50051 --data-dir /srv/embedsvc",
@@ -43,6 +53,7 @@ def register(sub) -> None:
                             f"same core. Clients must send 'authorization: Bearer TOKEN' "
                             f"when {TOKEN_ENV} is set. Flags override the --config file; SIGTERM "
                             f"drains in-flight requests and stops.")
+    p.epilog += "\n\n" + limits_help()
     p.add_argument("--config", help="serve.toml with ServeConfig fields (see README)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=port, help="port in 1..65535, 0 = any free one (default 50051)")

@@ -162,7 +162,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
     @_rpc
     async def Delete(self, request, context):
         n, total = await self._work(context,
-                                    lambda d: self.core.delete(request.index, list(request.ids)))
+                                    lambda d: self.core.delete(request.index, request.ids))
         return pb.DeleteResponse(deleted=n, total=total)
 
     @_rpc
@@ -212,7 +212,8 @@ class Server:
         self.http = None
         try:
             self.port = self._call(self._build())
-            self.metrics_port = (self.core.metrics.serve_http(config.metrics_port, config.host)
+            self.metrics_port = (self.core.metrics.serve_http(config.metrics_port, config.host,
+                                                              config.auth_token)
                                  if config.metrics_port is not None else None)
             if config.http_port is not None:
                 from .http_server import HttpServer  # fastapi loads only when asked for

@@ -11,6 +11,7 @@ The page at ``/`` is plain HTML and JavaScript in ``web/``, no build step.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -25,6 +26,7 @@ import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
@@ -121,6 +123,27 @@ def _vectors(vectors, encoding: str) -> list:
     return vectors.tolist()  # float32 → the same doubles a gRPC client reads
 
 
+class _OffLoopJSON(Request):
+    """A request whose JSON body is parsed in a thread, not on the event loop that answers
+    every connection (an 8 MB body once kept /healthz waiting for seconds)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            self._json = await asyncio.get_running_loop().run_in_executor(None, json.loads, body)
+        return self._json
+
+
+class _OffLoopRoute(APIRoute):
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            return await handler(_OffLoopJSON(request.scope, request.receive))
+
+        return route
+
+
 def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
     app = FastAPI(title="embedsvc", version=__version__, docs_url=None, redoc_url=None,
                   description="Image embeddings, classification and vector search over "
@@ -128,6 +151,7 @@ def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
                               "takes OpenAI's request shape. Send 'Authorization: Bearer TOKEN' "
                               "when the server has a token; X-Request-Timeout sets a deadline "
                               "in seconds.")
+    app.router.route_class = _OffLoopRoute
     run = _Runner(core, pool)
     _errors(app)
 
@@ -264,7 +288,11 @@ def _errors(app: FastAPI) -> None:
         return error_response(request.scope, code, message, http_status(exc, code))
 
     async def invalid(request: Request, exc: RequestValidationError):
-        kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        if request.method in ("POST", "DELETE") and "content-type" not in request.headers:
+            return error_response(request.scope, grpc.StatusCode.INVALID_ARGUMENT,
+                                  "the body must be JSON, said with Content-Type: "
+                                  "application/json (the request had no Content-Type)")
+        kind = request.headers.get("content-type", "").split(";")[0].strip()
         if request.method in ("POST", "DELETE") and not kind.endswith("json"):
             return error_response(request.scope, grpc.StatusCode.INVALID_ARGUMENT,
                                   f"the body must be JSON (Content-Type: application/json), "

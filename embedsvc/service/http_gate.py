@@ -144,7 +144,8 @@ class Gate:
                 break
         body = b"".join(chunks)
         loop = asyncio.get_running_loop()
-        items = await loop.run_in_executor(None, count_items, scope["path"], body)
+        items = await loop.run_in_executor(None, count_items, scope["path"], body,
+                                           self.max_items)
         if items > self.max_items:
             return None, (grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"the request has more than {self.max_items} items "

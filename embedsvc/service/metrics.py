@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app,
+                               start_http_server)
 from prometheus_client.core import GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -58,9 +59,14 @@ class ServiceMetrics:
         scrape, so an index that is gone is gone from the metrics too."""
         self.registry.register(_SnapshotCollector(snapshots))
 
-    def serve_http(self, port: int, host: str = "127.0.0.1") -> int:
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return server.server_address[1]
+    def serve_http(self, port: int, host: str = "127.0.0.1", token: str | None = None) -> int:
+        """Serve /metrics; with ``token``, only to 'Authorization: Bearer TOKEN' (what
+        Prometheus sends with ``authorization: {credentials: TOKEN}``): the metrics name the
+        indexes and heads, which the API keeps behind the same token."""
+        if token is None:
+            server, _thread = start_http_server(port, addr=host, registry=self.registry)
+            return server.server_address[1]
+        return _serve_with_token(make_wsgi_app(self.registry), host, port, token)
 
 
 class _SnapshotCollector:
@@ -80,3 +86,31 @@ class _SnapshotCollector:
             applied.add_metric([s["index"]], s["applied_seq"])
             at.add_metric([s["index"]], s["published_at"])
         yield from (seq, applied, at)
+
+
+def _serve_with_token(app, host: str, port: int, token: str) -> int:
+    import hmac
+    import threading
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    expected = f"Bearer {token}".encode()
+
+    def guarded(environ, start_response):
+        given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
+        if not hmac.compare_digest(given, expected):
+            start_response("401 Unauthorized", [("WWW-Authenticate", "Bearer"),
+                                                ("Content-Type", "text/plain")])
+            return [b"missing or wrong bearer token\n"]
+        return app(environ, start_response)
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args) -> None:  # the process logs JSON; no access lines
+            pass
+
+    class Threading(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    server = make_server(host, port, guarded, server_class=Threading, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server.server_address[1]
