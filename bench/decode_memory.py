@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import struct
 import subprocess
 import sys
 import tempfile
-import zlib
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from hostile import strip_png  # noqa: E402 - the hand-built PNG the hardening tests send
 
 MEASURE = """
 import resource, sys
@@ -46,17 +47,7 @@ except ImageDecodeError as exc:
 
 
 def png(width: int, height: int, path: Path) -> Path:
-    """A grayscale PNG of width x height, written a block at a time (a strip compresses to KBs)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    z, parts, row = zlib.compressobj(9), [], b"\0" + b"\x80" * width
-    rows_per_block = max(1, (1 << 20) // len(row))
-    for start in range(0, height, rows_per_block):
-        parts.append(z.compress(row * min(rows_per_block, height - start)))
-    parts.append(z.flush())
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+    path.write_bytes(strip_png(width, height))
     return path
 
 

@@ -10,10 +10,11 @@ change here and nowhere else.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .backbones.base import PRE_LOGITS, Backbone
 from .backbones.fuse import folded_copy
@@ -90,10 +91,13 @@ class FeatureExtractor:
         return load_runner(self.backbone, tap, self.config.runtime, torch.get_num_threads())
 
     # -- one image ---------------------------------------------------------------------------
-    def prepare(self, src: ImageSource, name: str | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    def prepare(self, src: ImageSource, name: str | None = None,
+                decoded: Callable[[Image.Image], None] | None = None,
+                ) -> tuple[torch.Tensor, tuple[int, int]]:
         """Decode and resize/crop one image: the model's uint8 (3, H, W) input and the upright
-        image's (width, height)."""
-        return prepare_image(src, self.transform, name, self.config.max_pixels)
+        image's (width, height). ``decoded`` sees the decoded image first (a server renders
+        its thumbnail from the same decode)."""
+        return prepare_image(src, self.transform, name, self.config.max_pixels, decoded)
 
     # -- tensors -----------------------------------------------------------------------------
     def embed_tensor(self, batch: torch.Tensor, tap: str | None = None,
@@ -206,12 +210,16 @@ def pad_batch(batch: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_image(src: ImageSource, transform: Transform, name: str | None = None,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, tuple[int, int]]:
+                  max_pixels: int = DEFAULT_MAX_PIXELS,
+                  decoded: Callable[[Image.Image], None] | None = None,
+                  ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Decode ``src`` (at the scale ``transform`` allows) and apply ``transform``: the model's
     uint8 input and the upright image's full (width, height). Any failure of either step is an
-    ImageDecodeError naming the item."""
+    ImageDecodeError naming the item. ``decoded(image)`` is called with the decoded image."""
     item = name or describe(src)
     img, size = load_upright(src, item, max_pixels, transform.draft_to)
+    if decoded is not None:
+        decoded(img)
     try:
         return transform(img), size
     except MemoryError:

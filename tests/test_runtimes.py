@@ -88,8 +88,25 @@ def test_int8_gate_refuses_a_calibration_on_blank_images(cli, cache, tmp_path, l
             FeatureExtractor(lite0, ExtractConfig(runtime=runtime))
 
 
+def _has_vnni() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return True  # not Linux: nothing known, expect the usual
+    return " avx512_vnni" in flags or " avx_vnni" in flags or " amx_int8" in flags
+
+
 def test_int8_calibrated_on_photos_passes_and_mixes_only_with_itself(cli, cache, lite0, photo_paths):
     r = cli("calibrate", "effnet-lite0", "--images", photo_paths[0].rsplit("/", 3)[0], "--json")
+    if r.returncode == 1 and "int8 refused" in r.stderr and not _has_vnni():
+        # Without VNNI, onnxruntime's u8 x s8 kernels saturate their 16-bit sums (its docs say
+        # so): on an AVX2-only AMD EPYC the cosine mean was 0.9085 (0.9622 with reduce_range),
+        # and the gate refuses int8 there, as it must. The refusal is checked; the rest needs
+        # a CPU where int8 holds.
+        with pytest.raises(InvalidInputError, match="cosine mean"):
+            FeatureExtractor(lite0, ExtractConfig(runtime="onnx-int8"))
+        pytest.skip("this CPU has no VNNI: int8 refused by the gate (" +
+                    r.stderr.strip().splitlines()[-1][-90:] + ")")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["passed"] and report["cosine_mean"] >= 0.97

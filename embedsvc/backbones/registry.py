@@ -75,7 +75,9 @@ def resolve(name: str) -> BackboneEntry:
         return _ENTRIES[name]
     prefix, sep, rest = name.partition(":")
     if sep and rest and prefix in _FAMILIES:
-        if ".." in rest or not _MODEL_NAME.fullmatch(rest):  # never echo a path back to a client
+        # a family's model part is a model name, never echoed back when it looks like a path
+        # (finetuned: takes a run's folder, which is a path by design)
+        if prefix != "finetuned" and (".." in rest or not _MODEL_NAME.fullmatch(rest)):
             raise NotFoundError(f"{prefix}:<model> takes a model name (letters, digits and "
                                 f"'_-.@/', at most 200), not a path or other text")
         return _FAMILIES[prefix]

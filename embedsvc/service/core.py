@@ -150,10 +150,11 @@ class EmbeddingCore:
                                     f"request is {c.max_pixels_per_request}")
 
     def embed(self, images: Sequence[tuple[str, bytes]], backbone: str | None = None,
-              tap: str = "", normalize: bool = True,
-              deadline: float | None = None) -> tuple[Embeddings, Timing]:
+              tap: str = "", normalize: bool = True, deadline: float | None = None,
+              decoded: Callable[[str, Any], None] | None = None) -> tuple[Embeddings, Timing]:
         """Check the request, decode every image (a bad one fails the request before any model
-        time), then queue them on the backbone's batcher and wait, until ``deadline`` at most."""
+        time), then queue them on the backbone's batcher and wait, until ``deadline`` at most.
+        ``decoded(id, image)`` sees each decoded image (an upsert's thumbnails)."""
         t0 = time.perf_counter()
         deadline = deadline if deadline is not None else self.deadline(None)
         self._check_count(len(images))
@@ -161,7 +162,9 @@ class EmbeddingCore:
             tap = tap or PRE_LOGITS
             batcher = runner.batcher(tap)
             self._check_images(images)
-            tensors = [runner.extractor.prepare(data, item_id)[0] for item_id, data in images]
+            tensors = [runner.extractor.prepare(
+                data, item_id, None if decoded is None else
+                lambda img, item_id=item_id: decoded(item_id, img))[0] for item_id, data in images]
             t1 = time.perf_counter()
             futures: list[Future] = [batcher.submit(t, deadline) for t in tensors]
             rows = [_result(f, deadline) for f in futures]
@@ -257,16 +260,19 @@ class EmbeddingCore:
             if it.get("vector") is not None:
                 rows[n] = unit_vectors(it["vector"], dim, [names[n]])[0]
         with_image = [n for n, it in enumerate(items) if it.get("image") is not None]
+        thumbs: dict[str, bytes] = {}  # rendered from the decode that makes each vector
+        thumbnail = (lambda name, img: self.gallery.thumbnails.keep(thumbs, name, img)) \
+            if self.config.thumbnail_size else None
         if with_image:  # a bad image's error names it as "#position (id N)"
             emb, _ = self.embed([(names[n], items[n]["image"]) for n in with_image],
-                                binding["backbone"], PRE_LOGITS, True, deadline)
+                                binding["backbone"], PRE_LOGITS, True, deadline, thumbnail)
             check_compatible(binding, emb.provenance, f"index {index!r}")
             for n, vec in zip(with_image, emb.vectors):
                 rows[n] = vec
         metadata = [dict(it.get("metadata") or {}) for it in items]
         used = self.collections.write(index, binding, lambda c: c.upsert(np.stack(rows), ids,
                                                                           metadata, names))
-        self.gallery.thumbnails.upserted(index, used, [it.get("image") for it in items])
+        self.gallery.thumbnails.upserted(index, used, [thumbs.get(name) for name in names])
         return used, self.collections.get(index).count
 
     def delete(self, index: str, ids: Sequence[int]) -> tuple[int, int]:

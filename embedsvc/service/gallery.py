@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image
 
 from ..collection.metadata import readable
 from ..collection.rows import live_metadata, live_sample
-from ..errors import (FailedPreconditionError, ImageDecodeError, InvalidInputError,
-                      NotFoundError)
+from ..errors import FailedPreconditionError, InvalidInputError, NotFoundError
 from ..images import load_upright
 from .datadir import DataDir
 from .heads import IMAGENET_HEAD
@@ -47,25 +47,42 @@ class Thumbnails:
     def _render(self, data: bytes | Path, name: str) -> bytes:
         side = self.size or 128
         img, _ = load_upright(data, name, self.max_pixels, draft_to=side)
-        img.thumbnail((side, side))
+        return self.render(img)
+
+    def render(self, img: Image.Image) -> bytes:
+        """A decoded image's thumbnail, as JPEG bytes (an upsert renders it from the decode
+        that made its vector, and writes it once the write is acknowledged)."""
+        side = self.size or 128
+        w, h = img.size
+        scale = min(side / w, side / h, 1.0)  # what Image.thumbnail does, without changing img
+        if scale < 1.0:
+            img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                             Image.Resampling.LANCZOS, reducing_gap=3.0)
         out = io.BytesIO()
         img.save(out, "JPEG", quality=85)
         return out.getvalue()
 
-    def upserted(self, index: str, ids: Sequence[int], images: Sequence[bytes | None]) -> None:
-        """After an acknowledged Upsert: a thumbnail per image; an id now holding a vector
-        loses the one an earlier image left."""
-        for item_id, data in zip(ids, images):
+    def keep(self, into: dict[str, bytes], name: str, img: Image.Image) -> None:
+        """``render`` into ``into[name]``; a failure costs the thumbnail, never the write."""
+        try:
+            into[name] = self.render(img)
+        except Exception as exc:  # noqa: BLE001 - the page shows no thumbnail, that is all
+            log.warning("no thumbnail for %s: %s", name, exc)
+
+    def upserted(self, index: str, ids: Sequence[int], jpegs: Sequence[bytes | None]) -> None:
+        """After an acknowledged Upsert: each image's thumbnail (``render``'s bytes); an id
+        now holding a vector loses the one an earlier image left."""
+        for item_id, jpeg in zip(ids, jpegs):
             path = self._file(index, item_id)
             try:
-                if data is None or not self.size:
+                if jpeg is None or not self.size:
                     path.unlink(missing_ok=True)
                     continue
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(f".{path.name}.tmp")
-                tmp.write_bytes(self._render(data, f"#{item_id}"))
+                tmp.write_bytes(jpeg)
                 os.replace(tmp, path)
-            except (OSError, ImageDecodeError) as exc:  # the write itself stands
+            except OSError as exc:  # the write itself stands
                 log.warning("no thumbnail for id %d of index %r: %s", item_id, index, exc)
 
     def deleted(self, index: str, ids: Sequence[int]) -> None:
