@@ -10,6 +10,7 @@ from google.protobuf.message import DecodeError
 from ..errors import EmbedsvcError, InvalidInputError
 from .core import EmbeddingCore
 from .status import SERVICE_NAME, count, status_of
+from .wire import bad_text_field
 
 
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):
@@ -39,8 +40,10 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                         request = parse(raw)
                     except DecodeError as exc:  # "...: String field had bad UTF-8"
                         why = str(exc).rpartition(": ")[2] or "it does not parse"
+                        field = bad_text_field(parse.__self__.DESCRIPTOR, raw)
+                        where = f" (in {field})" if field else ""
                         raise InvalidInputError(f"the message is not a valid {method} request "
-                                                f"of {SERVICE_NAME}: {why}") from None
+                                                f"of {SERVICE_NAME}: {why}{where}") from None
                     del raw  # parsed: the serialized copy goes before the work starts
                     return await behaviour(request, context)
             except EmbedsvcError as exc:
