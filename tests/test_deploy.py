@@ -82,7 +82,7 @@ def test_the_manifests_refer_to_each_other_correctly():
     assert hpa["spec"]["metrics"][1]["pods"]["metric"]["name"] == "embedsvc_queue_depth"
 
 
-def test_servers_are_probed_over_grpc_health_and_run_as_their_role():
+def test_servers_are_probed_over_http_health_and_run_as_their_role():
     from embedsvc.service.config import ServeConfig
 
     config = ServeConfig.load(DEPLOY / "serve.toml")
@@ -91,8 +91,9 @@ def test_servers_are_probed_over_grpc_health_and_run_as_their_role():
         spec = d["spec"]["template"]["spec"]
         assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["runAsUser"] > 0
         (c,) = spec["containers"]
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert c[probe]["grpc"]["port"] == config.port, (name, probe)
+        for probe, path in (("startupProbe", "/healthz"), ("readinessProbe", "/readyz"),
+                            ("livenessProbe", "/healthz")):
+            assert c[probe]["httpGet"] == {"path": path, "port": config.http_port}, (name, probe)
         assert {p["containerPort"] for p in c["ports"]} == {config.port, config.metrics_port,
                                                             config.http_port}
         args = c["args"]
