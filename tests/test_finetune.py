@@ -115,18 +115,21 @@ def ft_target(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("towards_target", [False, True], ids=["plain", "dann-style-camera"])
-def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(cli, ft_data, ft_target, tmp_path,
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(ft_data, ft_target, tmp_path,
                                                                      towards_target):
-    """The uninterrupted run in this process, the killed one and its resumption in fresh ones
-    (gradual: the resumed epoch unfreezes the next group);
-    towards a target, the target batches, the presets, MixStyle and DANN's discriminator too."""
+    """The uninterrupted run, the killed one and its resumption, each in a fresh process, so all
+    three run with the same thread count (bitwise equality needs the same reduction order; in
+    this process an earlier test may have left another, seen with OMP_NUM_THREADS=1);
+    gradual: the resumed epoch unfreezes the next group; towards a target, the target batches,
+    the presets, MixStyle and DANN's discriminator too."""
     args = ["--strategy", "gradual", "--epochs", "2", "--image-size", str(SIZE), "--seed", "3",
             "--patience", "0"]
     if towards_target:
         args = ["--strategy", "partial", "--epochs", "2", "--image-size", str(SIZE), "--seed", "3",
                 "--patience", "0", "--target-data", str(ft_target), "--da", "dann",
                 "--augment", "style,camera", "--entropy-weight", "0.1"]
-    whole = cli("finetune", ft_data, *args, "--out", tmp_path / "whole", "--quiet")
+    whole = run_cli("finetune", ft_data, *args, "--out", tmp_path / "whole", "--quiet",
+                    timeout=600)
     assert whole.returncode == 0, whole.stderr
     run = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "embedsvc", "finetune", str(ft_data), *args,
