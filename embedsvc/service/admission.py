@@ -27,11 +27,6 @@ class Admission:
         self.refused = 0
         self.closed = False
 
-    def check_room(self) -> None:
-        """Raise the refusal a new request would get now (the server's early, message-free check)."""
-        with self._lock:
-            self._check_room()
-
     def _check_room(self) -> None:
         self._refuse_at(self.requests, self.max_requests, "requests in progress")
 

@@ -36,7 +36,7 @@ from .core import EmbeddingCore
 from .http_gate import error_response
 from .http_models import (ClassifyRequest, DeleteRequest, EmbeddingsRequest, EmbeddingsResponse,
                           ErrorResponse, SearchRequest, UpsertRequest)
-from .status import error_status, http_status
+from .status import http_error
 
 WEB = Path(__file__).with_name("web")
 ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 404, 413, 429, 503, 504)}
@@ -109,8 +109,7 @@ class _Runner:
             return await self.core.run(self.pool, _timeout(request), fn)
         except Exception as exc:  # noqa: BLE001 - every error becomes a status, not a crash
             endpoint = request.scope.get("endpoint")
-            code, message = error_status(exc, getattr(endpoint, "__name__", "http"))
-            raise _Failed(code, message, http_status(exc, code)) from None
+            raise _Failed(*http_error(exc, getattr(endpoint, "__name__", "http"))) from None
 
 
 def _images(items, what: str = "images") -> list[tuple[str, bytes]]:
@@ -284,8 +283,7 @@ def _errors(app: FastAPI) -> None:
         return error_response(request.scope, exc.code, exc.message, exc.status)
 
     async def core_error(request: Request, exc: EmbedsvcError):
-        code, message = error_status(exc, "http")
-        return error_response(request.scope, code, message, http_status(exc, code))
+        return error_response(request.scope, *http_error(exc, "http"))
 
     async def invalid(request: Request, exc: RequestValidationError):
         if request.method in ("POST", "DELETE") and "content-type" not in request.headers:
@@ -309,7 +307,7 @@ def _errors(app: FastAPI) -> None:
         return error_response(request.scope, code, str(exc.detail), exc.status_code)
 
     async def bug(request: Request, exc: Exception):  # logged by error_status with its trace
-        return error_response(request.scope, *error_status(exc, "http"))
+        return error_response(request.scope, *http_error(exc, "http"))
 
     app.add_exception_handler(Exception, bug)
     app.add_exception_handler(_Failed, failed)

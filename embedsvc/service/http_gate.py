@@ -8,6 +8,7 @@ method ``http.<endpoint>`` and the gRPC code name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import time
 from typing import Any
@@ -20,7 +21,7 @@ from ..errors import EmbedsvcError
 from .admission import Ticket
 from .core import EmbeddingCore
 from .items import count_items, counted
-from .status import HTTP_STATUS, count, error_status, http_status
+from .status import HTTP_STATUS, count, http_error
 
 CODE_KEY = "embedsvc.code"  # the scope key where an answer's gRPC code is left for counting
 API = "/v1/"  # the token guards this; the page, its files, /openapi.json and health are open
@@ -76,29 +77,21 @@ class Gate:
     async def _admitted(self, scope: dict, receive, send) -> None:
         length = dict(scope["headers"]).get(b"content-length")
         declared = int(length) if length is not None and length.isdigit() else None
-        admitted = self.core.admission.request(declared or 0)
-        try:
-            ticket = admitted.__enter__()
-        except EmbedsvcError as exc:
-            code, message = error_status(exc, "http")
-            return await error_response(scope, code, message, http_status(exc, code))(
-                scope, receive, send)
-        try:
+        with contextlib.ExitStack() as held:  # the slot and bytes until the answer is sent
+            try:
+                ticket = held.enter_context(self.core.admission.request(declared or 0))
+            except EmbedsvcError as exc:  # refused: nothing of the body is read
+                return await error_response(scope, *http_error(exc, "http"))(scope, receive, send)
             receive = self._limited(receive, None if declared is not None else ticket)
             if scope["method"] in WORK_METHODS and counted(scope["path"]):
                 try:
                     receive, refusal = await self._counted(scope, receive)
                 except (EmbedsvcError, HTTPException) as exc:  # while the body arrived
-                    if isinstance(exc, HTTPException):
-                        refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc.detail), 413)
-                    else:
-                        code, message = error_status(exc, "http")
-                        refusal = (code, message, http_status(exc, code))
+                    refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc.detail), 413) \
+                        if isinstance(exc, HTTPException) else http_error(exc, "http")
                 if refusal is not None:
                     return await error_response(scope, *refusal)(scope, self._empty, send)
             await self.app(scope, receive, send)
-        finally:
-            admitted.__exit__(None, None, None)
 
     def _refusal(self, scope: dict) -> tuple[grpc.StatusCode, str, int | None] | None:
         """(code, message, HTTP status when not the code's own), or None to let it in."""

@@ -53,12 +53,6 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
 }
 
 
-def http_status(exc: BaseException | None, code: grpc.StatusCode) -> int:
-    """The HTTP status of an error: its code's, but 413 for a request that no load lets through
-    (retrying cannot help, so no 429)."""
-    return 413 if isinstance(exc, TooLargeError) else HTTP_STATUS[code]
-
-
 def status_of(exc: BaseException) -> grpc.StatusCode | None:
     for cls, code in STATUS_OF:
         if isinstance(exc, cls):
@@ -74,6 +68,13 @@ def error_status(exc: BaseException, where: str) -> tuple[grpc.StatusCode, str]:
         log.error("internal error in %s", where, exc_info=exc)
         return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
     return code, public_message(str(exc))
+
+
+def http_error(exc: BaseException, where: str) -> tuple[grpc.StatusCode, str, int]:
+    """``error_status`` and the HTTP status: the code's own, but 413 for a request that no load
+    lets through (retrying cannot help, so no 429)."""
+    code, message = error_status(exc, where)
+    return code, message, 413 if isinstance(exc, TooLargeError) else HTTP_STATUS[code]
 
 
 # An absolute path whose first component exists on this machine (/usr/..., /tmp/..., /root/...):
