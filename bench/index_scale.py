@@ -61,7 +61,7 @@ def write_store(src, n: int, work: Path):
     for lo in range(0, n, 100_000):
         rows = [{"path": meta[i % src.count]["path"], "label": meta[i % src.count].get("label"),
                  "copy": i >= src.count} for i in range(lo, min(n, lo + 100_000))]
-        store.append_shard(x[lo:lo + 100_000], rows, [])
+        store.append(x[lo:lo + 100_000], rows, [])
     return store
 
 

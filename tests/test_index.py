@@ -57,7 +57,7 @@ def test_an_index_built_in_blocks_on_disk_is_the_one_built_in_memory(cli, fmnist
     # a budget too small for codes in memory: the exact vectors, read from the store's shards
     r = cli("index", "build", moved, "--name", "e", "--kind", "ivfpq", "--memory-budget", "2M", "--quiet")
     assert r.returncode == 0 and "re-ranked with exact vectors" in r.stdout, r.stdout + r.stderr
-    store.append_shard(q[:50], [{"path": f"new{i}", "label": "new"} for i in range(50)], [])
+    store.append(q[:50], [{"path": f"new{i}", "label": "new"} for i in range(50)], [])
     r = cli("index", "update", moved, "--name", "e", "--quiet")
     assert r.returncode == 0 and "added 50 new rows" in r.stdout, r.stdout + r.stderr
     files = sorted(p.name for p in (moved / "indexes" / "e").iterdir())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FMNIST_STORE_COUNT
+from conftest import FMNIST_STORE_COUNT, run_cli
 from embedsvc.errors import IncompatibleError
 from embedsvc.store import EmbedDatasetConfig, EmbeddingStore, embed_dataset
 
@@ -76,6 +76,43 @@ def test_killed_run_resumes_with_every_row_exactly_once(cli, digits_manifest, tm
     assert not list((killed / "shards").glob(".*.tmp"))
 
 
+def test_ctrl_c_keeps_what_was_embedded_whatever_the_shard_size(digits_manifest, tmp_path):
+    """SIGINT part-way through 150 images with the default shard size (4,096): the batch in
+    progress is committed, the message says how to resume, and the rerun finishes the store an
+    uninterrupted run makes."""
+    import re
+    import shutil
+
+    tree = tmp_path / "photos"
+    for line in digits_manifest.read_text().splitlines()[1:151]:
+        path, label, _ = line.split(",")
+        (tree / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, tree / label / os.path.basename(path))
+    clean = run_cli("embed-dataset", tree, "--out", tmp_path / "clean", "--quiet")
+    assert clean.returncode == 0, clean.stderr
+
+    proc = _run_cli("embed-dataset", tree, "--out", tmp_path / "cut")
+    said, seen = "", 0
+    while seen < 60:  # tqdm's bar on stderr: "NN/150"
+        chunk = proc.stderr.read(1)
+        assert chunk, f"the run ended before 60 images: {said}"
+        said += chunk
+        seen = max([seen, *map(int, re.findall(r"(\d+)/150", said[-40:]))])
+    proc.send_signal(signal.SIGINT)
+    out, rest = proc.communicate(timeout=60)
+    said += rest
+    assert proc.returncode == 130, said
+    assert "rerun the same command to resume" in said.splitlines()[-1], said
+
+    resumed = run_cli("embed-dataset", tree, "--out", tmp_path / "cut", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    done = int(re.search(r"(\d+) of 150 inputs were already done", resumed.stdout).group(1))
+    assert done >= 50, resumed.stdout
+    a, b = EmbeddingStore.open(tmp_path / "clean"), EmbeddingStore.open(tmp_path / "cut")
+    assert b.metadata() == a.metadata()
+    assert np.array_equal(a.vectors(), b.vectors())  # bitwise: the same batches
+
+
 def test_bad_files_are_skipped_and_listed(tmp_path, photos):
     src = tmp_path / "src" / "things"
     src.mkdir(parents=True)
@@ -125,3 +162,32 @@ def test_refuses_vectors_from_another_backbone(tmp_path, photos):
     with pytest.raises(IncompatibleError, match="dim=1280|tap"):
         embed_dataset(src, tmp_path / "s", EmbedDatasetConfig(tap="late"), progress=False)
     assert (tmp_path / "s" / "manifest.json").read_bytes() == before
+
+
+def test_a_commit_grows_the_last_shard_and_a_killed_writers_tail_is_cut(tmp_path):
+    """Commits extend the last shard in place until it is full; what a writer appended and never
+    committed (killed before the manifest) is invisible to readers and cut by the next writer."""
+    from embedsvc.store import shard_files
+
+    prov = {"backbone": "x", "dim": 4}
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((10, 4)).astype(np.float32)
+    store = EmbeddingStore.open_or_create(tmp_path / "s", prov)
+    store.append(v[:3], [{"path": f"p{i}"} for i in range(3)], [{"path": "bad", "reason": "r"}], 6)
+    store.append(v[3:5], [{"path": f"p{i}"} for i in range(3, 5)], [], 6)  # fills 00000 to 6
+    store.append(v[5:6], [{"path": "p5"}], [], 6)  # a new shard
+    assert [(s.name, s.count, s.inputs) for s in store.shards] == [("00000", 5, 6), ("00001", 1, 1)]
+    shard = tmp_path / "s" / "shards" / "00001"
+    assert np.array_equal(np.load(tmp_path / "s" / "shards" / "00000.npy"), v[:5])  # a plain .npy
+    # a writer killed after appending, before committing
+    shard_files.append_vectors(shard.with_suffix(".npy"), 1, v[6:9], "float32")
+    shard_files.append_lines(shard.with_suffix(".jsonl"), 1, b'{"path": "ghost"}\n')
+    reader = EmbeddingStore.open(tmp_path / "s")
+    assert reader.count == 6 and [r["path"] for r in reader.metadata()][-1] == "p5"
+    assert np.array_equal(reader.vectors(), v[:6]) and reader.skipped() == [{"path": "bad", "reason": "r"}]
+    writer = EmbeddingStore.open_or_create(tmp_path / "s", prov)
+    assert np.load(shard.with_suffix(".npy")).shape == (1, 4)
+    assert shard.with_suffix(".jsonl").read_text().count("\n") == 1
+    writer.append(v[9:], [{"path": "p9"}], [], 6)
+    again = EmbeddingStore.open(tmp_path / "s")
+    assert np.array_equal(again.take([5, 6]), v[[5, 9]]) and again.row(6)["path"] == "p9"

@@ -59,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         err(str(exc))
         return EXIT_ERROR
     except KeyboardInterrupt:
-        err("interrupted")
+        resume = getattr(args, "on_interrupt", None)  # a command that can resume says how
+        err(f"interrupted; {resume()}" if resume else "interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `embedsvc ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -28,6 +28,7 @@ def cmd_embed_dataset(args: argparse.Namespace) -> int:
         workers=args.workers, shard_size=args.shard_size,
         dtype="float16" if args.float16 else "float32", dedup=args.dedup, device=args.device,
         tap=args.tap, decode=args.decode, runtime=args.runtime)
+    args.on_interrupt = lambda: _committed(args.out)
     if args.engine == "ray":
         r = embed_dataset_ray(args.src, args.out, config, progress=not args.quiet,
                               stop_after_shards=args.max_shards, address=args.address,
@@ -45,6 +46,20 @@ def cmd_embed_dataset(args: argparse.Namespace) -> int:
     if len(r.skipped) > 10:
         warn(f"... and {len(r.skipped) - 10} more")
     return EXIT_OK
+
+
+def _committed(out) -> str:
+    from ..errors import EmbedsvcError
+    from ..store import EmbeddingStore
+    from ..wording import count
+
+    try:
+        store = EmbeddingStore.open(out)
+    except EmbedsvcError:
+        return "nothing was stored; rerun the same command to start again"
+    done = sum(s.inputs for s in store.shards)
+    return (f"{count(done, 'input')} ({store.count} stored) are committed in {out}; "
+            f"rerun the same command to resume")
 
 
 def _index_engine(args: argparse.Namespace) -> dict:

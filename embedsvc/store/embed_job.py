@@ -1,14 +1,19 @@
 """``embed-dataset``: a dataset source → an embedding store, resumable and safe.
 
-Records are processed in a fixed order, in shards of ``shard_size``. Decoding and preprocessing
-run ahead of the model (``decode_ahead``: in threads where that pays). Each shard is committed
-atomically (see store.py), so a run killed at any moment, SIGKILL included, resumes at the first
-uncommitted shard with the same batches: no row is lost, none is duplicated, and the vectors are
-the ones a clean run makes.
+Records are processed in a fixed order, in batches, into shards of ``shard_size``. Decoding and
+preprocessing run ahead of the model (``decode_ahead``: in threads where that pays). Progress is
+committed atomically (see store.py) every ``COMMIT_SECONDS`` of work or ``COMMIT_INPUTS`` inputs,
+whichever comes first, always after a whole batch, whatever the shard size: a run killed at any
+moment, SIGKILL included, loses at most that much and resumes after the last commit with the same
+batches, so no row is lost, none is duplicated, and the vectors are the ones a clean run makes.
+Ctrl-C (SIGINT) lets the batch in progress finish and commits it before the run stops.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +33,10 @@ from ..backbones.config import DEFAULT_DECODE
 from ..preprocess import Transform
 from ..atomic import atomic_write_bytes
 from .store import DTYPES, EmbeddingStore, StoreLock, jsonl_bytes
+
+
+COMMIT_SECONDS = 3.0  # the most work an interruption can lose...
+COMMIT_INPUTS = 512  # ...or inputs (rounded up to whole batches)
 
 
 @dataclass(frozen=True)
@@ -100,9 +109,16 @@ def embed_dataset(src: str | Path, out: str | Path, config: EmbedDatasetConfig =
     """
     def embed_here(fe, pending, store, report):
         bar = progress_bar(len(pending), fe.backbone.name, progress)
+        assembler = ShardAssembler(store, config)
         try:
-            for shard in _shards(fe, pending, config, store, bar):
-                commit_shard(store, shard, report)
+            with interrupt_after_batch() as interrupted:
+                for batch in _embedded_batches(fe, pending, config, store.dim):
+                    commit_unit(store, assembler.add(*batch), report)
+                    if bar is not None:
+                        bar.update(len(batch[0]))
+                    if interrupted.is_set():
+                        break
+                commit_unit(store, assembler.flush(), report)
         finally:
             if bar is not None:
                 bar.close()
@@ -136,11 +152,38 @@ def run_embed_job(src: str | Path, out: str | Path, config: EmbedDatasetConfig,
     return report
 
 
-def commit_shard(store: EmbeddingStore, shard, report: EmbedReport) -> None:
-    vectors, rows, skipped = shard
-    store.append_shard(vectors, rows, skipped)
+def commit_unit(store: EmbeddingStore, unit, report: EmbedReport) -> None:
+    """Commit what ``ShardAssembler`` handed over (nothing when None)."""
+    if unit is None:
+        return
+    vectors, rows, skipped, shard_inputs = unit
+    store.append(vectors, rows, skipped, shard_inputs)
     report.added += len(rows)
     report.skipped.extend(skipped)
+
+
+@contextlib.contextmanager
+def interrupt_after_batch():
+    """Ctrl-C during a run sets the yielded event instead of raising, so the loop can finish
+    the batch in progress and commit it; KeyboardInterrupt is raised when the block ends. A
+    second Ctrl-C stops at once (losing only what came after the last commit)."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted  # signal handlers belong to the main thread
+        return
+
+    def on_sigint(signum, frame):
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted.is_set():
+        raise KeyboardInterrupt
 
 
 def open_extractor(config: EmbedDatasetConfig) -> FeatureExtractor:
@@ -170,8 +213,10 @@ def shard_inputs(config: EmbedDatasetConfig) -> int:
 
 
 class ShardAssembler:
-    """Embedded batches, in input order → shards (vectors, rows, skipped). The one place that
-    decides which inputs become rows and where a shard ends, for both engines.
+    """Embedded batches, in input order → commit units (vectors, rows, skipped, shard_inputs).
+    The one place that decides which inputs become rows and when progress is committed, for
+    both engines: after ``COMMIT_SECONDS`` or ``COMMIT_INPUTS``, and where a shard fills up
+    (``store.append`` then starts the next one).
 
     Every decodable image of a batch is embedded, duplicates too, and ``--dedup`` drops them
     here: the model sees the same batches whatever the engine, so the vectors are the same."""
@@ -179,7 +224,10 @@ class ShardAssembler:
     def __init__(self, store: EmbeddingStore, config: EmbedDatasetConfig):
         self.store, self.dedup = store, config.dedup
         self.per_shard = shard_inputs(config)
+        self.per_commit = -(-COMMIT_INPUTS // config.batch_size) * config.batch_size
         self.seen = store.hashes() if config.dedup else {}
+        last = store.shards[-1] if store.shards else None
+        self.in_shard = last.inputs if last and last.inputs < self.per_shard else 0
         self._start()
 
     def _start(self) -> None:
@@ -187,10 +235,11 @@ class ShardAssembler:
         self.rows: list[dict] = []
         self.skipped: list[dict] = []
         self.inputs = 0
+        self.since = time.monotonic()
 
     def add(self, infos: list[dict], vectors: np.ndarray):
         """One batch: every input's row (``error`` on the bad ones) and the vectors of the good
-        ones, in order. Returns a finished shard, or None."""
+        ones, in order. Returns a unit to commit, or None."""
         keep = []
         for info in infos:
             if "error" in info:
@@ -201,7 +250,9 @@ class ShardAssembler:
             raise InvalidInputError(f"{len(vectors)} vectors for {len(keep)} decoded images")
         self.parts.append(vectors[np.array(keep, dtype=bool)] if keep else vectors)
         self.inputs += len(infos)
-        return self.flush() if self.inputs >= self.per_shard else None
+        due = (self.in_shard + self.inputs >= self.per_shard or self.inputs >= self.per_commit
+               or time.monotonic() - self.since >= COMMIT_SECONDS)
+        return self.flush() if due else None
 
     def _take(self, info: dict) -> bool:
         """Make the decoded input a row; False (and skipped) when ``dedup`` finds its bytes
@@ -216,35 +267,30 @@ class ShardAssembler:
         return True
 
     def flush(self):
-        """The shard so far (None when empty); the next one starts."""
+        """The unit so far (None when empty); the next one starts."""
         if not self.inputs:
             return None
         dim = self.store.dim
-        shard = (np.concatenate(self.parts) if self.parts else np.zeros((0, dim), np.float32),
-                 self.rows, self.skipped)
+        unit = (np.concatenate(self.parts) if self.parts else np.zeros((0, dim), np.float32),
+                self.rows, self.skipped, self.per_shard)
+        filled = self.in_shard + self.inputs
+        self.in_shard = 0 if filled >= self.per_shard else filled
         self._start()
-        return shard
+        return unit
 
 
-def _shards(fe: FeatureExtractor, pending: list[Record], config: EmbedDatasetConfig,
-            store: EmbeddingStore, bar=None):
-    """Yield (vectors, rows, skipped) per shard. One decode pipeline for the whole run, so the
-    model stays fed across shard boundaries."""
-    assembler = ShardAssembler(store, config)
+def _embedded_batches(fe: FeatureExtractor, pending: list[Record], config: EmbedDatasetConfig,
+                      dim: int):
+    """Yield (infos, vectors) per batch. One decode pipeline for the whole run, so the model
+    stays fed across commits."""
     infos = [r.to_dict() for r in pending]
     loader = decoded_batches(lambda i: decode_record(infos[i], fe.transform, config.max_pixels),
                              len(infos), config.batch_size, config.workers, fe.plan.device.type)
     for items in loader:
         tensors = [tensor for _, (tensor, _) in items if tensor is not None]
         vectors = (fe.embed_tensor(torch.stack(tensors)) if tensors
-                   else np.zeros((0, store.dim), np.float32))
-        shard = assembler.add([info for _, (_, info) in items], vectors)
-        if bar is not None:
-            bar.update(len(items))
-        if shard is not None:
-            yield shard
-    if (shard := assembler.flush()) is not None:
-        yield shard
+                   else np.zeros((0, dim), np.float32))
+        yield [info for _, (_, info) in items], vectors
 
 
 _ROW_KEYS = ("path", "label", "split", "domain", "sha256", "width", "height")

@@ -3,10 +3,10 @@
 Ray Data carries the work: the pending records, cut into the batches a local run would form,
 are decoded and preprocessed in CPU tasks (``decode_record``, as locally) and embedded in an
 actor pool (one actor per GPU, or N CPU actors, each loading the backbone once). The driver,
-this process, holds the store's lock and commits every shard through ``append_shard``, in input
-order, as the batches stream back (``ShardAssembler``, as locally). So a store made on Ray and
-one made locally are interchangeable: the same batches give the same vectors (bitwise on the
-CPU), the same rows and provenance, and a killed run resumes at the first uncommitted shard.
+this process, holds the store's lock and commits the batches through ``store.append``, in input
+order, as they stream back (``ShardAssembler``, as locally). So a store made on Ray and one made
+locally are interchangeable: the same batches give the same vectors (bitwise on the CPU), the
+same rows and provenance, and a killed run resumes after the last commit.
 
 Every node needs embedsvc installed (with its weight packages); the store folder is written by
 the driver only, so it need not be shared.
@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from .embed_job import (EmbedDatasetConfig, EmbedReport, ShardAssembler, commit_shard,
-                        decode_record, open_extractor, progress_bar, run_embed_job)
+from .embed_job import (EmbedDatasetConfig, EmbedReport, ShardAssembler, commit_unit,
+                        decode_record, interrupt_after_batch, open_extractor, progress_bar,
+                        run_embed_job)
 from .store import EmbeddingStore
 
 INSTALL_HINT = "pip install 'embedsvc[ray]'"
@@ -96,15 +97,16 @@ def _run(ray, pending, config: EmbedDatasetConfig, fe, store: EmbeddingStore,
     assembler = ShardAssembler(store, config)
     bar = progress_bar(len(pending), f"{fe.backbone.name} on ray ({size} actors)", progress)
     try:
-        for row in ds.iter_rows():
-            infos = json.loads(row["infos"])
-            vectors = np.frombuffer(row["vectors"], np.float32).reshape(-1, store.dim)
-            if bar is not None:
-                bar.update(len(infos))
-            if (shard := assembler.add(infos, vectors)) is not None:
-                commit_shard(store, shard, report)
-        if (shard := assembler.flush()) is not None:
-            commit_shard(store, shard, report)
+        with interrupt_after_batch() as interrupted:
+            for row in ds.iter_rows():
+                infos = json.loads(row["infos"])
+                vectors = np.frombuffer(row["vectors"], np.float32).reshape(-1, store.dim)
+                if bar is not None:
+                    bar.update(len(infos))
+                commit_unit(store, assembler.add(infos, vectors), report)
+                if interrupted.is_set():
+                    break
+            commit_unit(store, assembler.flush(), report)
     finally:
         if bar is not None:
             bar.close()
@@ -122,7 +124,7 @@ def _pipeline(ray, pending, config: EmbedDatasetConfig, fe, size: int, threads: 
                  fn_kwargs={"preprocess": fe.backbone.cfg.preprocess, "decode": config.decode,
                             "max_pixels": config.max_pixels})
             # max_restarts=0: a lost actor fails the run, which then resumes at the first
-            # uncommitted shard (and Ray logs no error line about restarting actors)
+            # uncommitted batch (and Ray logs no error line about restarting actors)
             .map_batches(_Embedder, batch_size=1, max_restarts=0,
                          fn_constructor_kwargs={"config": config, "threads": threads},
                          compute=ray.data.ActorPoolStrategy(size=size),

@@ -8,14 +8,15 @@
     STORE/shards/NNNNN.skipped.jsonl   inputs of that shard that were not stored, with the reason
     STORE/errors.jsonl             all skipped inputs of all runs (rewritten after each run)
 
-A shard is committed by rewriting ``manifest.json`` atomically after its files are on disk; files
-of a shard the manifest does not list are leftovers of a killed run and are overwritten. So a
-store is always either the state before a shard or after it, never in between.
+A write is committed by rewriting ``manifest.json`` atomically after its files are on disk. The
+last shard grows in place over several commits until it holds ``shard_size`` inputs
+(``shard_files``); the manifest says how many rows and lines of each shard are committed, readers
+take only those, and a writer cuts what lies beyond them (a killed run's tail) when it opens the
+store. So a store is always the state of one commit, never in between.
 """
 from __future__ import annotations
 
 import fcntl
-import io
 import json
 import os
 import time
@@ -26,10 +27,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes, fsync_dir
 from ..embeddings import BINDING_KEYS, check_compatible
 from ..errors import IncompatibleError, InvalidInputError, NotFoundError, StoreLockedError
 from ..versions import written_by
+from . import shard_files
 
 FORMAT_VERSION = 1
 DTYPES = ("float32", "float16")
@@ -49,7 +51,7 @@ class EmbeddingStore:
         self.root = root
         self.manifest = manifest
         self._meta_cache: list[dict] | None = None
-        self._maps: OrderedDict[str, np.ndarray] = OrderedDict()  # shard name → mapped vectors
+        self._maps: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()  # (shard, rows) → map
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
@@ -134,7 +136,7 @@ class EmbeddingStore:
     def iter_vectors(self) -> Iterator[np.ndarray]:
         """Each shard's vectors, memory-mapped (no copy until used)."""
         for s in self.shards:
-            yield np.load(self._shard_path(s.name, "vectors"), mmap_mode="r", allow_pickle=False)
+            yield shard_files.read_vectors(self._shard_path(s.name, "vectors"), s.count)
 
     def take(self, ids) -> np.ndarray:
         """Rows ``ids`` (any order, repeats allowed) as float32, read from the memory-mapped
@@ -148,20 +150,22 @@ class EmbeddingStore:
         out = np.empty((len(ids), self.dim), np.float32)
         for k in np.unique(which):
             at = which == k
-            out[at] = self._mapped(shards[k].name)[ids[at] - shards[k].first_id]
+            out[at] = self._mapped(shards[k])[ids[at] - shards[k].first_id]
         return out
 
-    def _mapped(self, name: str) -> np.ndarray:
-        """A committed shard never changes, so its map stays valid; the most recently used
-        ``MAX_MAPS`` are kept (each map holds a file descriptor, and 100M rows are 24k shards)."""
-        if name in self._maps:
-            self._maps.move_to_end(name)
+    def _mapped(self, shard: ShardInfo) -> np.ndarray:
+        """Committed rows never change, so a map of them stays valid (a shard that grew is
+        mapped again); the most recently used ``MAX_MAPS`` are kept (each map holds a file
+        descriptor, and 100M rows are 24k shards)."""
+        key = (shard.name, shard.count)
+        if key in self._maps:
+            self._maps.move_to_end(key)
         else:
-            self._maps[name] = np.load(self._shard_path(name, "vectors"), mmap_mode="r",
-                                       allow_pickle=False)
+            self._maps[key] = shard_files.read_vectors(self._shard_path(shard.name, "vectors"),
+                                                       shard.count)
             if len(self._maps) > MAX_MAPS:
                 self._maps.popitem(last=False)
-        return self._maps[name]
+        return self._maps[key]
 
     def vectors(self, dtype=np.float32) -> np.ndarray:
         """All vectors as one (count, dim) array in row-id order."""
@@ -173,8 +177,9 @@ class EmbeddingStore:
         if self._meta_cache is None:
             rows: list[dict] = []
             for s in self.shards:
-                with open(self._shard_path(s.name, "meta")) as f:
-                    rows.extend(json.loads(line) for line in f if line.strip())
+                rows.extend(json.loads(line)
+                            for line in shard_files.read_lines(self._shard_path(s.name, "meta"),
+                                                               s.count))
             self._meta_cache = rows
         return self._meta_cache
 
@@ -190,9 +195,8 @@ class EmbeddingStore:
     def skipped(self) -> list[dict]:
         rows: list[dict] = []
         for s in self.shards:
-            p = self._shard_path(s.name, "skipped")
-            if p.is_file():
-                rows.extend(json.loads(line) for line in p.read_text().splitlines() if line.strip())
+            rows.extend(json.loads(line) for line in shard_files.read_lines(
+                self._shard_path(s.name, "skipped"), s.inputs - s.count))
         return rows
 
     def done_paths(self) -> set[str]:
@@ -207,25 +211,34 @@ class EmbeddingStore:
         return out
 
     # -- writing ------------------------------------------------------------------------------
-    def append_shard(self, vectors: np.ndarray, rows: list[dict], skipped: list[dict]) -> ShardInfo:
-        """Write one shard and commit it. ``rows`` get their ids assigned here."""
+    def append(self, vectors: np.ndarray, rows: list[dict], skipped: list[dict],
+               shard_inputs: int | None = None) -> ShardInfo:
+        """Store and commit ``rows`` (their ids are assigned here) with their ``vectors``, and
+        ``skipped`` inputs. They extend the last shard while it has accounted for fewer than
+        ``shard_inputs`` inputs (None: always a new shard), else start a new one."""
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise IncompatibleError(f"store holds {self.dim}-d vectors, got shape {vectors.shape}")
         if len(rows) != len(vectors):
             raise InvalidInputError(f"{len(vectors)} vectors but {len(rows)} metadata rows")
-        name = f"{len(self.manifest['shards']):05d}"
-        first = self.count
+        shards = self.manifest["shards"]
+        extend = bool(shards) and shard_inputs is not None and shards[-1]["inputs"] < shard_inputs
+        last = ShardInfo(**shards[-1]) if extend else ShardInfo(f"{len(shards):05d}", 0, self.count, 0)
         for i, row in enumerate(rows):
-            row["id"] = first + i
-        buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(vectors, dtype=self.dtype))
-        atomic_write_bytes(self._shard_path(name, "vectors"), buf.getvalue())
-        atomic_write_bytes(self._shard_path(name, "meta"), jsonl_bytes(rows))
-        atomic_write_bytes(self._shard_path(name, "skipped"), jsonl_bytes(skipped))
-        info = ShardInfo(name, len(rows), first, len(rows) + len(skipped))
-        self.manifest["shards"].append(info.__dict__)
-        self.manifest["count"] = first + len(rows)
+            row["id"] = self.count + i
+        shard_files.append_vectors(self._shard_path(last.name, "vectors"), last.count, vectors,
+                                   self.dtype)
+        shard_files.append_lines(self._shard_path(last.name, "meta"), last.count, jsonl_bytes(rows))
+        shard_files.append_lines(self._shard_path(last.name, "skipped"), last.inputs - last.count,
+                                 jsonl_bytes(skipped))
+        info = ShardInfo(last.name, last.count + len(rows), last.first_id,
+                         last.inputs + len(rows) + len(skipped))
+        if extend:
+            shards[-1] = info.__dict__
+        else:
+            fsync_dir(self.root / "shards")  # the new files' names are durable before the commit
+            shards.append(info.__dict__)
+        self.manifest["count"] = self.count + len(rows)
         self.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self._write_manifest()  # the commit point
         if self._meta_cache is not None:
@@ -233,9 +246,16 @@ class EmbeddingStore:
         return info
 
     def _remove_leftovers(self) -> None:
-        """Temp files of a killed writer; call only with the store's lock held."""
+        """What a killed writer left beyond the last commit: temp files, and the tails of the
+        last shard's files. Call only with the store's lock held."""
         for tmp in (self.root / "shards").glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
+        if self.shards:
+            last = self.shards[-1]
+            shard_files.truncate_vectors(self._shard_path(last.name, "vectors"), last.count)
+            shard_files.truncate_lines(self._shard_path(last.name, "meta"), last.count)
+            shard_files.truncate_lines(self._shard_path(last.name, "skipped"),
+                                       last.inputs - last.count)
 
     def _write_manifest(self) -> None:
         self.manifest["written_by"] = written_by()  # of the last write
