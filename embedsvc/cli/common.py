@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 TOKEN_ENV = "EMBEDSVC_TOKEN"
+SERVER_ENV = "EMBEDSVC_SERVER"  # HOST:PORT every client command calls when --server is absent
 
 
 def err(msg: str) -> None:

@@ -1,8 +1,10 @@
-"""``datasets fetch``, ``embed-dataset``, ``index build|update``, ``search``: datasets become
-embedding stores, stores get FAISS indexes, indexes answer queries."""
+"""``datasets fetch``, ``embed-dataset``, ``index build|update``, ``search``, ``collection
+import``: datasets become embedding stores, stores get FAISS indexes, indexes answer queries,
+and a store becomes a served collection."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..backbones.registry import DEFAULT_BACKBONE
 from ..datasets.fetch import DATASETS
@@ -60,6 +62,22 @@ def _committed(out) -> str:
     done = sum(s.inputs for s in store.shards)
     return (f"{count(done, 'input')} ({store.count} stored) are committed in {out}; "
             f"rerun the same command to resume")
+
+
+def cmd_collection_import(args: argparse.Namespace) -> int:
+    from ..backbones import create_backbone
+    from ..collection.importer import check_servable, import_store
+    from ..service.datadir import DataDir
+    from ..store import EmbeddingStore
+
+    store = EmbeddingStore.open(args.store)
+    check_servable(store, create_backbone(store.provenance["backbone"]).cfg.provenance())
+    r = import_store(store, DataDir(Path(args.data_dir)).indexes, args.name,
+                     progress=not args.quiet)
+    resumed = f" (resumed at row {r.resumed_at})" if r.resumed_at else ""
+    print(f"imported {r.count} vectors of {args.store} as index '{r.name}' in {r.path}{resumed}; "
+          f"a server on {args.data_dir} serves it from its next request")
+    return EXIT_OK
 
 
 def _index_engine(args: argparse.Namespace) -> dict:
@@ -200,6 +218,16 @@ def register(sub) -> None:
     u.add_argument("store", help="embedding store folder")
     u.add_argument("--name", default="default", help="index name")
     _engine_options(u)
+
+    csub = group(sub, "collection", "turn a store into a served collection", "collection_command")
+    c = command(csub, "import", "serve a store's vectors as a collection (index) of a data dir, "
+                "without embedding again: its rows keep their ids and metadata",
+                ["embedsvc collection import stores/photos --data-dir /srv/embedsvc --name photos"],
+                cmd_collection_import)
+    c.add_argument("store", help="embedding store folder (made by embed-dataset)")
+    c.add_argument("--data-dir", required=True, help="the server's data dir (running or not)")
+    c.add_argument("--name", required=True, help="the new index (collection) name")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = command(sub, "search", "nearest neighbours in a store, by image or by row",
                 ["embedsvc search stores/digits --image query.png -k 5",

@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
+import re
 from pathlib import Path
 
 from . import output
-from .common import (EXIT_ERROR, EXIT_OK, MAX_OOD_HELP, TOKEN_ENV, command, err, existing_images,
-                     group, non_negative_int, positive_float, positive_int, probability, token)
+from .common import (EXIT_ERROR, EXIT_OK, MAX_OOD_HELP, SERVER_ENV, TOKEN_ENV, InputError, command,
+                     err, existing_images, group, non_negative_int, positive_float, positive_int,
+                     probability, token, warn)
 
 ID_BITS = 63  # Upsert ids are int64 and must be >= 0
+UPSERT_BATCH = 64  # images per Upsert request: a progress step, and what one bad file re-sends
+BAD_ITEM = re.compile(r"'#(\d+)(?: \(id \d+\))?'")  # how the server names an item it refused
 
 
 def content_id(path: str) -> int:
@@ -45,17 +50,66 @@ def _search(c, a):
             for h in c.search(a.index, image=a.image, k=a.k, timeout=a.timeout)]
 
 
+def upsert_files(args: list[str], label: str | None) -> list[tuple[str, str | None]]:
+    """(file, label) for each image argument: a folder gives every file below it, labelled by
+    its class folder (``DIR/<label>/<file>``, as embed-dataset reads it); ``--label`` wins."""
+    from ..datasets.sources import scan_folder
+
+    out = []
+    for arg in args:
+        if os.path.isdir(arg):
+            out += [(r.path, label or r.label) for r in scan_folder(Path(arg))]
+        else:
+            out += [(p, label) for p in existing_images([arg], skip_bad=False)]
+    if not out:
+        raise InputError("no image to upsert")
+    return out
+
+
 def _upsert(c, a):
+    from ..client import RpcError
+
+    files = upsert_files(a.images, a.label)
     if a.first_id is not None:
-        ids = [a.first_id + n for n in range(len(a.images))]
-    elif a.content_ids:
-        ids = [content_id(p) for p in a.images]
-    else:
-        ids = [None] * len(a.images)  # the server assigns ids never used before
-    items = [{"id": i, "image": p, "metadata": {"path": str(p), **({"label": a.label} if a.label else {})}}
-             for i, p in zip(ids, a.images)]
-    r = c.upsert(a.index, items, timeout=a.timeout)
-    return {"upserted": r.upserted, "total": r.total, "ids": list(r.ids)}
+        ids = [a.first_id + n for n in range(len(files))]
+    else:  # --content-ids, or None: the server assigns ids never used before
+        ids = [content_id(p) if a.content_ids else None for p, _ in files]
+    items = [{"id": i, "image": p, "metadata": {"path": str(p), **({"label": lab} if lab else {})}}
+             for i, (p, lab) in zip(ids, files)]
+    used, skipped, total = [], [], 0
+    bar = _bar(len(items), f"upsert {a.index}", a)
+    for lo in range(0, len(items), UPSERT_BATCH):
+        batch = items[lo:lo + UPSERT_BATCH]
+        while batch:
+            try:
+                r = c.upsert(a.index, batch, timeout=a.timeout)
+            except RpcError as exc:  # one bad file: name it, leave it out, send the rest
+                bad = BAD_ITEM.search(exc.details() or "")
+                if exc.code().name != "INVALID_ARGUMENT" or not bad or int(bad[1]) >= len(batch):
+                    raise
+                item = batch.pop(int(bad[1]))
+                reason = BAD_ITEM.sub(repr(item["image"]), exc.details(), count=1)
+                warn(f"skipped: {reason}")
+                skipped.append({"path": item["image"], "reason": reason})
+                continue
+            used += list(r.ids)
+            total = r.total
+            break
+        if bar is not None:
+            bar.update(min(UPSERT_BATCH, len(items) - lo))
+    if bar is not None:
+        bar.close()
+    if not used:
+        raise InputError(f"no image was upserted ({len(skipped)} could not be read)")
+    return {"upserted": len(used), "total": total, "ids": used, "skipped": skipped}
+
+
+def _bar(total: int, desc: str, a):
+    if a.quiet or total <= UPSERT_BATCH:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True)
 
 
 def _delete(c, a):
@@ -97,7 +151,7 @@ def _health(c, a):
 def cmd_client(args: argparse.Namespace) -> int:
     from ..client import Client, RpcError
 
-    if hasattr(args, "images"):
+    if hasattr(args, "images") and args.client_command != "upsert":  # upsert takes folders
         args.images = existing_images(args.images, skip_bad=False)
     if getattr(args, "image", None):
         existing_images([args.image], skip_bad=False)
@@ -122,8 +176,10 @@ ACTIONS = {
                  ["embedsvc client classify x.png --head digits --top 3"], _classify),
     "search": ("nearest neighbours of an image in an index (Search)",
                ["embedsvc client search --index catalogue --image query.jpg -k 5"], _search),
-    "upsert": ("add images to an index, creating it (Upsert)",
-               ["embedsvc client upsert --index catalogue shoes/*.jpg --label shoe",
+    "upsert": ("add images, or class-folder trees of them, to an index, creating it (Upsert); "
+               "a file the server cannot read is named and left out",
+               ["embedsvc client upsert --index photos photos/   # labels from folder names",
+                "embedsvc client upsert --index catalogue shoes/*.jpg --label shoe",
                 "embedsvc client upsert --index catalogue a.jpg b.jpg --first-id 1000",
                 "embedsvc client upsert --index catalogue shoes/*.jpg --content-ids"], _upsert),
     "delete": ("remove ids from an index (Delete)",
@@ -152,10 +208,15 @@ def register(sub) -> None:
                     description=f"{help_}. Prints JSON; the token, if the server needs one, is "
                                 f"read from ${TOKEN_ENV}.")
         c.set_defaults(call=call)
-        c.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of the server")
+        c.add_argument("--server", default=os.environ.get(SERVER_ENV) or "127.0.0.1:50051",
+                       help=f"HOST:PORT of the server (default: ${SERVER_ENV}, else 127.0.0.1:50051)")
         c.add_argument("--timeout", type=positive_float, default=60.0, help="deadline in seconds")
-        if name in ("embed", "embed-stream", "classify", "upsert"):
+        if name in ("embed", "embed-stream", "classify"):
             c.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+        if name == "upsert":
+            c.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR",
+                           help="image files, or folders (every image below, labelled by its "
+                                "class folder)")
         if name in ("embed", "embed-stream"):
             c.add_argument("--backbone", help="backbone name (default: the server's)")
         if name == "drift":
@@ -180,6 +241,8 @@ def register(sub) -> None:
             ids.add_argument("--content-ids", action="store_true",
                              help="take each id from the image's bytes: upserting the same "
                                   "image again replaces it")
-            c.add_argument("--label", help="label metadata for every image")
+            c.add_argument("--label", help="label metadata for every image (default: a folder "
+                                            "argument's class folder names)")
+            c.add_argument("--quiet", action="store_true", help="no progress bar")
         if name == "delete":
             c.add_argument("ids", nargs="+", type=non_negative_int, metavar="ID", help="ids to remove")

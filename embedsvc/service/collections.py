@@ -1,5 +1,7 @@
 """The server's collections: every ``DATA_DIR/indexes/NAME`` opened (recovered) at start, a new
-one created by the first Upsert that names it. See ``embedsvc/collection`` for how one works.
+one created by the first Upsert that names it, and one that appears in the folder while the
+server runs (``embedsvc collection import`` renames a whole collection into place) opened when
+it is first named or listed. See ``embedsvc/collection`` for how one works.
 
 A first Upsert that fails leaves no trace: the collection it created is removed again. On a
 writer with reader replicas (``publish_every`` > 0) each collection publishes its writes as a
@@ -16,6 +18,7 @@ from typing import Any, Callable
 from ..collection import legacy
 from ..collection.collection import Collection
 from ..collection.settings import CollectionSettings
+from ..collection.snapshot import read_manifest
 from ..errors import NotFoundError
 from ..names import valid_name
 
@@ -43,12 +46,35 @@ class Collections:
                     log.error("index %r cannot be opened: %s", d.name, exc)
                     self.unavailable[d.name] = str(exc)
 
+    def _discover(self, name: str) -> None:
+        """Open ``name`` if a whole collection has appeared on disk since the start (the
+        caller holds ``_lock``)."""
+        if name in self._items or name in self.unavailable or name.startswith("."):
+            return
+        root = self.root / name
+        try:
+            if read_manifest(root) is None:
+                return
+            self._items[name] = Collection.open(root, self.settings, self.publish_every)
+            log.info("index %r appeared in the data dir and is served", name)
+        except Exception as exc:  # noqa: BLE001 - as at start: one damaged index stays listed
+            log.error("index %r cannot be opened: %s", name, exc)
+            self.unavailable[name] = str(exc)
+
+    def _discover_all(self) -> None:
+        if self.root.is_dir():
+            for d in self.root.iterdir():
+                if d.name not in self._items and d.is_dir():
+                    self._discover(d.name)
+
     def names(self) -> list[str]:
         with self._lock:
+            self._discover_all()
             return sorted(self._items)
 
     def get(self, name: str) -> Collection:
         with self._lock:
+            self._discover(name)
             if name not in self._items:
                 why = self.unavailable.get(name)
                 raise NotFoundError(f"index {name!r} could not be opened: {why}" if why else
@@ -58,6 +84,7 @@ class Collections:
 
     def find(self, name: str) -> Collection | None:
         with self._lock:
+            self._discover(name)
             return self._items.get(name)
 
     def write(self, name: str, binding: dict[str, Any], write: Callable[[Collection], Any]) -> Any:
@@ -65,6 +92,7 @@ class Collections:
         new one is removed again if that first write fails."""
         valid_name(name, "index name")
         with self._lock:
+            self._discover(name)
             coll = self._items.get(name)
             if coll is None:
                 if name in self.unavailable:
