@@ -99,7 +99,13 @@ def test_upload_classifies_and_shows_the_neighbours(site, browser, photos):
     base, query = site
     ARTIFACTS.mkdir(exist_ok=True)
     browser.get(base + "/")
-    _select(browser, "head", "fmnist")
+    from selenium.webdriver.support.ui import Select
+
+    # the page opens on the trained head, not ImageNet's, with that head's OOD threshold
+    head = _wait(browser, lambda d: Select(d.find_element(By.ID, "head")).first_selected_option
+                 .text not in ("", "(none)") and d.find_element(By.ID, "head"), "the heads")
+    assert Select(head).first_selected_option.text == "fmnist"
+    assert browser.find_element(By.ID, "max-ood").get_attribute("value") == "0.99"
     _select(browser, "index", "fmnist")
     _upload(browser, query)
     label = _wait(browser, lambda d: d.find_element(By.ID, "label").text or None,

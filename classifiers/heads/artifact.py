@@ -99,9 +99,8 @@ class Head:
             "provenance": {k: self.provenance.get(k) for k in BINDING_KEYS},
             "metrics": self.metrics,
             "training": self.training,
-            "ood": {"method": self.ood_method, **(
-                {"k": self.ood.k, "reference": len(self.ood.reference),
-                 "calibration": len(self.ood.calibration)} if self.ood is not None else {})},
+            "ood": {"method": self.ood_method,
+                    **(self.ood.describe() if self.ood is not None else {})},
             "alignment": self.alignment.method if self.alignment is not None else None,
             "written_by": written_by(),
         }
@@ -128,7 +127,9 @@ class Head:
             require_same_version(meta, depends_on, f"head {str(d)!r} (kind {kind})")
         arrays = _load_arrays(d / "params.npz")
         classes = np.asarray([str(c) for c in meta["classes"]])
-        ood = OODReference.from_arrays(arrays, int((meta.get("ood") or {}).get("k", 1)))
+        ood_meta = meta.get("ood") or {}
+        ood = OODReference.from_arrays(arrays, int(ood_meta.get("k", 1)),
+                                       ood_meta.get("calibrated", "held-out"))
         estimator = HEAD_KINDS[kind].from_state(
             classes, {k: v for k, v in arrays.items() if not k.startswith(OWN_ARRAYS)}, meta["params"])
         return cls(estimator, meta["provenance"], meta.get("metrics", {}), meta.get("training", {}),

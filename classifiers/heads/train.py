@@ -17,7 +17,7 @@ from embedsvc.store import EmbeddingStore
 from .artifact import Head
 from .evaluate import confusion_png, learning_curve_png, metrics
 from .kinds import HEAD_KINDS, make_head
-from .ood import fit_reference
+from .ood import DEFAULT_MAX_OOD, fit_reference
 
 LEARNING_CURVE_SHOTS = (1, 2, 5, 10, 20, 50, 100)
 MAX_TARGET = 5000  # target vectors the alignment is fitted on (a seeded sample beyond that)
@@ -163,7 +163,10 @@ def train_head(store_path: str | Path, out: str | Path,
         "config": asdict(config),
         "notes": notes,
     }
-    head = Head(est, store.provenance, m, training, fit_reference(Xfit, config.seed), alignment)
+    ood = fit_reference(Xfit, config.seed)
+    if ood is not None and (note := ood.resolution_note(DEFAULT_MAX_OOD)):
+        notes.append(note)
+    head = Head(est, store.provenance, m, training, ood, alignment)
     out = Path(out)
     report = out / "report"
     report.mkdir(parents=True, exist_ok=True)
@@ -194,6 +197,14 @@ def learning_curve(Xtr, ytr, Xev, yev, config: TrainHeadConfig, progress: bool) 
     return rows
 
 
+def ood_summary(d: dict[str, Any]) -> str:
+    """One line on what a head's OOD score can resolve (``OODReference.describe``)."""
+    return (f"distance to the {d['k']}th nearest training image, calibrated on "
+            f"{d['calibration']} training images ({d['calibrated']}): counted in steps of "
+            f"{1 / d['calibration']:.3f} up to {d['tail_from']:.2f}, a fitted exponential tail above "
+            f"(scale {d['tail_scale']:.3f}); default threshold {d['default_max_ood']:g}")
+
+
 def render_report(head: Head, curve: list[dict[str, Any]] | None) -> str:
     m, t = head.metrics, head.training
     lines = [
@@ -204,6 +215,8 @@ def render_report(head: Head, curve: list[dict[str, Any]] | None) -> str:
         f"- data: {t['train_examples']} training examples, {len(head.classes)} classes; {t['split']}",
         "", "| metric | value |", "|---|---|",
     ]
+    if head.ood is not None:
+        lines.insert(-3, f"- OOD score: {ood_summary(head.ood.describe())}")
     if head.alignment is not None:
         lines.insert(-3, f"- alignment: {head.alignment.method} to {t.get('target_vectors')} vectors "
                          f"of {t.get('target')}")

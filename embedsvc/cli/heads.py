@@ -29,6 +29,10 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     print(f"{head.kind} head: {head.training['train_examples']} training examples, "
           f"{len(head.classes)} classes, fitted in {m['fit_seconds']:.1f} s")
     print(f"  evaluated on {m['n']} ({head.training['split']})")
+    if head.ood is not None:
+        from classifiers.heads.train import ood_summary
+
+        print(f"  OOD score: {ood_summary(head.ood.describe())}")
     if head.alignment is not None:
         print(f"  aligned ({head.alignment.method}) to {head.training['target_vectors']} target vectors")
     for key in ("accuracy", "unaligned_accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy"):
@@ -53,6 +57,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     images = existing_images(args.images, args.skip_bad)
     clf = HeadClassifier(args.head, device=args.device)
+    if args.max_ood is not None and clf.head.ood is not None:
+        if note := clf.head.ood.resolution_note(args.max_ood):
+            warn(note)
     results, emb = clf.classify(images, ids=images, top=args.top,
                                 abstain_below=args.abstain_below, skip_bad=args.skip_bad,
                                 max_ood=args.max_ood)

@@ -166,10 +166,13 @@ class Gallery:
 
     # -- head reports ------------------------------------------------------------------------
     def head_report(self, name: str) -> dict[str, Any]:
+        from classifiers.heads.ood import DEFAULT_MAX_OOD
+
         if name == IMAGENET_HEAD:  # listed by ListHeads, so it has a report too
             return {"name": name, "kind": "imagenet", "backbone": self.default_backbone,
                     "classes": [], "metrics": {}, "training": {}, "features": {},
-                    "ood_method": "max-probability", "alignment": None, "figures": [],
+                    "ood_method": "max-probability", "ood": {"default_max_ood": DEFAULT_MAX_OOD},
+                    "alignment": None, "figures": [],
                     "note": "the default backbone's own ImageNet classifier: embedsvc trained "
                             "nothing, so there is no held-out report"}
         entry = self.heads.entry(name)
@@ -180,6 +183,8 @@ class Gallery:
                 "features": {"dim": p["dim"], "tap": p["tap"], "normalized": p["normalized"],
                              "weights_sha256": p["weights_sha256"]},
                 "ood_method": head.ood_method,
+                "ood": head.ood.describe() if head.ood is not None
+                else {"default_max_ood": DEFAULT_MAX_OOD},
                 "alignment": head.alignment.method if head.alignment is not None else None,
                 "figures": [f for f in HEAD_FIGURES if self._figure_file(name, f).is_file()]}
 

@@ -70,11 +70,23 @@ async function loadChoices() {
   const [heads, indexes, info] = await Promise.all([api("/v1/heads"), api("/v1/indexes"),
                                                     api("/v1/info")]);
   state.heads = heads.heads;
-  fillSelect($("head"), heads.heads.filter((h) => h.available).map((h) => h.name), "(none)");
+  // the user's own heads first: the page opens on the first trained one, ImageNet's last
+  const usable = heads.heads.filter((h) => h.available);
+  const trained = usable.filter((h) => h.kind !== "imagenet").concat(
+    usable.filter((h) => h.kind === "imagenet"));
+  const before = $("head").value;
+  fillSelect($("head"), trained.map((h) => h.name), "(none)");
+  if ($("head").value && $("head").value !== before) await useHeadThreshold();
   const names = indexes.indexes.map((i) => i.name);
   fillSelect($("index"), names, "(no index)");
   fillSelect($("map-index"), names, "(no index)");
   $("server").textContent = `${info.default_backbone} on ${info.device} · v${info.version}`;
+}
+
+async function useHeadThreshold() {
+  // each head says which OOD threshold it can resolve (head.json's ood.default_max_ood)
+  const info = await api(`/v1/heads/${encodeURIComponent($("head").value)}`);
+  if (info.ood && info.ood.default_max_ood) $("max-ood").value = info.ood.default_max_ood;
 }
 
 // -- try an image ----------------------------------------------------------------------------
@@ -184,7 +196,11 @@ function setUpDrop() {
     const item = [...e.clipboardData.items].find((i) => i.type.startsWith("image/"));
     if (item) guarded(() => takeFile(item.getAsFile()));
   });
-  for (const id of ["head", "index", "k", "abstain", "max-ood"]) {
+  $("head").addEventListener("change", () => guarded(async () => {
+    await useHeadThreshold();
+    await analyse();
+  }));
+  for (const id of ["index", "k", "abstain", "max-ood"]) {
     $(id).addEventListener("change", () => guarded(analyse));
   }
 }
