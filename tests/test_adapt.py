@@ -190,8 +190,13 @@ def test_a_coral_head_beats_the_unaligned_one_on_a_shifted_store_and_stores_its_
 
 # -- the advisor ------------------------------------------------------------------------------------
 def _gap(verdict: str) -> Gap:
+    from classifiers.adapt.gap import ShiftTest
+
     a = {"similar": 0.1, "shifted": 1.0, "very different": 1.9}[verdict]
-    return Gap(300, 300, a, 0.5 - a / 4, 0.01, 0.001 if verdict != "similar" else 0.5, 1.0, 1e-4, {})
+    p = 0.001 if verdict != "similar" else 0.5
+    gap = Gap(300, 300, ShiftTest(0.01, p, 0.005, 0.5 - a / 4, p), 1.0, 1e-4, {})
+    assert gap.verdict == verdict and abs(gap.proxy_a_distance - a) < 1e-9
+    return gap
 
 
 def test_the_advisor_recommends_the_adaptation_the_data_allows():

@@ -130,45 +130,15 @@ def test_a_head_saved_without_a_reference_falls_back_to_the_softmax(logreg_head,
     assert np.array_equal(Head.load(logreg_head).ood_scores(emb), head.ood_scores(emb))
 
 
-def _crops(img, n, rng, lo=0.35, hi=0.9):
-    w, h = img.size
-    for _ in range(n):
-        f = rng.uniform(lo, hi)
-        cw, ch = int(w * f), int(h * f)
-        x, y = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
-        yield img.crop((x, y, x + cw, y + ch))
-
-
 def test_a_small_head_flags_a_fourth_subject_at_its_default_threshold(photo_images, tmp_path):
     """~90 crops of three photos, a few atypical (an alpha PNG, a 125-px crop, a greyscale one):
     crops of photos of other subjects score above the head's default threshold, fresh crops of
     the three photos mostly do not, and the report says what the score can resolve."""
-    import skimage.data
-    from PIL import Image
-
     from classifiers.heads.ood import DEFAULT_MAX_OOD
+    from crops import photo_folders
     from embedsvc.store import embed_dataset
 
-    rng = np.random.default_rng(1)
-    train, held, other = tmp_path / "train", tmp_path / "held", tmp_path / "other"
-    for label in ("astronaut", "chelsea", "coffee"):
-        img = photo_images[label].convert("RGB")
-        for folder, n in ((train, 30), (held, 20)):
-            (folder / label).mkdir(parents=True)
-            for i, crop in enumerate(_crops(img, n, rng)):
-                crop.save(folder / label / f"{i}.jpg", quality=90)
-    rgba = np.array(photo_images["astronaut"].convert("RGBA"))
-    rgba[:, :200, 3] = 0
-    Image.fromarray(rgba).save(train / "astronaut" / "alpha.png")
-    photo_images["chelsea"].crop((100, 50, 225, 175)).save(train / "chelsea" / "small.jpg")
-    photo_images["coffee"].convert("L").save(train / "coffee" / "grey.jpg")
-    other.mkdir()
-    for name in ("rocket", "camera", "horse"):  # three subjects the head never saw
-        arr = getattr(skimage.data, name)()
-        img = Image.fromarray(arr.astype(np.uint8) * (255 if arr.dtype == bool else 1)).convert("RGB")
-        for i, crop in enumerate(_crops(img, 5, rng)):
-            crop.save(other / f"{name}{i}.jpg", quality=90)
-
+    train, held, other = photo_folders(photo_images, tmp_path)
     embed_dataset(train, tmp_path / "store", progress=False)
     head = train_head(tmp_path / "store", tmp_path / "head", TrainHeadConfig(), progress=False)
     assert head.ood.calibrated == "leave-one-out" and len(head.ood.calibration) == 74

@@ -20,8 +20,10 @@ def cmd_gap(args: argparse.Namespace) -> int:
         output.print_json({**gap.to_dict(), "png": str(png)})
         return EXIT_OK
     print(f"{args.a} ({gap.n_a} vectors) vs {args.b} ({gap.n_b} vectors): {gap.verdict}")
+    print(f"  why: {gap.decided_by}")
     print(f"  proxy A-distance {gap.proxy_a_distance:7.3f}   (0 same .. 2 separable; a linear "
-          f"classifier tells them apart {100 * (1 - gap.domain_error):.0f}% of the time)")
+          f"classifier tells them apart {100 * (1 - gap.domain_error):.0f}% of the time, "
+          f"p = {gap.domain_p_value:.2g})")
     print(f"  MMD²             {gap.mmd2:7.4f}   (permutation p = {gap.mmd_p_value:.3f})")
     print(f"  Fréchet          {gap.frechet:7.3f}")
     print(f"  CORAL            {gap.coral:9.2e}")
@@ -54,7 +56,7 @@ def cmd_augment_preview(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from classifiers.adapt.gap import GAP_LARGE, GAP_MODERATE, P_SHIFTED
+    from classifiers.adapt.gap import ALPHA, GAP_LARGE
 
     from ..backbones.registry import DEFAULT_BACKBONE
 
@@ -65,10 +67,13 @@ def register(sub) -> None:
                 description=f"Measure the gap between two domains on embeddings. A and B are "
                             f"embedding stores, image folders or manifests (images are embedded "
                             f"the way a store beside them was made, else with --backbone). "
-                            f"Verdict: 'very different' at a proxy A-distance >= {GAP_LARGE}, "
-                            f"'shifted' at >= {GAP_MODERATE} with an MMD permutation p < "
-                            f"{P_SHIFTED}, else 'similar'. Per class where both sides are "
-                            f"labelled. Writes a PNG of both domains in their principal plane.")
+                            f"Verdict: the sides differ when the MMD permutation test or the "
+                            f"domain classifier is significant at {ALPHA / 2:g} (two tests "
+                            f"sharing {ALPHA:g}): 'very different' at a proxy A-distance >= "
+                            f"{GAP_LARGE}, else 'shifted'; neither test significant: "
+                            f"'similar'. The server's drift check decides the same way. Per "
+                            f"class where both sides are labelled. Writes a PNG of both "
+                            f"domains in their principal plane.")
     p.add_argument("a", help="source domain: store, image folder or manifest")
     p.add_argument("b", help="target domain: store, image folder or manifest")
     p.add_argument("--backbone", "-b", default=DEFAULT_BACKBONE,

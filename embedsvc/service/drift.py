@@ -3,9 +3,10 @@ trained on?
 
 Each trained head carries a sample of its training embeddings (classifiers/heads/ood.py). The
 server keeps the last ``drift_window`` embeddings it classified with each head, and compares the
-two samples with an MMD two-sample test (classifiers/adapt/gap.py: median-heuristic RBF kernel,
-permutation null). The threshold is the null's 1 - ALPHA quantile: MMD^2 above it means the window
-is unlike the training data at level ALPHA, verdict ``drifted``.
+two samples with the test ``embedsvc gap`` decides by (classifiers/adapt/gap.py ``shift_test``:
+an MMD permutation test and a domain classifier, each at ALPHA / 2): ``drifted`` where gap would
+say shifted or very different, so the command and the server agree on the same data. The
+threshold reported is the MMD^2 the permutation test needs.
 
 Per request, recording costs a copy of the request's vectors into a ring buffer. The test runs
 in a background thread every ``drift_interval_s`` for the heads whose window changed (and when
@@ -27,8 +28,7 @@ from ..embeddings import l2_normalize
 
 log = logging.getLogger("embedsvc.server")
 
-ALPHA = 0.01
-PERMUTATIONS = 100
+PERMUTATIONS = 1000
 REFERENCE = 500
 MIN_WINDOW = 20  # fewer recent vectors: "warming up", no test yet
 
@@ -41,8 +41,9 @@ class DriftReport:
     reference: int = 0
     mmd2: float = 0.0
     threshold: float = 0.0
-    p_value: float = 1.0
+    p_value: float = 1.0  # the smaller of the two tests' (each significant below ALPHA / 2)
     computed_at: float = 0.0  # unix time
+    decided_by: str = ""  # which test decided, and how sure (as embedsvc gap prints it)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -92,7 +93,7 @@ class DriftMonitor:
             self._thread.join(timeout=5)
 
     def _report(self, name: str, head: Any) -> DriftReport:
-        from classifiers.adapt.gap import mmd_null, permutation_p_value
+        from classifiers.adapt.gap import shift_test
 
         if getattr(head, "ood", None) is None:
             return DriftReport(name, "no reference")
@@ -108,11 +109,12 @@ class DriftMonitor:
         rng = np.random.default_rng(0)
         ref = head.ood.reference
         ref = ref[rng.choice(len(ref), min(REFERENCE, len(ref)), replace=False)]
-        stat, null = mmd_null(ref, l2_normalize(window), rng, PERMUTATIONS)
-        threshold = float(np.quantile(null, 1 - ALPHA))
-        report = DriftReport(name, "drifted" if stat > threshold else "stable", len(window),
-                             len(ref), float(stat), threshold, permutation_p_value(stat, null),
-                             time.time())
+        test = shift_test(np.asarray(ref, np.float64), l2_normalize(window).astype(np.float64),
+                          0, PERMUTATIONS)
+        report = DriftReport(name, "stable" if test.verdict == "similar" else "drifted",
+                             len(window), len(ref), float(test.mmd2), test.mmd_threshold,
+                             min(test.mmd_p_value, test.domain_p_value), time.time(),
+                             test.decided_by)
         with self._lock:
             if w.version == version:
                 w.report, w.reported_version = report, version

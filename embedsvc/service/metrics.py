@@ -34,10 +34,10 @@ class ServiceMetrics:
         self.drift = Gauge("embedsvc_drift", "MMD^2 between a head's recent inputs and its "
                            "training sample", ("head",), registry=self.registry)
         self.drift_threshold = Gauge("embedsvc_drift_threshold", "embedsvc_drift above this: "
-                                     "drifted (permutation null, level 0.01)", ("head",),
+                                     "the MMD permutation test is significant (level 0.005)", ("head",),
                                      registry=self.registry)
-        self.drift_p_value = Gauge("embedsvc_drift_p_value", "permutation p-value of "
-                                   "embedsvc_drift", ("head",), registry=self.registry)
+        self.drift_p_value = Gauge("embedsvc_drift_p_value", "the smaller p-value of the drift "
+                                   "check's two tests (drifted below 0.005)", ("head",), registry=self.registry)
 
     def observe_batch(self, model: str, size: int) -> None:
         self.batch_size.labels(model).observe(size)
