@@ -70,6 +70,15 @@ class StoreSearcher:
         if bad:
             raise InvalidInputError(f"can filter on {', '.join(FILTER_KEYS)}; not on {sorted(bad)}")
         meta = self.store.metadata()
+        for key, value in where.items():  # a filter nothing can match is a mistake, not 0 hits
+            present = sorted({str(m[key]) for m in meta if m.get(key) not in (None, "")})
+            if value not in present:
+                plural = "es" if key.endswith("s") else "s"
+                raise InvalidInputError(
+                    f"store {str(self.store.root)!r} has no {key} {value!r}; "
+                    + (f"its {key}{plural}: {', '.join(map(repr, present[:20]))}"
+                       + (f" and {len(present) - 20} more" if len(present) > 20 else "")
+                       if present else f"its rows have no {key}"))
         keep = (lambda i: all(meta[i].get(key) == v for key, v in where.items())) if where else None
         found = self.index.search_where(queries, k, keep)
         if self.unindexed:

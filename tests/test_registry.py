@@ -21,7 +21,7 @@ def test_default_is_lite0_and_listed_with_weights_present():
     for name in ("effnet-lite0", "effnet-lite1", "effnet-lite2"):
         assert rows[name].weights_status() == "present"
         assert rows[name].dim == 1280
-    assert {"timm:<model>", "torchvision:<model>", "open_clip:<arch>[@tag]"} <= set(rows)
+    assert {"timm:<model>", "torchvision:<model>", "open_clip:<model>"} <= set(rows)
 
 
 def test_unknown_name_lists_the_choices():

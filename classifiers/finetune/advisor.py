@@ -38,6 +38,7 @@ class Recommendation:
     partial_stages: int = 2
     gap: Gap | None = None
     per_class: dict[str, int] = field(default_factory=dict)
+    unreadable: tuple[tuple[str, str], ...] = ()  # (path, reason) of images left uncounted
 
     def command(self, data: str, backbone: str = DEFAULT_BACKBONE, out: str = "runs/finetuned") -> str:
         extra = f" --partial-stages {self.partial_stages}" if self.strategy == "partial" else ""
@@ -97,7 +98,8 @@ def recommend_adaptation(gap: Gap | None, target_labels_per_class: int = 0,
 
 
 def recommend(n_images: int, n_classes: int, gap: Gap | None = None,
-              per_class: dict[str, int] | None = None) -> Recommendation:
+              per_class: dict[str, int] | None = None,
+              unreadable: list[tuple[str, str]] | tuple = ()) -> Recommendation:
     if n_images < SMALL:
         step, why = 0, (f"{n_images} labelled images is under {SMALL}: too few to move the backbone "
                         f"without overfitting, so keep it frozen and train only a classifier on its "
@@ -133,7 +135,8 @@ def recommend(n_images: int, n_classes: int, gap: Gap | None = None,
             reasons.append(f"class {smallest!r} has only {per_class[smallest]} images: collect more, or "
                            f"use --class-weight balanced with a head")
     strategy = LADDER[step]
-    return Recommendation(strategy, tuple(reasons), EPOCHS[strategy], stages, gap, dict(per_class or {}))
+    return Recommendation(strategy, tuple(reasons), EPOCHS[strategy], stages, gap,
+                          dict(per_class or {}), tuple(unreadable))
 
 
 def domain_gap(source: str, target: str, backbone: str = DEFAULT_BACKBONE, max_per_set: int = 300,
@@ -153,14 +156,43 @@ def target_labels_per_class(target: str, classes: list[str]) -> int:
     return min((counts.get(c, 0) for c in classes), default=0)
 
 
+def readable(records: list, progress: bool = False) -> tuple[list, list[tuple[str, str]]]:
+    """The records whose images decode (at 1/8 scale where the format allows: a truncated or
+    mislabelled file still fails), and (path, reason) for the others: the advice counts what
+    fine-tuning and train-head will use."""
+    from embedsvc.errors import ImageDecodeError
+    from embedsvc.images import load_upright
+
+    ok, bad = [], []
+    it = records
+    if progress and len(records) > 200:
+        from tqdm import tqdm
+
+        it = tqdm(records, desc="checking images", unit="img")
+    for r in it:
+        try:
+            load_upright(r.path, draft_to=32)
+            ok.append(r)
+        except (ImageDecodeError, OSError) as exc:
+            bad.append((r.path, getattr(exc, "reason", None) or str(exc)))
+    return ok, bad
+
+
 def advise(data: str, target: str | None = None, backbone: str = DEFAULT_BACKBONE,
            progress: bool = True, difference: str | None = None) -> tuple[Recommendation, Adaptation | None]:
+    from classifiers.heads.features import TWO_CLASSES
+    from embedsvc.errors import InvalidInputError
+
     from .data import labelled_records
 
-    records = [r for r in labelled_records(data) if r.split in (None, "train")]
+    records, unreadable = readable([r for r in labelled_records(data)
+                                    if r.split in (None, "train")], progress)
     per_class = dict(sorted(Counter(r.label for r in records).items()))
+    if len(per_class) < 2:
+        raise InvalidInputError(f"{data}: {TWO_CLASSES}; it has "
+                                f"{', '.join(map(repr, per_class)) or 'no readable image'}")
     gap = domain_gap(data, target, backbone, progress=progress) if target else None
-    rec = recommend(len(records), len(per_class), gap, per_class)
+    rec = recommend(len(records), len(per_class), gap, per_class, unreadable)
     if target is None and difference is None:
         return rec, None
     labels = target_labels_per_class(target, list(per_class)) if target else 0

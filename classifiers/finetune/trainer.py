@@ -37,6 +37,7 @@ from embedsvc.backbones.base import PRE_LOGITS
 from embedsvc.backbones.run_format import HEAD_DIR, WEIGHTS, canonical_name, save_weights, write_run
 from embedsvc.backbones.weights import sha256_file
 from embedsvc.embeddings import check_weights
+from embedsvc.wording import count
 from embedsvc.errors import InvalidInputError
 from embedsvc.runtime import plan_device
 
@@ -228,7 +229,7 @@ class FinetuneJob:
                 self._say(f"resuming {self.run_dir} after epoch {state['epoch'] + 1} of {cfg.epochs}")
 
         self._say(f"fine-tuning {backbone.name} ({strategy}) on {len(train)} images, "
-                  f"{len(val) if val is not None else 0} for validation, {len(train.classes)} classes, "
+                  f"{len(val) if val is not None else 0} for validation, {count(len(train.classes), 'class')}, "
                   f"{preprocess.image_size} px, {plan.describe()}" + (
                       f"; {len(target)} {'labelled' if target.labelled else 'unlabelled'} target images, "
                       f"{n_target} per step" + (f", {cfg.da} loss" if cfg.da else "") if target else ""))
@@ -269,7 +270,7 @@ class FinetuneJob:
                        f"{backbone.name} · {strategy} · {len(train)} images")
             self._say(self._epoch_line(row, cfg.epochs))
             if state["stopped_early"]:
-                self._say(f"early stop: no better validation accuracy for {cfg.patience} epochs")
+                self._say(f"early stop: no better validation accuracy for {count(cfg.patience, 'epoch')}")
         return self._finish(net, state, strategy, parent, train.classes, val, plan)
 
     def _train_epoch(self, net, groups, opt, scaler, loss_fn, train, plan, strategy, epoch, spe,

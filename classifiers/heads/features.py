@@ -17,13 +17,16 @@ def check_X(X, dim: int | None = None) -> np.ndarray:
     return X
 
 
+TWO_CLASSES = "a head needs at least 2 classes in its training data"  # train-head, advise
+
+
 def check_Xy(X, y) -> tuple[np.ndarray, np.ndarray]:
     X = check_X(X)
     y = np.asarray(y)
     if y.shape != (len(X),):
         raise InvalidInputError(f"{len(X)} feature rows but labels of shape {y.shape}")
     if len(np.unique(y)) < 2:
-        raise InvalidInputError("a head needs at least 2 classes in its training data")
+        raise InvalidInputError(TWO_CLASSES)
     return X, y.astype(str)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from classifiers.adapt.align import check_alignment, fit_alignment
 from embedsvc.atomic import atomic_write_bytes
 from embedsvc.embeddings import check_compatible
+from embedsvc.wording import count
 from embedsvc.errors import InvalidInputError
 from embedsvc.store import EmbeddingStore
 
@@ -212,7 +213,8 @@ def render_report(head: Head, curve: list[dict[str, Any]] | None) -> str:
         f"- features: {head.provenance['backbone']} (weights sha256 "
         f"{head.provenance['weights_sha256'][:12]}…), {head.provenance['dim']}-d, "
         f"tap {head.provenance['tap']}, normalized={head.provenance['normalized']}",
-        f"- data: {t['train_examples']} training examples, {len(head.classes)} classes; {t['split']}",
+        f"- data: {count(t['train_examples'], 'training example')}, "
+        f"{count(len(head.classes), 'class')}; {t['split']}",
         "", "| metric | value |", "|---|---|",
     ]
     if head.ood is not None:

@@ -38,8 +38,9 @@ register_family("torchvision", BackboneEntry(
     "any torchvision classifier; weights from --weights or TORCH_HOME/hub/checkpoints",
     _lazy("torchvision_backbone", "build_torchvision")))
 register_family("open_clip", BackboneEntry(
-    "open_clip:<arch>[@tag]", "open_clip",
-    "open_clip image tower; weights from --weights or the HF cache",
+    "open_clip:<model>", "open_clip",
+    "open_clip image tower; <model> is an architecture, optionally with @pretrained-tag; "
+    "weights from --weights or the HF cache",
     _lazy("open_clip_backbone", "build_open_clip")))
 register_family(PREFIX_FINETUNED, BackboneEntry(
     f"{PREFIX_FINETUNED}:RUN_DIR", "embedsvc",

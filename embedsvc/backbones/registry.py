@@ -6,6 +6,7 @@ names are registered by ``catalog``.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from dataclasses import dataclass
@@ -32,8 +33,11 @@ class BackboneEntry:
     input_size: int | None = None
     locate_weights: Callable[[], Path | None] | None = None
     generated_weights: bool = False  # made by the builder itself (seeded), no file involved
+    family: bool = False  # a name pattern (timm:<model>), set by register_family
 
     def weights_status(self) -> str:
+        if self.family:
+            return "per model"
         if self.generated_weights:
             return "generated"
         if self.locate_weights is None:
@@ -58,8 +62,8 @@ def register_family(prefix: str, entry: BackboneEntry) -> BackboneEntry:
     """Register ``prefix:`` so that every ``prefix:<anything>`` goes to ``entry.builder``."""
     if prefix in _FAMILIES:
         raise ValueError(f"backbone family {prefix!r}: is already registered")
-    _FAMILIES[prefix] = entry
-    return entry
+    _FAMILIES[prefix] = dataclasses.replace(entry, family=True)
+    return _FAMILIES[prefix]
 
 
 def list_backbones() -> list[BackboneEntry]:
@@ -78,10 +82,10 @@ def resolve(name: str) -> BackboneEntry:
         # a family's model part is a model name, never echoed back when it looks like a path
         # (finetuned: takes a run's folder, which is a path by design)
         if prefix != "finetuned" and (".." in rest or not _MODEL_NAME.fullmatch(rest)):
-            raise NotFoundError(f"{prefix}:<model> takes a model name (letters, digits and "
-                                f"'_-.@/', at most 200), not a path or other text")
+            raise NotFoundError(f"{_FAMILIES[prefix].name} takes a model name (letters, digits "
+                                f"and '_-.@/', at most 200), not a path or other text")
         return _FAMILIES[prefix]
-    choices = list(_ENTRIES) + [f"{p}:<model>" for p in _FAMILIES]
+    choices = list(_ENTRIES) + [e.name for e in _FAMILIES.values()]  # as listings spell them
     raise NotFoundError(f"unknown backbone {name!r}; available: {', '.join(choices)}")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,10 +28,37 @@ def warn(msg: str) -> None:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one error line (plus where to look) and exit code 2."""
+    """argparse with one error line (plus where to look) and exit code 2. An unknown flag is
+    named first, with the nearest known one: argparse itself would report a required option
+    as missing (``--ot store`` for ``--out store``) and never mention the typo."""
 
     def error(self, message: str):  # noqa: D401  (argparse's hook)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        leaf = not any(isinstance(a, argparse._SubParsersAction) for a in self._actions)
+        if leaf and args is not None:  # a command's own arguments (its group passed them on)
+            self._refuse_unknown_flags(list(args))
+        return super().parse_known_args(args, namespace)
+
+    def _refuse_unknown_flags(self, args: list[str]) -> None:
+        import difflib
+
+        known = list(self._option_string_actions)
+        for token in args:
+            if token == "--":
+                return
+            if not token.startswith("-") or token == "-" or _NUMBER.fullmatch(token):
+                continue
+            flag = token.split("=", 1)[0]
+            if (flag in known or flag[:2] in known and not flag.startswith("--")  # -k5
+                    or flag.startswith("--") and sum(k.startswith(flag) for k in known) == 1):
+                continue
+            near = difflib.get_close_matches(flag, [k for k in known if k.startswith("--")], 1)
+            self.error(f"unknown option {flag}" + (f"; did you mean {near[0]}?" if near else ""))
+
+
+_NUMBER = re.compile(r"-\d+(\.\d*)?|-\.\d+")  # a negative value, not a flag
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):

@@ -47,6 +47,15 @@ def cmd_embed_dataset(args: argparse.Namespace) -> int:
         warn(f"skipped {row['path']!r}: {row['reason']}")
     if len(r.skipped) > 10:
         warn(f"... and {len(r.skipped) - 10} more")
+    if r.small:
+        from ..store.embed_job import SMALL_SIDE
+        from ..wording import count
+
+        warn(f"{count(len(r.small), 'image')} smaller than {SMALL_SIDE} px on a side "
+             f"were embedded (scaled up, they carry little detail): "
+             + ", ".join(f"{row['path']!r} ({row['width']}x{row['height']})"
+                         for row in r.small[:5])
+             + (f" and {len(r.small) - 5} more" if len(r.small) > 5 else ""))
     return EXIT_OK
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 from classifiers.adapt.choices import DA_METHODS, PRESETS
 from classifiers.finetune.config import STRATEGIES, FinetuneConfig
 
+from ..wording import count
 from .common import (EXIT_OK, UsageError, command, device, in_range, non_negative_int,
-                     positive_float, positive_int, settings_from_flags)
+                     positive_float, positive_int, settings_from_flags, warn)
 
 
 def register_run(run_dir: str | Path, data_dir: str, name: str) -> None:
@@ -49,7 +50,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         result = finetune(args.data, args.out, config, progress=not args.quiet,
                           target=args.target_data or args.target_labelled,
                           target_labelled=bool(args.target_labelled))
-    print(f"run {result.run_dir}: {result.strategy}, {result.epochs_run} epochs"
+    print(f"run {result.run_dir}: {result.strategy}, {count(result.epochs_run, 'epoch')}"
           + (" (stopped early)" if result.stopped_early else "")
           + (f", best validation accuracy {result.best_val_acc:.4f} at epoch {result.best_epoch}"
              if result.best_val_acc is not None else ""))
@@ -77,8 +78,12 @@ def cmd_advise(args: argparse.Namespace) -> int:
     rec, adaptation = advise(args.data, args.target, args.backbone, progress=not args.quiet,
                              difference=args.difference)
     counts = rec.per_class
-    print(f"{sum(counts.values())} labelled images in {len(counts)} classes "
-          f"({min(counts.values())}..{max(counts.values())} per class)")
+    print(f"{count(sum(counts.values()), 'labelled image')} in {count(len(counts), 'class')} "
+          f"({min(counts.values())}..{max(counts.values())} per class)"
+          + (f"; {len(rec.unreadable)} could not be read and are not counted"
+             if rec.unreadable else ""))
+    for path, reason in rec.unreadable[:10]:
+        warn(f"skipped {path!r}: {reason}")
     if rec.gap is not None:
         g = rec.gap
         print(f"domain gap to {args.target}: {g.verdict}, proxy A-distance {g.proxy_a_distance:.2f}, "

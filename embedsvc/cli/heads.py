@@ -7,6 +7,7 @@ from pathlib import Path
 from classifiers.adapt.align import ALIGNMENTS
 from classifiers.heads import KIND_NAMES
 
+from ..wording import count
 from . import output
 from .common import (EXIT_ERROR, EXIT_OK, MAX_OOD_HELP, UsageError, command, device, err, existing_images,
                      non_negative_int, positive_int, probability, refuse_existing, warn)
@@ -26,8 +27,8 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     for note in head.training.get("notes", []):
         warn(note)
     m = head.metrics
-    print(f"{head.kind} head: {head.training['train_examples']} training examples, "
-          f"{len(head.classes)} classes, fitted in {m['fit_seconds']:.1f} s")
+    print(f"{head.kind} head: {count(head.training['train_examples'], 'training example')}, "
+          f"{count(len(head.classes), 'class')}, fitted in {m['fit_seconds']:.1f} s")
     print(f"  evaluated on {m['n']} ({head.training['split']})")
     if head.ood is not None:
         from classifiers.heads.train import ood_summary

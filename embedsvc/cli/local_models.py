@@ -14,7 +14,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from ..backbones import list_backbones
 
     rows = [output.model(e.name, e.library, e.dim, e.input_size, e.weights_status(), e.description,
-                         e.name == DEFAULT_BACKBONE) for e in list_backbones()]
+                         e.name == DEFAULT_BACKBONE, family=e.family) for e in list_backbones()]
     if args.json:
         output.print_json(rows)
         return EXIT_OK

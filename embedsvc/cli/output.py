@@ -40,10 +40,12 @@ def embedding(id: str, vector: Sequence[float]) -> dict[str, Any]:
 
 
 def model(name: str, library: str, dim: int | None, input_size: int | None, weights: str,
-          description: str, default: bool, loaded: bool | None = None) -> dict[str, Any]:
-    """``models`` / ``client models`` (``loaded`` only from a server)."""
+          description: str, default: bool, loaded: bool | None = None,
+          family: bool = False) -> dict[str, Any]:
+    """``models`` / ``client models`` (``loaded`` only from a server); a family is a name
+    pattern (``timm:<model>``), not a model."""
     row = {"name": name, "library": library, "dim": dim or None, "input_size": input_size or None,
-           "weights": weights, "default": default, "description": description}
+           "weights": weights, "default": default, "description": description, "family": family}
     if loaded is not None:
         row["loaded"] = loaded
     return row

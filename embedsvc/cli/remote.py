@@ -120,7 +120,7 @@ def _delete(c, a):
 def _models(c, a):
     info = c.info(timeout=a.timeout)
     return [output.model(m.name, m.library, m.dim, m.input_size, m.weights, m.description,
-                         m.name == info.default_backbone, m.loaded)
+                         m.name == info.default_backbone, m.loaded, m.family)
             for m in c.models(timeout=a.timeout)]
 
 

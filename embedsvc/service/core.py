@@ -298,12 +298,12 @@ class EmbeddingCore:
         loaded = set(self.loaded_backbones())
         rows = [{"name": e.name, "library": e.library, "dim": e.dim or 0,
                  "input_size": e.input_size or 0, "weights": e.weights_status(),
-                 "loaded": e.name in loaded, "description": e.description}
+                 "loaded": e.name in loaded, "description": e.description, "family": e.family}
                 for e in list_backbones() if not e.name.startswith("finetuned:")]
         for run in self.data.runs():  # fine-tuned runs registered in the data dir, by name
             name = f"finetuned:{run}"
             rows.append({"name": name, "library": "embedsvc", "dim": 0, "input_size": 0,
-                         "weights": "present", "loaded": name in loaded,
+                         "weights": "present", "loaded": name in loaded, "family": False,
                          "description": "a fine-tuned run registered in this server's data dir"})
         return rows
 

@@ -230,9 +230,11 @@ def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
 
     @app.get("/v1/models", tags=["models"])
     async def models():
+        rows = core.list_models()  # OpenAI's list holds models; name patterns go beside it
         return _JSON({"object": "list", "data": [
             {"id": m["name"], "object": "model", "created": 0, "owned_by": m["library"], **m}
-            for m in core.list_models()]})
+            for m in rows if not m["family"]],
+            "families": [m for m in rows if m["family"]]})
 
     @app.get("/v1/heads", tags=["heads"])
     async def heads(request: Request):

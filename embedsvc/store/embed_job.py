@@ -35,6 +35,7 @@ from ..atomic import atomic_write_bytes
 from .store import DTYPES, EmbeddingStore, StoreLock, jsonl_bytes
 
 
+SMALL_SIDE = 32  # images below this many pixels on a side are embedded with a warning
 COMMIT_SECONDS = 3.0  # the most work an interruption can lose...
 COMMIT_INPUTS = 512  # ...or inputs (rounded up to whole batches)
 
@@ -72,6 +73,7 @@ class EmbedReport:
     already_done: int
     added: int = 0
     skipped: list[dict] = field(default_factory=list)
+    small: list[dict] = field(default_factory=list)  # stored rows under SMALL_SIDE px a side
     seconds: float = 0.0
 
     @property
@@ -160,6 +162,7 @@ def commit_unit(store: EmbeddingStore, unit, report: EmbedReport) -> None:
     store.append(vectors, rows, skipped, shard_inputs)
     report.added += len(rows)
     report.skipped.extend(skipped)
+    report.small.extend(r for r in rows if min(r["width"], r["height"]) < SMALL_SIDE)
 
 
 @contextlib.contextmanager
