@@ -52,7 +52,11 @@ class ExtractConfig:
 class FeatureExtractor:
     """Runs one backbone; reusable across calls (the model is moved to its device once)."""
 
-    def __init__(self, backbone: Backbone, config: ExtractConfig = ExtractConfig()):
+    def __init__(self, backbone: Backbone, config: ExtractConfig = ExtractConfig(),
+                 net: torch.nn.Module | None = None, transform: Transform | None = None):
+        """``net``, ``transform``: the inference model and the transform already made (from a
+        cached trace, ``traced.py``), in place of a folded copy of ``backbone`` and the
+        transform its config builds."""
         if config.tap not in backbone.cfg.taps:
             raise InvalidInputError(
                 f"backbone {backbone.name!r} has no layer tap {config.tap!r}; "
@@ -72,10 +76,11 @@ class FeatureExtractor:
         else:
             # an inference-only copy (BatchNorm folded, on the device, in its memory format):
             # the caller's backbone stays as it was, trainable and on its own device
-            self.net = folded_copy(backbone, backbone.cfg.preprocess.input_size).to(self.plan.device)
+            self.net = (net if net is not None else
+                        folded_copy(backbone, backbone.cfg.preprocess.input_size)).to(self.plan.device)
             if self.plan.channels_last:
                 self.net.to(memory_format=torch.channels_last)
-        self.transform = build_transform(backbone.cfg.preprocess, config.decode)
+        self.transform = transform or build_transform(backbone.cfg.preprocess, config.decode)
         self.provenance = self.provenance_for(config.tap, config.normalize)
         if config.tap != PRE_LOGITS:
             self.provenance["dim"] = None  # filled on the first batch (depends on the stage)
@@ -242,10 +247,19 @@ def extractor_for(provenance: dict, device: str = "auto") -> FeatureExtractor:
     """A FeatureExtractor that makes features exactly as ``provenance`` describes (a store's or a
     head's): same backbone, checked by weights hash, same tap, normalisation and decode mode
     (provenances from before decode modes were made with ``exact``)."""
+    from . import traced
     from .backbones import create_backbone
 
+    config = ExtractConfig(
+        tap=provenance["tap"], normalize=provenance["normalized"], device=device,
+        decode=provenance.get("decode") or "exact", runtime=provenance.get("runtime") or "torch")
+    on_cpu = config.runtime == "torch" and plan_device(device, config.amp).device.type == "cpu"
+    if on_cpu and (cached := traced.load(provenance)) is not None:  # no timm to import
+        backbone, net, transform = cached
+        return FeatureExtractor(backbone, config, net=net, transform=transform)
     backbone = create_backbone(provenance["backbone"])
     check_weights(backbone.cfg, provenance, "features")
-    return FeatureExtractor(backbone, ExtractConfig(
-        tap=provenance["tap"], normalize=provenance["normalized"], device=device,
-        decode=provenance.get("decode") or "exact", runtime=provenance.get("runtime") or "torch"))
+    fe = FeatureExtractor(backbone, config)
+    if on_cpu:
+        traced.save(provenance, backbone.cfg, fe.net, fe.transform)
+    return fe

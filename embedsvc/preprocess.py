@@ -30,9 +30,13 @@ pipeline ran at 30 img/s with it against 57 with Pillow). Pillow has no thread p
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch  # imported where a tensor is made: a query embedded with ONNX needs none
 
 from .backbones.config import PreprocessConfig, check_decode
 
@@ -41,7 +45,15 @@ class Transform:
     """RGB PIL image → uint8 tensor (3, H, W) for one PreprocessConfig and decode mode.
     ``draft_to`` is what the decoder may scale a JPEG down to (None: decode every pixel)."""
 
-    def __init__(self, cfg: PreprocessConfig, decode: str):
+    def __init__(self, cfg: PreprocessConfig, decode: str, fast_plan: list | None = None):
+        """``fast_plan``: what ``fast_plan`` returned for this config before (a cached model's,
+        ``traced.py``): the fast path without building timm's transform, or importing timm."""
+        check_decode(decode)
+        self.resample = _RESAMPLE[cfg.interpolation]
+        if fast_plan is not None and decode == "fast":
+            (size, crop), self.draft_to = fast_plan
+            self.geometry, self.plan = None, (tuple(size), tuple(crop))
+            return
         from timm.data import create_transform
 
         full = create_transform(input_size=cfg.input_size, is_training=False,
@@ -49,19 +61,30 @@ class Transform:
                                 crop_pct=cfg.crop_pct, crop_mode=cfg.crop_mode)
         self.geometry = [t for t in full.transforms
                          if type(t).__name__ not in ("MaybeToTensor", "ToTensor", "Normalize")]
-        check_decode(decode)
-        self.resample = _RESAMPLE[cfg.interpolation]
         self.plan = _resize_crop_plan(self.geometry) if decode == "fast" else None
         self.draft_to = _resize_target(self.geometry, cfg) if decode == "fast" else None
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
+    @property
+    def fast_plan(self) -> list | None:
+        """The fast path's resize and crop, as JSON, for ``Transform(..., fast_plan=)``."""
+        if self.plan is None:
+            return None
+        return [[list(self.plan[0]), list(self.plan[1])], self.draft_to]
+
+    def __call__(self, img: Image.Image) -> "torch.Tensor":
+        import torch
+
+        return torch.from_numpy(self.array(img))
+
+    def array(self, img: Image.Image) -> np.ndarray:
+        """The model input as a uint8 (3, H, W) array."""
         img = _bounded(img)
         if self.plan is not None:
             img = _resize_crop(img, *self.plan, self.resample)
         else:
             for t in self.geometry:
                 img = t(img)
-        return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+        return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
 
 
 @lru_cache(maxsize=32)
@@ -136,8 +159,17 @@ def _bounded(img: Image.Image) -> Image.Image:
     return img.crop((0, top, w, top + keep))
 
 
-def normalize(batch: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+def normalize_array(batch: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """``normalize`` for a uint8 numpy batch: the same float32 operations in the same order."""
+    mean = np.asarray(cfg.mean, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(cfg.std, np.float32).reshape(1, -1, 1, 1)
+    return (batch.astype(np.float32) / np.float32(255.0) - mean) / std
+
+
+def normalize(batch: "torch.Tensor", cfg: PreprocessConfig) -> "torch.Tensor":
     """uint8 (N, 3, H, W) → float32 model input; float input is returned as it is."""
+    import torch
+
     if batch.dtype != torch.uint8:
         return batch
     mean = torch.tensor(cfg.mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)

@@ -14,7 +14,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import InvalidInputError
-from .extract import FeatureExtractor, extractor_for
 from .images import ImageSource
 from .index.store_index import DEFAULT_INDEX, index_dir, load_store_index
 from .index.vector_index import build_index
@@ -54,13 +53,17 @@ class StoreSearcher:
             self.index = build_index(self.store.vectors(), binding=self.store.binding, kind="flat")
             self.rows_indexed = self.store.count
         self.unindexed = max(0, self.store.count - self.rows_indexed)
-        self._extractor: FeatureExtractor | None = None
+        self._extractor = None
 
     # -- queries ------------------------------------------------------------------------------
-    def extractor(self) -> FeatureExtractor:
-        """The store's own backbone and settings, verified by weights hash."""
+    def extractor(self):
+        """The store's own backbone and settings, verified by weights hash: a cached ONNX
+        graph without torch when there is one (``query.py``), else a ``FeatureExtractor``,
+        which also caches the graph for the next search."""
         if self._extractor is None:
-            self._extractor = extractor_for(self.store.provenance)
+            from .query import embedder_for
+
+            self._extractor = embedder_for(self.store.provenance)
         return self._extractor
 
     def search_vectors(self, queries: np.ndarray, k: int = 10,

@@ -10,7 +10,7 @@ import numpy as np
 
 from embedsvc.embeddings import Embeddings
 from embedsvc.errors import InvalidInputError
-from embedsvc.extract import FeatureExtractor, extractor_for
+from embedsvc.query import QUERY_MAX, QueryEmbedder, embedder_for
 from embedsvc.images import ImageSource
 
 from .artifact import Head
@@ -59,11 +59,21 @@ class HeadClassifier:
 
     def __init__(self, head: Head | str | os.PathLike, device: str = "auto"):
         self.head = head if isinstance(head, Head) else Head.load(head)
-        self.extractor: FeatureExtractor = extractor_for(self.head.provenance, device)
+        self.device = device
+        self._extractor = None
+
+    def extractor(self, images: int = QUERY_MAX + 1):
+        """The head's feature extractor; for a few images, a cached graph without torch when
+        there is one (``embedsvc/query.py``: a one-shot ``classify`` starts in a second)."""
+        if self._extractor is None or (images > QUERY_MAX and
+                                       isinstance(self._extractor, QueryEmbedder)):
+            self._extractor = embedder_for(self.head.provenance, self.device, images)
+        return self._extractor
 
     def classify(self, images: Sequence[ImageSource], ids: Sequence[str] | None = None,
                  top: int = 5, abstain_below: float | None = None,
                  skip_bad: bool = False, max_ood: float | None = None,
                  ) -> tuple[list[Classification], Embeddings]:
-        emb = self.extractor.embed(images, ids=ids, skip_bad=skip_bad)
+        images = list(images)
+        emb = self.extractor(len(images)).embed(images, ids=ids, skip_bad=skip_bad)
         return classify_embeddings(self.head, emb, top, abstain_below, max_ood), emb
