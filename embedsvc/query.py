@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from types import SimpleNamespace
 from typing import Any, Sequence
 
@@ -60,7 +59,9 @@ def _graph_dir(provenance: dict[str, Any]):
 def _usable(provenance: dict[str, Any]) -> bool:
     import importlib.util
 
-    return (os.environ.get("EMBEDSVC_CACHE", "").lower() != "off"
+    from .runtimes.cache import caches_off
+
+    return (not caches_off()
             and provenance.get("decode") == "fast" and provenance.get("weights_sha256")
             and importlib.util.find_spec("onnxruntime") is not None)
 

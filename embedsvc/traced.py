@@ -11,7 +11,7 @@ A cache file is named by what makes the features (backbone, weights sha256, prep
 and holds the backbone's config beside the graph; it is only used where that provenance is asked
 for, on the CPU with the torch runtime (a GPU or an exported runtime takes the usual path). A
 file that cannot be read is ignored and written again. ``EMBEDSVC_CACHE`` moves the folder
-(default ``~/.cache/embedsvc``); ``EMBEDSVC_CACHE=off`` turns the cache off.
+(default ``~/.cache/embedsvc``, ``runtimes/cache.py``); ``EMBEDSVC_CACHE=off`` turns it off.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ from .backbones.config import BackboneConfig, PreprocessConfig
 from .versions import written_by
 
 log = logging.getLogger("embedsvc.traced")
-CACHE_ENV = "EMBEDSVC_CACHE"
 FORMAT = 1
 
 
@@ -46,17 +44,12 @@ def _quiet():
         yield
 
 
-def cache_dir() -> Path | None:
-    where = os.environ.get(CACHE_ENV, "")
-    if where.lower() == "off":
-        return None
-    return Path(where) if where else Path.home() / ".cache" / "embedsvc"
-
-
 def _path(provenance: dict[str, Any]) -> Path | None:
-    root = cache_dir()
-    if root is None:
+    from .runtimes.cache import cache_base, caches_off
+
+    if caches_off():
         return None
+    root = cache_base()
     key = json.dumps([FORMAT, torch.__version__, provenance.get("backbone"),
                       provenance.get("weights_sha256"), provenance.get("preprocess"),
                       provenance.get("tap")], sort_keys=True)

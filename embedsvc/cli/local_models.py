@@ -18,11 +18,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(rows)
         return EXIT_OK
+    # models first; families are name patterns, listed apart under their own heading
+    ordered = [r for r in rows if not r["family"]] + [r for r in rows if r["family"]]
     table = [("NAME", "LIBRARY", "DIM", "INPUT", "WEIGHTS", "DESCRIPTION")] + [
         (r["name"] + (" (default)" if r["default"] else ""), r["library"], str(r["dim"] or "-"),
-         str(r["input_size"] or "-"), r["weights"], r["description"]) for r in rows]
+         str(r["input_size"] or "-"), r["weights"], r["description"]) for r in ordered]
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
-    for r in table:
+    for n, r in enumerate(table):
+        if n and ordered[n - 1]["family"] and not ordered[n - 2]["family"]:
+            print("families (a model name in place of <model>):")
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
     return EXIT_OK
 

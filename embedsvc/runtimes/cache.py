@@ -20,9 +20,21 @@ from pathlib import Path
 from ..versions import library_version
 
 
+OFF = "off"  # EMBEDSVC_CACHE=off: one-shot commands cache nothing (traced.py, query.py)
+
+
+def cache_base() -> Path:
+    """``$EMBEDSVC_CACHE`` (default ``~/.cache/embedsvc``): every cache embedsvc keeps."""
+    base = os.environ.get("EMBEDSVC_CACHE", "")
+    return Path(base) if base and base.lower() != OFF else Path.home() / ".cache" / "embedsvc"
+
+
+def caches_off() -> bool:
+    return os.environ.get("EMBEDSVC_CACHE", "").lower() == OFF
+
+
 def cache_root() -> Path:
-    base = os.environ.get("EMBEDSVC_CACHE") or Path.home() / ".cache" / "embedsvc"
-    return Path(base) / "runtimes"
+    return cache_base() / "runtimes"
 
 
 def graph_dir(cfg, tap: str) -> Path:
