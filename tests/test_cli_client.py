@@ -48,7 +48,7 @@ def test_every_rpc_has_a_client_command(cli, served, tiny_store):
     assert [v["id"] for v in streamed] == [v["id"] for v in vecs]
     assert np.allclose([v["vector"] for v in streamed], [v["vector"] for v in vecs], atol=1e-4)
     up = client(cli, srv, "upsert", "--index", "cat", *images, "--first-id", 7)
-    assert up == {"upserted": 2, "total": 2, "ids": [7, 8]}
+    assert up == {"upserted": 2, "total": 2, "ids": [7, 8], "skipped": []}
     assert client(cli, srv, "indexes")[0]["count"] == 2  # a number, not "2"
     assert client(cli, srv, "delete", "--index", "cat", 7) == {"deleted": 1, "total": 1}
 
@@ -67,7 +67,7 @@ def test_upsert_calls_never_reuse_ids(cli, served, tiny_store):
     again = client(cli, srv, "upsert", "--index", "ids", apples[0], "--content-ids")
     assert again["ids"] == hashed["ids"] and again["total"] == 11  # the same bytes, the same id
     replaced = client(cli, srv, "upsert", "--index", "ids", cats[0], "--first-id", 0)
-    assert replaced == {"upserted": 1, "total": 11, "ids": [0]}
+    assert replaced == {"upserted": 1, "total": 11, "ids": [0], "skipped": []}
 
 
 def test_local_and_client_json_have_one_shape(cli, served, tiny_store):

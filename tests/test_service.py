@@ -369,7 +369,8 @@ def test_async_client_and_command_line_client(server, photos):
     assert {"tabby, tabby cat", "tiger cat", "Egyptian cat"} & {t["label"] for t in _json.loads(p.stdout)[0]["top"]}
     p = run("upsert", photos["rocket"], photos["coffee"], "--server", target, "--index", "cli", "--label", "x",
             "--first-id", "0")
-    assert p.returncode == 0 and _json.loads(p.stdout) == {"upserted": 2, "total": 2, "ids": [0, 1]}, p.stderr
+    assert p.returncode == 0 and _json.loads(p.stdout) == {"upserted": 2, "total": 2, "ids": [0, 1],
+                                                             "skipped": []}, p.stderr
     p = run("search", "--server", target, "--index", "cli", "--image", photos["coffee"], "-k", "1")
     assert p.returncode == 0 and _json.loads(p.stdout)[0]["id"] == 1, p.stderr
     p = run("search", "--server", target, "--index", "missing", "--image", photos["coffee"])

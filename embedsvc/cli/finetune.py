@@ -24,6 +24,7 @@ def register_run(run_dir: str | Path, data_dir: str, name: str) -> None:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from classifiers.finetune import finetune
 
+    args.on_interrupt = lambda: _resume_hint(args.resume or args.out)
     if args.resume:
         if args.data or args.out or args.target_data or args.target_labelled:
             raise UsageError("--resume RUN_DIR continues a run with its own data and settings; "
@@ -59,6 +60,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if args.register:
         register_run(result.run_dir, args.register, result.run_dir.resolve().name)
     return EXIT_OK
+
+
+def _resume_hint(run_dir: str | None) -> str:
+    if run_dir and any((Path(run_dir) / "checkpoints").glob("epoch_*.pt")):
+        return (f"the last finished epoch is checkpointed in {run_dir}; "
+                f"'embedsvc finetune --resume {run_dir}' continues from it")
+    return "no epoch had finished, so nothing is kept; rerun the same command to start again"
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
