@@ -10,7 +10,7 @@ import shutil
 import pytest
 from PIL import Image
 
-from conftest import TINY, run_cli, run_importtime
+from conftest import TINY, run_importtime
 from embedsvc.wording import count
 
 
@@ -101,15 +101,22 @@ def test_a_second_search_by_image_starts_without_torch(photos, tmp_path, monkeyp
     src.mkdir()
     for name in ("chelsea", "coffee", "astronaut", "rocket"):
         shutil.copy(photos[name], src / f"{name}.png")
-    assert run_cli("embed-dataset", src, "--out", tmp_path / "s", "--quiet").returncode == 0
-    assert run_cli("index", "build", tmp_path / "s", "--quiet").returncode == 0
-    query = ["search", tmp_path / "s", "--image", photos["coffee"], "-k", "4", "--json"]
-    first = run_cli(*query)
-    assert first.returncode == 0, first.stderr
-    second, modules = run_importtime(*query)
+    from embedsvc.extract import FeatureExtractor
+    from embedsvc.index.store_index import build_store_index
+    from embedsvc.search import StoreSearcher
+    from embedsvc.store import EmbeddingStore, embed_dataset
+
+    embed_dataset(src, tmp_path / "s", progress=False)
+    build_store_index(EmbeddingStore.open(tmp_path / "s"), "default", "auto", 0.95, 4 << 30,
+                      "auto", progress=False)
+    searcher = StoreSearcher(tmp_path / "s")  # the first search: torch, and it fills the cache
+    a = searcher.search_images([photos["coffee"]], 4)[0]
+    assert isinstance(searcher.extractor(), FeatureExtractor)
+    second, modules = run_importtime("search", tmp_path / "s", "--image", photos["coffee"],
+                                     "-k", "4", "--json")
     assert second.returncode == 0, second.stderr
     assert "torch" not in modules and "timm" not in modules and "onnxruntime" in modules
-    a, b = json.loads(first.stdout), json.loads(second.stdout)
-    assert [h["id"] for h in a] == [h["id"] for h in b]
-    assert [round(h["score"], 4) for h in a] == [round(h["score"], 4) for h in b]
+    b = json.loads(second.stdout)
+    assert [h.id for h in a] == [h["id"] for h in b]
+    assert [round(h.score, 4) for h in a] == [round(h["score"], 4) for h in b]
     assert b[0]["metadata"]["path"].endswith("coffee.png") and b[0]["score"] > 0.9999
