@@ -26,7 +26,7 @@ from ..v1 import embedsvc_pb2 as pb
 from ..v1 import embedsvc_pb2_grpc as pb_grpc
 from .config import ServeConfig
 from .core import EmbeddingCore
-from .interceptors import AdmissionInterceptor, TokenAuthInterceptor
+from .interceptors import AdmissionInterceptor, TokenAuthInterceptor, end_call
 from .listen import FILES_RESERVE, check_listen_addresses, ensure_fd_limit
 from .status import PER_ITEM_ERRORS, SERVICE_NAME, count as _count, error_status, public_message
 
@@ -48,8 +48,9 @@ def _rpc(method: Callable) -> Callable:
             raise
         except Exception as exc:  # noqa: BLE001 - every error must become a status, not a crash
             code, details = error_status(exc, method.__name__)
-            await context.abort(code, details)
+            end_call(context, code, details)
         finally:
+            request = None  # noqa: F841 - nothing that outlives the call holds the request
             _count(self.core.metrics, method.__name__, code, t0)
 
     return wrapper
@@ -100,7 +101,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
             raise
         except Exception as exc:  # noqa: BLE001
             code, details = error_status(exc, "EmbedStream")
-            await context.abort(code, details)
+            end_call(context, code, details)
         finally:
             _count(self.core.metrics, "EmbedStream", code, t0)
 

@@ -66,8 +66,29 @@ def error_status(exc: BaseException, where: str) -> tuple[grpc.StatusCode, str]:
     code = status_of(exc)
     if code is None or code == grpc.StatusCode.INTERNAL:
         log.error("internal error in %s", where, exc_info=exc)
-        return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
-    return code, public_message(str(exc))
+        code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+    else:
+        message = public_message(str(exc))
+    forget_frames(exc)
+    return code, message
+
+
+def forget_frames(exc: BaseException) -> None:
+    """Drop the tracebacks of ``exc`` and of the exceptions it chains, once it is answered.
+
+    Their frames hold the failed request's locals (megabytes of image bytes), and an exception
+    that ends up in a reference cycle (gRPC keeps a call's error beside its context, whose
+    frames refer back to it) lives until the cyclic GC, which runs by object counts, not bytes:
+    measured, 64 clients sending 2 MiB images that do not decode grew the server's RSS by
+    3 GB in 8 s. Only the code and the message outlive the call."""
+    todo, seen = [exc], set()
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        e.__traceback__ = None
+        todo += [e.__cause__, e.__context__]
 
 
 def http_error(exc: BaseException, where: str) -> tuple[grpc.StatusCode, str, int]:
