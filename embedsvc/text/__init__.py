@@ -1,0 +1,1 @@
+"""Text encoders: tokenisation, truncation and pooling; nothing here imports image code."""
