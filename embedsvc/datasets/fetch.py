@@ -6,6 +6,8 @@
   of ``shifts.py`` (under-exposed; blurred and noisy; on a textured background).
 - ``photos``: JPEG photos of 500-1200 px cropped from the sample photos installed packages ship
   (``photos.py``); 600 unless ``limit`` says otherwise.
+- ``sentiment-movies`` / ``-tweets`` / ``-amazon`` / ``-nyt``: human-rated text snippets, written
+  as ``manifest.jsonl`` with a fixed split (``text/sentiment.py``).
 
 Nothing is downloaded. Writing is idempotent: existing files are kept, so an interrupted fetch
 can simply be run again.
@@ -157,6 +159,14 @@ def _photos(out: Path, progress: bool, limit: int | None) -> dict[str, int]:
     return write_photos(out, sources, progress, limit)
 
 
+def _sentiment(domain: str) -> Callable[[Path, bool, int | None], dict[str, int]]:
+    def write(out: Path, progress: bool, limit: int | None) -> dict[str, int]:
+        from ..text.sentiment import write_sentiment
+
+        return write_sentiment(domain, out, limit)
+    return write
+
+
 DATASETS: dict[str, Callable[[Path, bool, int | None], dict[str, int]]] = {
     "fashion-mnist": _fashion,
     "digits": _digits,
@@ -165,14 +175,16 @@ DATASETS: dict[str, Callable[[Path, bool, int | None], dict[str, int]]] = {
     "fashion-mnist-dark": _shifted_fashion("dark"),
     "fashion-mnist-camera": _shifted_fashion("camera"),
     "fashion-mnist-background": _shifted_fashion("background"),
+    # text: the four domains of the VADER snippets, a sentiment source and its shifted targets
+    **{f"sentiment-{d}": _sentiment(d) for d in ("movies", "tweets", "amazon", "nyt")},
 }
 
 
 def fetch_dataset(name: str, out: str | os.PathLike, progress: bool = False,
                   limit: int | None = None) -> dict[str, int]:
-    """Write dataset ``name`` as ``out/<split>/<class>/<index>.png`` (``.jpg`` for photos);
-    returns counts per split. ``limit`` keeps the first N images of each split (for quick
-    experiments and tests); for ``photos`` it is the number of photos."""
+    """Write dataset ``name`` as ``out/<split>/<class>/<index>.png`` (``.jpg`` for photos; for
+    text, ``out/manifest.jsonl``); returns counts per split. ``limit`` keeps the first N items
+    of each split (for quick experiments and tests); for ``photos`` it is the number of photos."""
     if name not in DATASETS:
         raise NotFoundError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
     return DATASETS[name](Path(out), progress, limit)
