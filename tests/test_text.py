@@ -112,3 +112,15 @@ def test_sentiment_snippets_are_written_with_a_fixed_split(cli, tmp_path):
     small = cli("datasets", "fetch", "sentiment-tweets", "--out", tmp_path / "t", "--limit", "50")
     assert small.returncode == 0 and "train 50, test 50" in small.stdout
     assert {json.loads(x)["domain"] for x in (tmp_path / "t" / "manifest.jsonl").read_text().splitlines()} == {"tweets"}
+
+
+@pytest.mark.parametrize("name,train,test,classes", [("20newsgroups", 11293, 7528, 20),
+                                                     ("reuters-r8", 5485, 2189, 8)])
+def test_topic_datasets_keep_their_official_splits(cli, tmp_path, name, train, test, classes):
+    import json
+
+    r = cli("datasets", "fetch", name, "--out", tmp_path / name)
+    assert r.returncode == 0 and f"train {train}, test {test}" in r.stdout, r.stdout + r.stderr
+    rows = [json.loads(x) for x in (tmp_path / name / "manifest.jsonl").read_text().splitlines()]
+    assert len({r["label"] for r in rows}) == classes and all(r["text"] for r in rows)
+    assert [r["split"] for r in rows] == ["train"] * train + ["test"] * test

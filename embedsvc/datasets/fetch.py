@@ -7,7 +7,8 @@
 - ``photos``: JPEG photos of 500-1200 px cropped from the sample photos installed packages ship
   (``photos.py``); 600 unless ``limit`` says otherwise.
 - ``sentiment-movies`` / ``-tweets`` / ``-amazon`` / ``-nyt``: human-rated text snippets, written
-  as ``manifest.jsonl`` with a fixed split (``text/sentiment.py``).
+  as ``manifest.jsonl`` with a fixed split (``text/sentiment.py``); ``20newsgroups`` and
+  ``reuters-r8``: topic classification, their official splits (``text/topics.py``).
 
 Nothing is downloaded. Writing is idempotent: existing files are kept, so an interrupted fetch
 can simply be run again.
@@ -167,6 +168,14 @@ def _sentiment(domain: str) -> Callable[[Path, bool, int | None], dict[str, int]
     return write
 
 
+def _topics(name: str) -> Callable[[Path, bool, int | None], dict[str, int]]:
+    def write(out: Path, progress: bool, limit: int | None) -> dict[str, int]:
+        from ..text.topics import write_topics
+
+        return write_topics(name, out, limit)
+    return write
+
+
 DATASETS: dict[str, Callable[[Path, bool, int | None], dict[str, int]]] = {
     "fashion-mnist": _fashion,
     "digits": _digits,
@@ -177,6 +186,8 @@ DATASETS: dict[str, Callable[[Path, bool, int | None], dict[str, int]]] = {
     "fashion-mnist-background": _shifted_fashion("background"),
     # text: the four domains of the VADER snippets, a sentiment source and its shifted targets
     **{f"sentiment-{d}": _sentiment(d) for d in ("movies", "tweets", "amazon", "nyt")},
+    "20newsgroups": _topics("20newsgroups"),
+    "reuters-r8": _topics("reuters-r8"),
 }
 
 
