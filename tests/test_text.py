@@ -124,3 +124,11 @@ def test_topic_datasets_keep_their_official_splits(cli, tmp_path, name, train, t
     rows = [json.loads(x) for x in (tmp_path / name / "manifest.jsonl").read_text().splitlines()]
     assert len({r["label"] for r in rows}) == classes and all(r["text"] for r in rows)
     assert [r["split"] for r in rows] == ["train"] * train + ["test"] * test
+
+
+@pytest.mark.slow
+def test_length_sorted_batches_give_each_text_its_own_vector_in_input_order(minilm):
+    together = minilm.embed(TEXTS, batch_size=3).vectors  # batches of similar lengths
+    alone = np.concatenate([minilm.embed([t]).vectors for t in TEXTS])  # no padding at all
+    assert np.abs(together - alone).max() < 1e-5
+    assert minilm.embed([]).vectors.shape == (0, 384)
