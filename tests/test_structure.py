@@ -104,3 +104,25 @@ def test_help_and_client_help_import_no_heavy_library():
         loaded = _imported_by(*argv)
         heavy = loaded & {"torch", "sklearn", "faiss", "timm", "grpc", "PIL"}
         assert not heavy, f"`embedsvc {' '.join(argv)}` imports {sorted(heavy)}"
+
+
+# Image-only code, until one image package holds it (issue 30); text code lives in embedsvc.text.
+IMAGE_ONLY = ("embedsvc.backbones", "embedsvc.images", "embedsvc.preprocess", "embedsvc.decode_ahead",
+              "embedsvc.extract", "embedsvc.traced", "embedsvc.query", "embedsvc.datasets.photos",
+              "embedsvc.datasets.shifts")
+
+
+def test_text_and_image_code_do_not_import_each_other():
+    modules = _modules()
+
+    def within(name: str, prefixes) -> bool:
+        return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+    crossings = []
+    for name, path in modules.items():
+        imported = _imports(name, path, modules)
+        if within(name, ("embedsvc.text",)):
+            crossings += [f"{name} -> {m}" for m in imported if within(m, IMAGE_ONLY)]
+        elif within(name, IMAGE_ONLY):
+            crossings += [f"{name} -> {m}" for m in imported if within(m, ("embedsvc.text",))]
+    assert not crossings, "\n".join(crossings)

@@ -16,7 +16,7 @@ import torch
 from embedsvc.backbones.finetuned import load_parent
 from embedsvc.backbones.run_format import (HEAD_DIR, WEIGHTS, canonical_name, is_finished_run,
                                           read_run, save_weights, write_run)
-from embedsvc.backbones.weights import sha256_file
+from embedsvc.fingerprint import sha256_file
 from embedsvc.errors import IncompatibleError, InvalidInputError
 
 

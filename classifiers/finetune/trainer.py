@@ -35,7 +35,7 @@ from embedsvc.atomic import atomic_write_bytes
 from embedsvc.backbones import create_backbone
 from embedsvc.backbones.base import PRE_LOGITS
 from embedsvc.backbones.run_format import HEAD_DIR, WEIGHTS, canonical_name, save_weights, write_run
-from embedsvc.backbones.weights import sha256_file
+from embedsvc.fingerprint import sha256_file
 from embedsvc.embeddings import check_weights
 from embedsvc.wording import count
 from embedsvc.errors import InvalidInputError

@@ -16,7 +16,7 @@ from .base import Backbone
 from .config import PreprocessConfig
 from .registry import create_backbone
 from .run_format import WEIGHTS, canonical_name, read_run, run_dir_of
-from .weights import sha256_file
+from ..fingerprint import sha256_file
 
 
 def load_parent(meta: dict[str, Any], run_dir: str | Path) -> Backbone:

@@ -9,7 +9,8 @@ from ..errors import NotFoundError, WeightsNotFoundError
 from .base import PRE_LOGITS, Backbone
 from .config import BackboneConfig, PreprocessConfig
 from .timm_backbone import weights_mismatch
-from .weights import hf_cached_file, require_file, sha256_file
+from ..fingerprint import sha256_file
+from .weights import hf_cached_file, require_file
 
 _HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 

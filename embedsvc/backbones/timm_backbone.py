@@ -10,7 +10,8 @@ from torch import nn
 from ..errors import InvalidInputError, NotFoundError, WeightsNotFoundError
 from .base import PRE_LOGITS, STAGE_TAPS, Backbone, global_pool, stage_tap_indices
 from .config import BackboneConfig, PreprocessConfig
-from .weights import hf_cached_file, require_file, sha256_file, torch_hub_candidate
+from ..fingerprint import sha256_file
+from .weights import hf_cached_file, require_file, torch_hub_candidate
 
 
 class TimmBackbone(Backbone):

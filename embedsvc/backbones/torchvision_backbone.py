@@ -10,7 +10,8 @@ from ..errors import NotFoundError, WeightsNotFoundError
 from .base import PRE_LOGITS, Backbone
 from .config import BackboneConfig, PreprocessConfig
 from .timm_backbone import weights_mismatch
-from .weights import require_file, sha256_file, torch_hub_candidate
+from ..fingerprint import sha256_file
+from .weights import require_file, torch_hub_candidate
 
 
 class TorchvisionBackbone(Backbone):

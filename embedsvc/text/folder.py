@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..backbones.weights import sha256_file
+from ..fingerprint import sha256_file
 from ..errors import InvalidInputError
 
 POOLINGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
