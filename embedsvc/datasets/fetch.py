@@ -160,19 +160,12 @@ def _photos(out: Path, progress: bool, limit: int | None) -> dict[str, int]:
     return write_photos(out, sources, progress, limit)
 
 
-def _sentiment(domain: str) -> Callable[[Path, bool, int | None], dict[str, int]]:
+def _text(module: str, name: str) -> Callable[[Path, bool, int | None], dict[str, int]]:
+    """A text dataset: ``embedsvc.text.<module>.write_dataset(name, ...)``, imported when used."""
     def write(out: Path, progress: bool, limit: int | None) -> dict[str, int]:
-        from ..text.sentiment import write_sentiment
+        from importlib import import_module
 
-        return write_sentiment(domain, out, limit)
-    return write
-
-
-def _topics(name: str) -> Callable[[Path, bool, int | None], dict[str, int]]:
-    def write(out: Path, progress: bool, limit: int | None) -> dict[str, int]:
-        from ..text.topics import write_topics
-
-        return write_topics(name, out, limit)
+        return import_module(f"..text.{module}", __package__).write_dataset(name, out, limit)
     return write
 
 
@@ -185,9 +178,9 @@ DATASETS: dict[str, Callable[[Path, bool, int | None], dict[str, int]]] = {
     "fashion-mnist-camera": _shifted_fashion("camera"),
     "fashion-mnist-background": _shifted_fashion("background"),
     # text: the four domains of the VADER snippets, a sentiment source and its shifted targets
-    **{f"sentiment-{d}": _sentiment(d) for d in ("movies", "tweets", "amazon", "nyt")},
-    "20newsgroups": _topics("20newsgroups"),
-    "reuters-r8": _topics("reuters-r8"),
+    **{f"sentiment-{d}": _text("sentiment", d) for d in ("movies", "tweets", "amazon", "nyt")},
+    "20newsgroups": _text("topics", "20newsgroups"),
+    "reuters-r8": _text("topics", "reuters-r8"),
 }
 
 

@@ -32,7 +32,6 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         parse, behaviour, core = handler.request_deserializer, handler.unary_unary, self.core
 
         async def admitted(request_iterator, context):  # stream-shaped: reads when admitted
-            raw = request = None
             try:
                 with core.admission.request(0) as ticket:
                     raw = await _one_message(context)

@@ -43,11 +43,11 @@ class TextEncoder:
         self.cfg = cfg
         self.plan = plan_device(device)
         self.tokenizer = Tokenizer.from_file(f"{cfg.folder}/tokenizer.json")
+        self.pad_id = (self.tokenizer.padding or {}).get("pad_id", 0)  # the folder's own
         self.tokenizer.no_padding()
         # cut at the encoder's own length (the folder's tokenizer.json may say another), its
         # special tokens kept; what was cut is left in ``overflowing``, so it can be counted
         self.tokenizer.enable_truncation(max_length=cfg.max_length)
-        self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
         model = AutoModel.from_pretrained(cfg.folder, local_files_only=True)
         self.model = model.eval().to(self.plan.device)
         self._torch = torch

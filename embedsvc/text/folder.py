@@ -70,12 +70,11 @@ def read_folder(name: str, folder: str | Path) -> TextEncoderConfig:
     pooling = "mean"
     if "Pooling" in kinds:
         pool = _json(root / kinds["Pooling"]["path"] / "config.json")
-        chosen = [mode for key, mode in POOLINGS.items() if pool.get(key)]
-        others = [k for k, v in pool.items() if k.startswith("pooling_mode") and v and k not in POOLINGS]
-        if len(chosen) != 1 or others:
-            raise InvalidInputError(f"{str(root)!r}: pooling {sorted(k for k, v in pool.items() if v is True)} "
-                                    f"is not supported; one of {sorted(POOLINGS.values())} is")
-        pooling = chosen[0]
+        enabled = sorted(k for k, v in pool.items() if k.startswith("pooling_mode") and v is True)
+        if len(enabled) != 1 or enabled[0] not in POOLINGS:
+            raise InvalidInputError(f"{str(root)!r}: pooling {enabled} is not supported; one of "
+                                    f"{sorted(POOLINGS.values())} is")
+        pooling = POOLINGS[enabled[0]]
     st = root / "sentence_bert_config.json"
     max_length = int(_json(st).get("max_seq_length") or 0) if st.is_file() else 0
     max_length = max_length or int(model.get("max_position_embeddings", 512))

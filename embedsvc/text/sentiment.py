@@ -63,7 +63,7 @@ def read_snippets(domain: str) -> list[Snippet]:
     return out
 
 
-def write_sentiment(domain: str, out: Path, limit: int | None = None) -> dict[str, int]:
+def write_dataset(domain: str, out: Path, limit: int | None = None) -> dict[str, int]:
     """``out/manifest.jsonl``: one snippet a line with text, label, split, domain, id and
     rating; ``limit`` keeps the first N of each split."""
     rows: dict[str, list[dict]] = {"train": [], "test": []}

@@ -32,5 +32,5 @@ def read_topics(name: str) -> dict[str, list[dict]]:
     return rows
 
 
-def write_topics(name: str, out: Path, limit: int | None = None) -> dict[str, int]:
+def write_dataset(name: str, out: Path, limit: int | None = None) -> dict[str, int]:
     return write_manifest(out, read_topics(name), limit)
