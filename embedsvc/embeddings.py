@@ -15,8 +15,8 @@ from .atomic import atomic_write_bytes
 
 # The provenance keys that must agree for two sets of vectors to be comparable; ``decode`` and
 # ``runtime`` up to MIXABLE.
-BINDING_KEYS = ("backbone", "weights_sha256", "preprocess", "dim", "tap", "normalized", "decode",
-                "runtime")
+BINDING_KEYS = ("backbone", "modality", "weights_sha256", "preprocess", "tokenizer_sha256",
+                "max_length", "pooling", "dim", "tap", "normalized", "decode", "runtime")
 
 # key → (values that may be mixed, the value of a provenance without the key). Mixable values make
 # vectors close enough that no store, index or head can tell:
@@ -25,7 +25,10 @@ BINDING_KEYS = ("backbone", "weights_sha256", "preprocess", "dim", "tap", "norma
 #   this rule must go);
 # - runtime: the fp32 runtimes reproduce torch's features (cosine 1.0000, tests/test_runtimes.py);
 #   int8 ones (cosine ~0.99) mix with nothing but themselves.
-MIXABLE = {"decode": ({"fast", "exact"}, "exact"), "runtime": ({"torch", "onnx", "openvino"}, "torch")}
+# - modality: never mixed (no encoder here declares a space shared by images and text); every
+#   provenance from before text encoders is an image's.
+MIXABLE = {"decode": ({"fast", "exact"}, "exact"), "runtime": ({"torch", "onnx", "openvino"}, "torch"),
+           "modality": (set(), "image")}
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
@@ -38,12 +41,15 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Embeddings:
     """``vectors`` (N, D) float32, one row per entry of ``ids``; ``skipped`` lists (id, reason)
-    for inputs that could not be decoded."""
+    for inputs that could not be decoded; ``truncated`` the ids of inputs cut to fit the
+    encoder (text longer than its token limit); ``tokens`` what the texts cost."""
 
     vectors: np.ndarray
     ids: tuple[str, ...]
     provenance: dict[str, Any]
     skipped: tuple[tuple[str, str], ...] = field(default=())
+    truncated: tuple[str, ...] = field(default=())
+    tokens: int = 0  # tokens the encoder read (texts, after truncation); 0 for images
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -61,7 +67,7 @@ class Embeddings:
         np.save(buf, np.ascontiguousarray(self.vectors, dtype=np.float32))
         atomic_write_bytes(path, buf.getvalue())
         meta = {"ids": list(self.ids), "provenance": self.provenance,
-                "skipped": [list(s) for s in self.skipped]}
+                "skipped": [list(s) for s in self.skipped], "truncated": list(self.truncated)}
         atomic_write_bytes(sidecar(path), json.dumps(meta, indent=2).encode())
         return path
 
@@ -71,7 +77,8 @@ class Embeddings:
         meta = json.loads(sidecar(path).read_text())
         vectors = np.load(path, allow_pickle=False)
         return cls(vectors, tuple(meta["ids"]), meta["provenance"],
-                   tuple(tuple(s) for s in meta.get("skipped", ())))
+                   tuple(tuple(s) for s in meta.get("skipped", ())),
+                   tuple(meta.get("truncated", ())))
 
 
 def sidecar(npy_path: Path) -> Path:

@@ -9,8 +9,10 @@ change here and nowhere else.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -50,7 +52,15 @@ class ExtractConfig:
 
 
 class FeatureExtractor:
-    """Runs one backbone; reusable across calls (the model is moved to its device once)."""
+    """Runs one backbone; reusable across calls (the model is moved to its device once). Its
+    stages have the names every encoder answers to (``embedsvc/encoders.py``): ``prepare`` one
+    input, ``collate`` prepared inputs into a batch, ``encode`` a batch into raw rows at a tap,
+    ``finish`` rows into one request's ``Embeddings``."""
+
+    modality = "image"
+    default_tap = PRE_LOGITS
+    row_keys = ("width", "height")  # what a store's row says of an image beyond its file
+    unit = "img"
 
     def __init__(self, backbone: Backbone, config: ExtractConfig = ExtractConfig(),
                  net: torch.nn.Module | None = None, transform: Transform | None = None):
@@ -89,6 +99,18 @@ class FeatureExtractor:
         return {**self.backbone.cfg.provenance(), "tap": tap, "normalized": normalized,
                 "decode": self.config.decode, "runtime": self.config.runtime,
                 **({"dim": dim} if dim is not None else {})}
+
+    @property
+    def name(self) -> str:
+        return self.backbone.name
+
+    @property
+    def taps(self) -> tuple[str, ...]:
+        return self.backbone.cfg.taps
+
+    def binding(self) -> dict:
+        """What a collection of this backbone's vectors is bound to (unit pre-logits)."""
+        return {**self.backbone.cfg.provenance(), "tap": PRE_LOGITS, "normalized": True}
 
     def _load_runner(self, tap: str):
         from .runtimes.runners import load_runner
@@ -135,6 +157,38 @@ class FeatureExtractor:
         if self.provenance["dim"] is None and tap == self.config.tap:
             self.provenance["dim"] = int(out.shape[1])
         return out
+
+    @staticmethod
+    def collate(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(list(tensors))
+
+    @staticmethod
+    def cost(tensor: torch.Tensor) -> int:
+        """What one input costs a batch (the batcher's budget): every image the same."""
+        return 1
+
+    @staticmethod
+    def notes(tensor: torch.Tensor) -> tuple[int, bool]:
+        """(tokens, truncated) of a prepared input, as text encoders report them."""
+        return 0, False
+
+    def encode(self, batch: torch.Tensor, tap: str | None = None) -> np.ndarray:
+        """Raw (un-normalised) rows of a collated batch at ``tap``."""
+        return self.embed_tensor(batch, tap=tap, normalize_output=False)
+
+    def dataset_batches(self, infos: list[dict], batch_size: int, workers: int | None,
+                        max_pixels: int):
+        """(infos, raw-or-normalised vectors) per batch of dataset records (``Record.to_dict()``),
+        in input order; a record that cannot be read or decoded has an ``error`` and no vector.
+        Decoding runs ahead of the model (``decode_ahead``)."""
+        loader = decoded_batches(lambda i: read_image_record(infos[i], self.transform, max_pixels),
+                                 len(infos), batch_size, workers, self.plan.device.type)
+        dim = self.provenance["dim"] or self.backbone.cfg.dim
+        for items in loader:
+            tensors = [tensor for _, (tensor, _) in items if tensor is not None]
+            vectors = (self.embed_tensor(torch.stack(tensors)) if tensors
+                       else np.zeros((0, dim), np.float32))
+            yield [info for _, (_, info) in items], vectors
 
     def warm_up(self, max_batch: int, tap: str | None = None) -> None:
         """Run every batch shape ``embed_tensor`` can meet up to ``max_batch`` once, so that no
@@ -231,6 +285,27 @@ def prepare_image(src: ImageSource, transform: Transform, name: str | None = Non
         raise ImageDecodeError(item, "not enough memory to resize it") from None
     except Exception as exc:  # noqa: BLE001 - a resize failure is this image's problem only
         raise ImageDecodeError(item, f"cannot resize ({type(exc).__name__}: {exc})") from None
+
+
+def read_image_record(info: dict[str, Any], transform: Transform,
+                  max_pixels: int) -> tuple[torch.Tensor | None, dict[str, Any]]:
+    """Read, hash, decode and preprocess one record (``Record.to_dict()``): the model's input
+    and the record's row, or None and the row with an ``error``. Never raises on bad input.
+    Both engines decode here, so a store made on Ray holds the rows a local run writes."""
+    info = dict(info)
+    try:
+        data = Path(info["path"]).read_bytes()
+    except OSError as exc:
+        info["error"] = f"cannot read file ({exc.strerror or exc})"
+        return None, info
+    info["sha256"] = hashlib.sha256(data).hexdigest()
+    try:
+        tensor, (info["width"], info["height"]) = prepare_image(data, transform, info["path"],
+                                                                max_pixels)
+        return tensor, info
+    except ImageDecodeError as exc:
+        info["error"] = exc.reason
+        return None, info
 
 
 def prepared_or_error(src: ImageSource, transform: Transform, name: str | None = None,

@@ -1,4 +1,4 @@
-"""Search an embedding store by image, by vector or by row id, through its FAISS index.
+"""Search an embedding store by image or text, by vector or by row id, through its FAISS index.
 
 A store without a built index is searched exactly (flat), so search works from the first
 ``embed-dataset`` on; ``embedsvc index build`` makes it fast. Rows appended after the index was
@@ -14,7 +14,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import InvalidInputError
-from .images import ImageSource
 from .index.store_index import DEFAULT_INDEX, index_dir, load_store_index
 from .index.vector_index import build_index
 from .store import EmbeddingStore
@@ -57,13 +56,13 @@ class StoreSearcher:
 
     # -- queries ------------------------------------------------------------------------------
     def extractor(self):
-        """The store's own backbone and settings, verified by weights hash: a cached ONNX
-        graph without torch when there is one (``query.py``), else a ``FeatureExtractor``,
-        which also caches the graph for the next search."""
+        """The store's own encoder and settings, verified by weights hash: for an image a
+        cached ONNX graph without torch when there is one (``query.py``), else a
+        ``FeatureExtractor``, which also caches the graph for the next search."""
         if self._extractor is None:
-            from .query import embedder_for
+            from .encoders import query_encoder
 
-            self._extractor = embedder_for(self.store.provenance)
+            self._extractor = query_encoder(self.store.provenance)
         return self._extractor
 
     def search_vectors(self, queries: np.ndarray, k: int = 10,
@@ -104,9 +103,10 @@ class StoreSearcher:
             out.append(hits)
         return out
 
-    def search_images(self, images: Sequence[ImageSource], k: int = 10,
+    def search_inputs(self, inputs: Sequence, k: int = 10,
                       where: dict[str, str] | None = None) -> list[list[Hit]]:
-        emb = self.extractor().embed(images)
+        """Queries of the store's modality: image sources, or texts."""
+        emb = self.extractor().embed(inputs)
         return self.search_vectors(emb.vectors, k, where)
 
     def search_ids(self, ids: Sequence[int], k: int = 10,

@@ -91,7 +91,7 @@ def test_bad_sources_are_clear_errors(tmp_path):
         scan_source(tmp_path / "missing")
     bad = tmp_path / "bad.csv"
     bad.write_text("file,label\nx.png,a\n")
-    with pytest.raises(InvalidInputError, match="'path' column"):
+    with pytest.raises(InvalidInputError, match="'path' or a 'text' column"):
         scan_source(bad)
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidInputError, match="holds no files"):

@@ -110,7 +110,7 @@ def test_a_second_search_by_image_starts_without_torch(photos, tmp_path, monkeyp
     build_store_index(EmbeddingStore.open(tmp_path / "s"), "default", "auto", 0.95, 4 << 30,
                       "auto", progress=False)
     searcher = StoreSearcher(tmp_path / "s")  # the first search: torch, and it fills the cache
-    a = searcher.search_images([photos["coffee"]], 4)[0]
+    a = searcher.search_inputs([photos["coffee"]], 4)[0]
     assert isinstance(searcher.extractor(), FeatureExtractor)
     second, modules = run_importtime("search", tmp_path / "s", "--image", photos["coffee"],
                                      "-k", "4", "--json")

@@ -23,7 +23,7 @@ def test_neighbour_labels_agree_with_the_query(fmnist_store):
 def test_a_training_image_finds_itself_first(fmnist_store):
     s = StoreSearcher(fmnist_store)
     row = next(r for r in fmnist_store.metadata() if r["split"] == "train" and r["label"] == "bag")
-    hits = s.search_images([row["path"]], k=10)[0]
+    hits = s.search_inputs([row["path"]], k=10)[0]
     assert hits[0].id == row["id"] and abs(hits[0].score - 1.0) < 1e-4
     assert sum(h.label == "bag" for h in hits) >= 7
 

@@ -1,4 +1,4 @@
-"""Images → a trained head's answers: label, probability, top-k, out-of-distribution score,
+"""Images or texts → a trained head's answers: label, probability, top-k, out-of-distribution score,
 and ``unknown`` when the head is not sure enough."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 
 from embedsvc.embeddings import Embeddings
 from embedsvc.errors import InvalidInputError
-from embedsvc.query import QUERY_MAX, QueryEmbedder, embedder_for
-from embedsvc.images import ImageSource
+from embedsvc.encoders import query_encoder
+from embedsvc.query import QUERY_MAX, QueryEmbedder
 
 from .artifact import Head
 
@@ -55,7 +55,8 @@ def classify_embeddings(head: Head, emb: Embeddings, top: int = 5,
 
 
 class HeadClassifier:
-    """A saved head plus the backbone its features come from, ready for images."""
+    """A saved head plus the encoder its features come from, ready for its inputs (images or
+    texts, as its provenance says)."""
 
     def __init__(self, head: Head | str | os.PathLike, device: str = "auto"):
         self.head = head if isinstance(head, Head) else Head.load(head)
@@ -67,10 +68,10 @@ class HeadClassifier:
         there is one (``embedsvc/query.py``: a one-shot ``classify`` starts in a second)."""
         if self._extractor is None or (images > QUERY_MAX and
                                        isinstance(self._extractor, QueryEmbedder)):
-            self._extractor = embedder_for(self.head.provenance, self.device, images)
+            self._extractor = query_encoder(self.head.provenance, self.device, images)
         return self._extractor
 
-    def classify(self, images: Sequence[ImageSource], ids: Sequence[str] | None = None,
+    def classify(self, images: Sequence, ids: Sequence[str] | None = None,
                  top: int = 5, abstain_below: float | None = None,
                  skip_bad: bool = False, max_ood: float | None = None,
                  ) -> tuple[list[Classification], Embeddings]:

@@ -90,7 +90,7 @@ class OODReference:
         n = len(self.calibration)
         if (1 - threshold) * n >= 1:
             return None
-        return (f"the OOD score was calibrated on {n} training images (steps of {1 / n:.3f}); "
+        return (f"the OOD score was calibrated on {n} training examples (steps of {1 / n:.3f}); "
                 f"a threshold of {threshold:g} lies beyond every one of them, so whether an "
                 f"image passes it rests on the fitted tail (label more images for a counted "
                 f"threshold)")

@@ -200,8 +200,8 @@ def learning_curve(Xtr, ytr, Xev, yev, config: TrainHeadConfig, progress: bool) 
 
 def ood_summary(d: dict[str, Any]) -> str:
     """One line on what a head's OOD score can resolve (``OODReference.describe``)."""
-    return (f"distance to the {d['k']}th nearest training image, calibrated on "
-            f"{d['calibration']} training images ({d['calibrated']}): counted in steps of "
+    return (f"distance to the {d['k']}th nearest training example, calibrated on "
+            f"{d['calibration']} training examples ({d['calibrated']}): counted in steps of "
             f"{1 / d['calibration']:.3f} up to {d['tail_from']:.2f}, a fitted exponential tail above "
             f"(scale {d['tail_scale']:.3f}); default threshold {d['default_max_ood']:g}")
 

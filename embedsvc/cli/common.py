@@ -144,8 +144,8 @@ def in_range(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False)
 probability = in_range(0.0, 1.0)
 
 MAX_OOD_HELP = ("answer 'unknown' when the out-of-distribution score exceeds S, in [0, 1]; a "
-                "trained head's score is the fraction of held-out training images that look "
-                "more typical, so 0.99 abstains on ~1%% of in-distribution images")
+                "trained head's score is the fraction of held-out training examples that look "
+                "more typical, so 0.99 abstains on ~1%% of in-distribution inputs")
 
 
 def port(text: str) -> int:
@@ -225,6 +225,44 @@ def existing_images(paths: Sequence[str], skip_bad: bool) -> list[str]:
     if not kept:
         raise InputError("no image to work on")
     return kept
+
+
+def text_options(p: argparse.ArgumentParser, what: str = "texts") -> None:
+    """``--text TEXT`` (repeatable) and ``--texts FILE`` (one per line): the text twins of a
+    command's image arguments."""
+    p.add_argument("--text", action="append", metavar="TEXT", help=f"a text to {what} (repeat for more)")
+    p.add_argument("--texts", metavar="FILE", help=f"a UTF-8 file of texts to {what}, one per line "
+                                                   f"(blank lines skipped; '-' reads stdin)")
+
+
+def inputs_given(args: argparse.Namespace, image_attr: str = "images") -> tuple[list, list[str], str]:
+    """(inputs, ids, modality) from a command's image arguments or its ``--text``/``--texts``,
+    exactly one kind. A text's id is the text itself (``--text``) or ``FILE:LINE``."""
+    images = getattr(args, image_attr, None) or []
+    images = [images] if isinstance(images, str) else list(images)
+    texts, ids = list(args.text or []), list(args.text or [])
+    if args.texts:
+        try:
+            content = sys.stdin.read() if args.texts == "-" else \
+                Path(args.texts).read_bytes().decode("utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot read {args.texts!r}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{args.texts!r} is not UTF-8 text (byte {exc.start})") from None
+        for n, line in enumerate(content.splitlines(), 1):
+            if line.strip():
+                texts.append(line)
+                ids.append(f"{args.texts}:{n}")
+        if not texts:
+            raise InputError(f"{args.texts!r} holds no text")
+    if images and texts:
+        raise UsageError("give images or texts (--text/--texts), not both")
+    if texts:
+        return texts, ids, "text"
+    if not images:
+        raise UsageError("give images, or texts with --text/--texts")
+    kept = existing_images(images, getattr(args, "skip_bad", False))
+    return kept, kept, "image"
 
 
 def refuse_existing(path: str | Path, what: str, overwrite: bool) -> None:

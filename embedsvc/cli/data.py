@@ -7,10 +7,11 @@ import argparse
 from pathlib import Path
 
 from ..backbones.registry import DEFAULT_BACKBONE
+from ..text.catalog import DEFAULT_TEXT_ENCODER
 from ..datasets.fetch import DATASETS
 from ..index.planner import KINDS, REFINES
 from . import output
-from .common import (EXIT_OK, byte_size, command, decode_option, device, existing_images, group,
+from .common import (EXIT_OK, byte_size, command, decode_option, device, group, inputs_given,
                      UsageError, in_range, non_negative_int, positive_int, runtime_option, warn)
 
 
@@ -40,9 +41,15 @@ def cmd_embed_dataset(args: argparse.Namespace) -> int:
             raise UsageError("--address and --actors are for --engine ray")
         r = embed_dataset(args.src, args.out, config, progress=not args.quiet,
                           stop_after_shards=args.max_shards)
-    print(f"{r.store}: added {r.added} vectors in {r.seconds:.1f} s ({r.images_per_s:.1f} img/s); "
-          f"{r.already_done} of {r.total_records} inputs were already done; "
+    print(f"{r.store}: added {r.added} vectors in {r.seconds:.1f} s ({r.images_per_s:.1f} "
+          f"{r.unit}/s); {r.already_done} of {r.total_records} inputs were already done; "
           f"skipped {len(r.skipped)} (listed in {r.store}/errors.jsonl)")
+    if r.truncated:
+        from ..wording import count
+
+        warn(f"{count(r.truncated, 'text')} longer than the encoder's token limit "
+             f"{'was' if r.truncated == 1 else 'were'} cut to fit (each row says 'truncated'; "
+             f"the store's manifest counts them)")
     for row in r.skipped[:10]:
         warn(f"skipped {row['path']!r}: {row['reason']}")
     if len(r.skipped) > 10:
@@ -135,25 +142,34 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from ..encoders import check_inputs
     from ..search import StoreSearcher
 
-    if args.image:
-        existing_images([args.image], skip_bad=False)
+    query = None
+    if args.image or args.text or args.texts:
+        inputs, _, modality = inputs_given(args, "image")
+        if len(inputs) != 1:
+            raise UsageError(f"search takes one query; got {len(inputs)}")
+        query = inputs[0]
     searcher = StoreSearcher(args.store, args.index)
+    if query is not None:
+        check_inputs(modality, searcher.store.provenance, f"store {args.store!r}")
     if searcher.unindexed:
         warn(f"index '{args.index}' was built before the last {searcher.unindexed} rows were added; "
              f"they were searched exactly (run 'embedsvc index update {args.store}')")
     where = {"label": args.label, "split": args.split, "domain": args.domain}
-    if args.image:
-        hits = searcher.search_images([args.image], args.k, where)[0]
+    if query is not None:
+        hits = searcher.search_inputs([query], args.k, where)[0]
     else:
         hits = searcher.search_ids([args.id], args.k, where)[0]
     if args.json:
         output.print_json([output.hit(h.id, h.score, h.metadata) for h in hits])
         return EXIT_OK
-    print(f"{'RANK':>4}  {'ID':>7}  {'SCORE':>6}  {'LABEL':<14}  PATH")
+    what = "TEXT" if searcher.store.provenance.get("modality") == "text" else "PATH"
+    print(f"{'RANK':>4}  {'ID':>7}  {'SCORE':>6}  {'LABEL':<14}  {what}")
     for rank, h in enumerate(hits, 1):
-        print(f"{rank:>4}  {h.id:>7}  {h.score:6.3f}  {str(h.label):<14}  {h.path}")
+        shown = output.short(h.metadata["text"], 80) if what == "TEXT" else h.path
+        print(f"{rank:>4}  {h.id:>7}  {h.score:6.3f}  {str(h.label):<14}  {shown}")
     return EXIT_OK
 
 
@@ -175,12 +191,15 @@ def register(sub) -> None:
 
     p = command(sub, "embed-dataset", "embed a dataset into a resumable embedding store",
                 ["embedsvc embed-dataset data/digits --out stores/digits",
+                 "embedsvc embed-dataset data/movies/manifest.jsonl --out stores/movies",
                  "embedsvc embed-dataset photos.csv --out stores/photos --float16 --dedup",
                  "embedsvc embed-dataset big.csv --out stores/big --engine ray --address auto"],
                 cmd_embed_dataset)
-    p.add_argument("src", help="class-folder tree, flat folder, or .csv/.jsonl manifest")
+    p.add_argument("src", help="class-folder tree, flat folder, or .csv/.jsonl manifest (a "
+                                "'text' column, or .txt files, for text)")
     p.add_argument("--out", "-o", required=True, help="store folder (created, or resumed/appended)")
-    p.add_argument("--backbone", "-b", default=DEFAULT_BACKBONE, help="backbone name")
+    p.add_argument("--backbone", "-b", help=f"encoder name (default: {DEFAULT_BACKBONE} for "
+                                            f"images, {DEFAULT_TEXT_ENCODER} for text)")
     p.add_argument("--weights", metavar="PATH", help="weight file instead of the packaged weights")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
     p.add_argument("--workers", type=non_negative_int, default=None,
@@ -189,8 +208,8 @@ def register(sub) -> None:
     p.add_argument("--float16", action="store_true", help="store vectors as float16 (half the disk)")
     p.add_argument("--dedup", action="store_true", help="skip files whose bytes are already stored")
     p.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--tap", default="pre_logits",
-                   help="which features: pre_logits, or early / middle / late stage features")
+    p.add_argument("--tap", help="which features: pre_logits (images) or embedding (text), the "
+                                 "default; or an earlier layer's (see 'embedsvc models')")
     decode_option(p)
     runtime_option(p)
     p.add_argument("--max-shards", type=positive_int, help="stop after N shards (resume later)")
@@ -240,12 +259,15 @@ def register(sub) -> None:
     c.add_argument("--name", required=True, help="the new index (collection) name")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = command(sub, "search", "nearest neighbours in a store, by image or by row",
+    p = command(sub, "search", "nearest neighbours in a store, by image, by text or by row",
                 ["embedsvc search stores/digits --image query.png -k 5",
+                 "embedsvc search stores/movies --text 'a slow, beautiful film' -k 5",
                  "embedsvc search stores/digits --id 42 --label 7 --json"], cmd_search)
     p.add_argument("store", help="embedding store folder")
     q = p.add_mutually_exclusive_group(required=True)
     q.add_argument("--image", help="query image file")
+    q.add_argument("--text", action="append", metavar="TEXT", help="query text")
+    q.add_argument("--texts", metavar="FILE", help="a file holding one query line")
     q.add_argument("--id", type=non_negative_int, help="query with the vector of store row N")
     p.add_argument("-k", type=positive_int, default=10, help="neighbours to return")
     p.add_argument("--index", default="default", help="index name")

@@ -9,7 +9,7 @@ from classifiers.heads import KIND_NAMES
 
 from ..wording import count
 from . import output
-from .common import (EXIT_ERROR, EXIT_OK, MAX_OOD_HELP, UsageError, command, device, err, existing_images,
+from .common import (EXIT_ERROR, EXIT_OK, MAX_OOD_HELP, UsageError, command, device, err, existing_images, inputs_given, text_options,
                      non_negative_int, positive_int, probability, refuse_existing, warn)
 
 
@@ -55,13 +55,15 @@ def register_head(head_dir: str | Path, data_dir: str, name: str) -> None:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from classifiers.heads.classify import HeadClassifier
+    from ..encoders import check_inputs
 
-    images = existing_images(args.images, args.skip_bad)
+    inputs, ids, modality = inputs_given(args)
     clf = HeadClassifier(args.head, device=args.device)
+    check_inputs(modality, clf.head.provenance, f"head {args.head!r}")
     if args.max_ood is not None and clf.head.ood is not None:
         if note := clf.head.ood.resolution_note(args.max_ood):
             warn(note)
-    results, emb = clf.classify(images, ids=images, top=args.top,
+    results, emb = clf.classify(inputs, ids=ids, top=args.top,
                                 abstain_below=args.abstain_below, skip_bad=args.skip_bad,
                                 max_ood=args.max_ood)
     for item, reason in emb.skipped:
@@ -75,7 +77,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         return EXIT_OK
     for r in results:
         tops = ", ".join(f"{l} {p:.1%}" for l, p in r.top)
-        print(f"{r.id}\t{r.label}\t{r.probability:.3f}\tood={r.ood_score:.3f}\t[{tops}]")
+        print(f"{output.short(r.id)}\t{r.label}\t{r.probability:.3f}\tood={r.ood_score:.3f}\t[{tops}]")
     return EXIT_OK
 
 
@@ -109,12 +111,15 @@ def register(sub) -> None:
                    help="also install the head into a server's data dir (heads/<name of --out>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = command(sub, "classify", "classify images with a trained head",
+    p = command(sub, "classify", "classify images or texts with a trained head",
                 ["embedsvc classify x.png --head heads/digits",
+                 "embedsvc classify --text 'a gripping, beautiful film' --head heads/movies",
+                 "embedsvc classify --texts reviews.txt --head heads/movies --json",
                  "embedsvc classify *.png --head heads/digits --abstain-below 0.5 --json",
                  "embedsvc classify *.jpg --head heads/fmnist --max-ood 0.99"],
                 cmd_classify)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files (for a head on images)")
+    text_options(p, "classify (for a head on text)")
     p.add_argument("--head", required=True, help="head folder (from train-head)")
     p.add_argument("--top", type=positive_int, default=5, help="labels per image")
     p.add_argument("--abstain-below", type=probability, metavar="P",

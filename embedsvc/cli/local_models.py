@@ -5,30 +5,40 @@ import argparse
 import sys
 
 from ..backbones.registry import DEFAULT_BACKBONE
+from ..text.catalog import DEFAULT_TEXT_ENCODER
+from ..wording import count
 from . import output
 from .common import (EXIT_ERROR, EXIT_OK, command, decode_option, device, err, existing_images,
-                     in_range, positive_int, runtime_option, warn)
+                     in_range, inputs_given, positive_int, runtime_option, text_options, warn)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from ..backbones import list_backbones
+    from ..encoders import DEFAULTS, listing
 
     rows = [output.model(e.name, e.library, e.dim, e.input_size, e.weights_status(), e.description,
-                         e.name == DEFAULT_BACKBONE, family=e.family) for e in list_backbones()]
+                         e.name == DEFAULTS[modality], family=e.family, modality=modality)
+            for modality, e in listing()]
     if args.json:
         output.print_json(rows)
         return EXIT_OK
-    # models first; families are name patterns, listed apart under their own heading
+    # models first; families are name patterns, listed apart under their own heading. INPUT is
+    # an image's side in pixels, a text's longest input in tokens.
     ordered = [r for r in rows if not r["family"]] + [r for r in rows if r["family"]]
-    table = [("NAME", "LIBRARY", "DIM", "INPUT", "WEIGHTS", "DESCRIPTION")] + [
-        (r["name"] + (" (default)" if r["default"] else ""), r["library"], str(r["dim"] or "-"),
-         str(r["input_size"] or "-"), r["weights"], r["description"]) for r in ordered]
+    table = [("NAME", "MODALITY", "LIBRARY", "DIM", "INPUT", "WEIGHTS", "DESCRIPTION")] + [
+        (r["name"] + (" (default)" if r["default"] else ""), r["modality"], r["library"],
+         str(r["dim"] or "-"), _input(r), r["weights"], r["description"]) for r in ordered]
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
     for n, r in enumerate(table):
         if n and ordered[n - 1]["family"] and not ordered[n - 2]["family"]:
             print("families (a model name in place of <model>):")
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
     return EXIT_OK
+
+
+def _input(row: dict) -> str:
+    if not row["input_size"]:
+        return "-"
+    return f"{row['input_size']} tok" if row["modality"] == "text" else f"{row['input_size']} px"
 
 
 def extractor(args: argparse.Namespace, normalize: bool, tap: str):
@@ -48,10 +58,22 @@ def report_skipped(emb) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    images = existing_images(args.images, args.skip_bad)
-    _, fe = extractor(args, normalize=not args.no_normalize, tap=args.tap)
-    emb = fe.embed(images, ids=images, skip_bad=args.skip_bad, progress=args.progress)
+    from ..encoders import DEFAULTS, EncodeOptions, check_inputs, modality_of_name, open_encoder
+
+    inputs, ids, modality = inputs_given(args)
+    name = args.backbone or DEFAULTS[modality]
+    check_inputs(modality, {"modality": modality_of_name(name), "backbone": name},
+                 f"encoder {name!r}")
+    fe = open_encoder(name, args.weights, EncodeOptions(
+        tap=args.tap, normalize=not args.no_normalize, batch_size=args.batch_size,
+        device=args.device, decode=args.decode, runtime=args.runtime))
+    emb = fe.embed(inputs, ids=ids, skip_bad=args.skip_bad, progress=args.progress)
     report_skipped(emb)
+    if emb.truncated:
+        n = len(emb.truncated)
+        warn(f"{count(n, 'text')} longer than {name}'s token limit ({fe.cfg.max_length}) "
+             f"{'was' if n == 1 else 'were'} cut to fit: "
+             + ", ".join(repr(output.short(t, 40)) for t in emb.truncated[:3]))
     if len(emb) == 0:
         err("no image could be embedded")
         return EXIT_ERROR
@@ -66,11 +88,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
         for id_, vec in zip(emb.ids, emb.vectors):
             head = " ".join(f"{v:+.4f}" for v in vec[:4])
-            print(f"{id_}\tdim={vec.shape[0]}\tnorm={np.linalg.norm(vec):.4f}\t[{head} ...]")
-    print(f"backbone={emb.provenance['backbone']} tap={emb.provenance['tap']} "
-          f"runtime={emb.provenance['runtime']} decode={emb.provenance['decode']} "
-          f"device={fe.plan.describe()} weights_sha256={emb.provenance['weights_sha256'][:12]}",
-          file=sys.stderr)
+            print(f"{output.short(id_)}\tdim={vec.shape[0]}\tnorm={np.linalg.norm(vec):.4f}\t[{head} ...]")
+    p = emb.provenance
+    how = (f"runtime={p['runtime']} decode={p['decode']}" if modality == "image" else
+           f"max_length={p['max_length']} pooling={p['pooling']}")
+    print(f"backbone={p['backbone']} tap={p['tap']} {how} device={fe.plan.describe()} "
+          f"weights_sha256={p['weights_sha256'][:12]}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -126,10 +149,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
-    p.add_argument("--backbone", "-b", default=DEFAULT_BACKBONE,
-                   help="backbone name (see 'embedsvc models')")
+def model_options(p: argparse.ArgumentParser, texts: bool = False) -> None:
+    if texts:
+        p.add_argument("images", nargs="*", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
+        text_options(p, "embed")
+        p.add_argument("--backbone", "-b", help=f"encoder name (see 'embedsvc models'; default "
+                                                f"{DEFAULT_BACKBONE} for images, "
+                                                f"{DEFAULT_TEXT_ENCODER} for text)")
+    else:
+        p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
+        p.add_argument("--backbone", "-b", default=DEFAULT_BACKBONE,
+                       help="backbone name (see 'embedsvc models')")
     p.add_argument("--weights", metavar="PATH",
                    help="weight file for the backbone instead of its packaged weights")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
@@ -146,16 +176,18 @@ def register(sub) -> None:
                 ["embedsvc models", "embedsvc models --json"], cmd_models)
     p.add_argument("--json", action="store_true", help="print JSON (numbers as numbers)")
 
-    p = command(sub, "embed", "embed images into L2-normalised vectors",
+    p = command(sub, "embed", "embed images or texts into L2-normalised vectors",
                 ["embedsvc embed cat.jpg dog.jpg", "embedsvc embed *.jpg --out vectors.npy",
-                 "embedsvc embed cat.jpg --tap middle --json"], cmd_embed)
-    model_options(p)
+                 "embedsvc embed cat.jpg --tap middle --json",
+                 "embedsvc embed --text 'a fine film' --text 'a dull one'",
+                 "embedsvc embed --texts reviews.txt --out reviews.npy"], cmd_embed)
+    model_options(p, texts=True)
     out = p.add_mutually_exclusive_group()
     out.add_argument("--out", "-o", metavar="FILE.npy",
                      help="write the vectors (ids and provenance in FILE.npy.json)")
     out.add_argument("--json", action="store_true", help="print the vectors as JSON")
-    p.add_argument("--tap", default="pre_logits",
-                   help="which features: pre_logits, or early / middle / late stage features")
+    p.add_argument("--tap", help="which features: pre_logits (images) or embedding (text), the "
+                                 "default; early / middle / late stages, or blockN for text")
     p.add_argument("--no-normalize", action="store_true", help="keep raw (un-normalised) vectors")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
 

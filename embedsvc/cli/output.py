@@ -41,14 +41,21 @@ def embedding(id: str, vector: Sequence[float]) -> dict[str, Any]:
 
 def model(name: str, library: str, dim: int | None, input_size: int | None, weights: str,
           description: str, default: bool, loaded: bool | None = None,
-          family: bool = False) -> dict[str, Any]:
+          family: bool = False, modality: str = "image") -> dict[str, Any]:
     """``models`` / ``client models`` (``loaded`` only from a server); a family is a name
     pattern (``timm:<model>``), not a model."""
-    row = {"name": name, "library": library, "dim": dim or None, "input_size": input_size or None,
+    row = {"name": name, "modality": modality, "library": library, "dim": dim or None,
+           "input_size": input_size or None,
            "weights": weights, "default": default, "description": description, "family": family}
     if loaded is not None:
         row["loaded"] = loaded
     return row
+
+
+def short(text: str, width: int = 60) -> str:
+    """An id or text for a table cell: one line, at most ``width`` characters."""
+    one = " ".join(str(text).split())
+    return one if len(one) <= width else one[:width - 1] + "…"
 
 
 def size(n: int) -> str:

@@ -16,6 +16,7 @@ from ..errors import InvalidInputError
 MAX_KEYS = 64
 MAX_KEY_BYTES = 256
 MAX_VALUE_BYTES = 4096  # PATH_MAX on Linux: a path value fits
+MAX_STORED_TEXT_BYTES = 400_000  # an upserted text kept as its ``text`` (100,000 characters)
 MAX_PATH_COMPONENT_BYTES = 255  # NAME_MAX: a longer component is ENAMETOOLONG on every read
 MAX_PATH_DEPTH = 64
 MAX_TEXT_ID_BYTES = 256  # an image's id in embed / classify, echoed back
@@ -49,7 +50,7 @@ def valid_metadata(metadata: Any, item: str) -> dict[str, str]:
     for key, value in metadata.items():
         valid_text(key, f"item {item}: a metadata key", MAX_KEY_BYTES)
         field = f"item {item}: metadata {key!r}"
-        valid_text(value, field, MAX_VALUE_BYTES)
+        valid_text(value, field, MAX_STORED_TEXT_BYTES if key == "text" else MAX_VALUE_BYTES)
         if key == "path":
             parts = value.split("/")
             if len(parts) > MAX_PATH_DEPTH:

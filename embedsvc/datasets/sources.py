@@ -1,4 +1,4 @@
-"""Where images come from: a class-folder tree, a flat folder, or a CSV / JSONL manifest.
+"""Where images and texts come from: a class-folder tree, a flat folder, or a CSV / JSONL manifest.
 
 Every source becomes the same ordered list of ``Record``s, so embedding, training and fine-tuning
 read data one way.
@@ -7,7 +7,10 @@ read data one way.
 - ``root/<split>/<label>/<file>``               when every top folder is a split name
 - ``root/<file>``                               flat: no labels
 - ``manifest.csv`` / ``manifest.jsonl``         columns path,label,split,domain (path required;
-                                                relative paths are relative to the manifest)
+                                                relative paths are relative to the manifest), or
+                                                text,label,split,domain: the text itself
+A text is a ``text`` cell, or a ``.txt`` file (UTF-8) in any layout above. Which encoder reads
+the records is decided by ``encoders.modality_of_records``.
 """
 from __future__ import annotations
 
@@ -20,23 +23,26 @@ from pathlib import Path
 from ..errors import InvalidInputError, NotFoundError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+TEXT_SUFFIXES = {".txt"}
 SPLIT_NAMES = {"train", "test", "val", "valid", "validation"}
 MANIFEST_COLUMNS = ("path", "label", "split", "domain")
+TEXT_COLUMN = "text"
 
 
 @dataclass(frozen=True)
 class Record:
-    path: str  # absolute
+    path: str  # absolute; a manifest's text row: MANIFEST#LINE (what makes a run resumable)
     label: str | None = None
     split: str | None = None
     domain: str | None = None
+    text: str | None = None  # a manifest's text cell (a .txt file is read when embedded)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+def _is_input_name(name: str) -> bool:
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES | TEXT_SUFFIXES
 
 
 def _files(folder: Path) -> list[Path]:
@@ -59,12 +65,12 @@ def _class_folders(root: Path, split: str | None) -> list[Record]:
 
 def scan_folder(root: Path) -> list[Record]:
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    loose = [p for p in sorted(root.iterdir()) if p.is_file() and _is_image_name(p.name)]
+    loose = [p for p in sorted(root.iterdir()) if p.is_file() and _is_input_name(p.name)]
     if not subdirs:
         return [Record(str(p.resolve())) for p in loose]
     if loose:
         raise InvalidInputError(
-            f"{root} mixes image files and class folders; use one layout or a manifest"
+            f"{root} mixes input files and class folders; use one layout or a manifest"
         )
     if all(d.name.lower() in SPLIT_NAMES for d in subdirs):
         return [r for d in subdirs for r in _class_folders(d, d.name.lower())]
@@ -84,22 +90,33 @@ def _manifest_rows(path: Path) -> list[dict]:
         return rows
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames is None or "path" not in reader.fieldnames:
-            raise InvalidInputError(f"{path}: a manifest needs a 'path' column; columns: "
-                                    f"{', '.join(MANIFEST_COLUMNS)}")
+        if reader.fieldnames is None or not {"path", TEXT_COLUMN} & set(reader.fieldnames):
+            raise InvalidInputError(f"{path}: a manifest needs a 'path' or a 'text' column; "
+                                    f"columns: {', '.join(MANIFEST_COLUMNS)}, {TEXT_COLUMN}")
         return list(reader)
 
 
 def scan_manifest(path: Path) -> list[Record]:
     records = []
     for n, row in enumerate(_manifest_rows(path), 1):
-        if not isinstance(row, dict) or not row.get("path"):
-            raise InvalidInputError(f"{path}: row {n} has no 'path'")
-        p = Path(row["path"])
-        if not p.is_absolute():
-            p = path.parent / p
-        records.append(Record(str(p.resolve()), *(row.get(k) or None for k in MANIFEST_COLUMNS[1:])))
+        if not isinstance(row, dict) or not (row.get("path") or isinstance(row.get(TEXT_COLUMN), str)):
+            raise InvalidInputError(f"{path}: row {n} has neither a 'path' nor a 'text'")
+        text = row.get(TEXT_COLUMN)
+        if text is not None and not isinstance(text, str):
+            raise InvalidInputError(f"{path}: row {n}: 'text' must be a string, got "
+                                    f"{type(text).__name__}")
+        if row.get("path"):
+            p = Path(row["path"])
+            name = str((p if p.is_absolute() else path.parent / p).resolve())
+        else:
+            name = f"{path.resolve()}#{n}"
+        records.append(Record(name, *(_cell(row.get(k)) for k in MANIFEST_COLUMNS[1:]), text))
     return records
+
+
+def _cell(value) -> str | None:
+    """A label, split or domain as text (JSONL may hold numbers: digits' label 7)."""
+    return None if value in (None, "") else str(value)
 
 
 def is_store(path: str | os.PathLike) -> bool:
@@ -117,8 +134,8 @@ def scan_source(src: str | os.PathLike) -> list[Record]:
         if is_store(path):
             # its folders (shards/, indexes/) are not classes; its vectors are already made
             raise InvalidInputError(
-                f"{str(path)!r} is an embedding store, not images; give the image folder or "
-                f"manifest it was made from")
+                f"{str(path)!r} is an embedding store, not images or texts; give the folder "
+                f"or manifest it was made from")
         records = scan_folder(path)
     elif path.suffix.lower() in (".csv", ".jsonl"):
         records = scan_manifest(path)

@@ -1,9 +1,12 @@
 """Dynamic batching across concurrent requests, as Triton does it.
 
-Requests put single preprocessed images on a bounded queue; one worker thread per model takes
-the first waiting image, then keeps collecting until ``max_batch_size`` images or
-``max_queue_delay_ms`` have passed, drops those whose deadline has expired, and runs them as
-one batch. A full queue is refused at once (ResourceExhaustedError) instead of growing.
+Requests put single prepared inputs (an image's tensor, a text's tokens) on a bounded queue; one
+worker thread per model takes the first waiting input, then keeps collecting until
+``max_batch_size`` inputs, ``max_batch_tokens`` (the batch's cost padded to its costliest input:
+tokens for text, 1 per image), or ``max_queue_delay_ms`` have passed, drops those whose deadline
+has expired, and runs them as one batch (``collate``, then ``run_batch``). An input that does
+not fit the batch being formed opens the next one. A full queue is refused at once
+(ResourceExhaustedError) instead of growing. The batcher knows nothing of modality.
 """
 from __future__ import annotations
 
@@ -13,10 +16,9 @@ import time
 from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from ..errors import DeadlineExceededError, ResourceExhaustedError, UnavailableError
 from .config import BatchingConfig
@@ -24,16 +26,19 @@ from .config import BatchingConfig
 
 @dataclass
 class _Item:
-    tensor: torch.Tensor
+    prepared: Any
+    cost: int
     deadline: float | None  # time.monotonic() value
     future: Future
     enqueued: float
 
 
 class DynamicBatcher:
-    def __init__(self, run_batch: Callable[[torch.Tensor], np.ndarray], config: BatchingConfig,
-                 name: str = "model", on_batch: Callable[[str, int], None] | None = None):
+    def __init__(self, run_batch: Callable[[Any], np.ndarray], config: BatchingConfig,
+                 name: str = "model", on_batch: Callable[[str, int], None] | None = None,
+                 collate: Callable[[Sequence[Any]], Any] | None = None):
         self.run_batch = run_batch
+        self.collate = collate or _stack
         self.on_batch = on_batch
         self.config = config
         self.name = name
@@ -46,8 +51,8 @@ class DynamicBatcher:
         self._thread.start()
 
     # -- client side ------------------------------------------------------------------------------
-    def submit(self, tensor: torch.Tensor, deadline: float | None = None) -> Future:
-        item = _Item(tensor, deadline, Future(), time.monotonic())
+    def submit(self, prepared: Any, deadline: float | None = None, cost: int = 1) -> Future:
+        item = _Item(prepared, cost, deadline, Future(), time.monotonic())
         try:
             with self._lock:  # closed and put together: nothing lands behind the stop marker
                 if self._closed:
@@ -55,7 +60,7 @@ class DynamicBatcher:
                 self._queue.put_nowait(item)
         except queue.Full:
             raise ResourceExhaustedError(
-                f"{self.name}: {self.config.max_queue_size} images already queued; retry later"
+                f"{self.name}: {self.config.max_queue_size} inputs already queued; retry later"
             ) from None
         return item.future
 
@@ -82,8 +87,10 @@ class DynamicBatcher:
         self._thread.join(timeout)
 
     # -- worker side ------------------------------------------------------------------------------
-    def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
-        batch, stop = [first], False
+    def _collect(self, first: _Item) -> tuple[list[_Item], bool, _Item | None]:
+        """A batch starting with ``first``; whether the stop marker came; and the input that
+        did not fit the token budget (it starts the next batch)."""
+        batch, stop, widest = [first], False, first.cost
         until = time.monotonic() + self.config.max_queue_delay_ms / 1000.0
         while len(batch) < self.config.max_batch_size:
             remaining = until - time.monotonic()
@@ -94,15 +101,20 @@ class DynamicBatcher:
             if item is None:
                 stop = True
                 break
+            # padded to its costliest input, the batch would cost (n + 1) * widest
+            if (len(batch) + 1) * max(widest, item.cost) > self.config.max_batch_tokens:
+                return batch, stop, item
             batch.append(item)
-        return batch, stop
+            widest = max(widest, item.cost)
+        return batch, stop, None
 
     def _loop(self) -> None:
+        carried = None
         while True:
-            first = self._queue.get()
+            first = carried or self._queue.get()
             if first is None:
                 return
-            batch, stop = self._collect(first)
+            batch, stop, carried = self._collect(first)
             now = time.monotonic()
             live = []
             for item in batch:
@@ -118,12 +130,14 @@ class DynamicBatcher:
                     live.append(item)
             if live:
                 self._run(live)
-            if stop:
+            if stop and carried is None:
                 return
+            if stop:  # the marker came after the carried input: run it, then stop
+                self._queue.put(None)
 
     def _run(self, items: list[_Item]) -> None:
         try:
-            out = self.run_batch(torch.stack([i.tensor for i in items]))
+            out = self.run_batch(self.collate([i.prepared for i in items]))
         except Exception as exc:  # the batch fails, the worker lives on
             for i in items:
                 i.future.set_exception(exc)
@@ -134,3 +148,9 @@ class DynamicBatcher:
             self.on_batch(self.name, len(items))
         for i, row in zip(items, out):
             i.future.set_result(row)
+
+
+def _stack(tensors: Sequence[Any]):
+    import torch
+
+    return torch.stack(list(tensors))

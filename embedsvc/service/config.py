@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backbones.registry import DEFAULT_BACKBONE
+from ..text.catalog import DEFAULT_TEXT_ENCODER
 from ..collection.settings import CollectionSettings
 from ..errors import InvalidInputError
 from ..backbones.config import DEFAULT_DECODE, check_decode
@@ -47,6 +48,10 @@ LIMITS = {
     "max_items_per_request": "items in one upsert or ids in one delete (413 beyond, before "
                              "the body is parsed)",
     "max_images_per_request": "images in one embed / classify / upsert",
+    "max_texts_per_request": "texts in one embed / classify / upsert",
+    "max_chars_per_text": "characters of one text (refused beyond, not cut)",
+    "max_tokens_per_request": "tokens of one request's texts, each after truncation at its "
+                              "encoder's limit",
     "max_streams": "open EmbedStream calls",
 }
 
@@ -57,9 +62,13 @@ class BatchingConfig:
     max_batch_size: int = 32
     max_queue_delay_ms: float = 5.0
     max_queue_size: int = 1024
+    # a text batch also stops growing before its tokens (padded to its longest text) pass this,
+    # as TEI's --max-batch-tokens: a batch of long texts costs what its padded tokens cost
+    max_batch_tokens: int = 16384
 
     def __post_init__(self) -> None:
-        for name, low in (("max_batch_size", 1), ("max_queue_delay_ms", 0), ("max_queue_size", 1)):
+        for name, low in (("max_batch_size", 1), ("max_queue_delay_ms", 0), ("max_queue_size", 1),
+                          ("max_batch_tokens", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low \
                     or (name != "max_queue_delay_ms" and not isinstance(value, int)):
@@ -73,6 +82,7 @@ class ServeConfig:
     port: int = 50051  # 0: pick a free port (tests)
     data_dir: str = "embedsvc-data"  # heads/, indexes/ and backbones/ (fine-tuned runs) live here
     default_backbone: str = DEFAULT_BACKBONE
+    default_text_encoder: str = DEFAULT_TEXT_ENCODER  # for texts when a request names no model
     device: str = "auto"
     max_loaded_backbones: int = 2  # LRU: others are loaded on demand and evicted
     batching: BatchingConfig = field(default_factory=BatchingConfig)
@@ -82,6 +92,9 @@ class ServeConfig:
     runtime: str = DEFAULT_RUNTIME  # runtimes.RUNTIMES; per backbone in [runtimes]
     runtimes: dict = field(default_factory=dict)  # backbone name → runtime
     max_images_per_request: int = 64
+    max_texts_per_request: int = 2048  # OpenAI's limit on inputs per embeddings request
+    max_chars_per_text: int = 100_000
+    max_tokens_per_request: int = 300_000  # OpenAI's limit on tokens per embeddings request
     max_bytes_per_image: int = 16 << 20
     max_pixels_per_image: int = SERVER_MAX_PIXELS
     max_pixels_per_request: int = 256_000_000  # decoded pixels, summed from the headers first
@@ -120,6 +133,7 @@ class ServeConfig:
     def __post_init__(self) -> None:
         _check_types(self)
         for name in ("max_loaded_backbones", "decode_workers", "max_images_per_request",
+                     "max_texts_per_request", "max_chars_per_text", "max_tokens_per_request",
                      "max_bytes_per_image", "max_pixels_per_image", "max_pixels_per_request",
                      "max_message_bytes", "max_concurrent_requests", "max_inflight_bytes",
                      "max_streams", "max_connections", "max_header_bytes",
@@ -157,6 +171,10 @@ class ServeConfig:
                                             f"listener needs a port of its own")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InvalidInputError("TLS needs both tls_cert and tls_key")
+
+    def default_for(self, modality: str) -> str:
+        """The model a request of ``modality`` gets when it names none."""
+        return {"image": self.default_backbone, "text": self.default_text_encoder}[modality]
 
     def runtime_for(self, backbone: str) -> str:
         return self.runtimes.get(backbone, self.runtime)

@@ -9,6 +9,7 @@ and maps errors to status codes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from concurrent.futures import Executor, Future, TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -18,14 +19,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import __version__
-from ..backbones import list_backbones
 from ..backbones.base import PRE_LOGITS
 from ..collection.rows import unit_vectors, valid_ids
-from ..embeddings import Embeddings, check_compatible, check_weights
+from ..embeddings import Embeddings, check_compatible
+from ..encoders import check_encoder, listing, modality_of
 from ..collection.metadata import MAX_TEXT_ID_BYTES, readable, valid_text
 from ..errors import (DeadlineExceededError, FailedPreconditionError, InvalidInputError,
                       TooLargeError)
-from ..images import open_image
 from ..names import valid_name
 from .admission import Admission
 from .collections import Collections
@@ -34,6 +34,8 @@ from .datadir import DataDir
 from .drift import DriftMonitor, DriftReport
 from .gallery import Gallery, Thumbnails
 from .heads import IMAGENET_HEAD, HeadRegistry
+from .inputs import (Input, check_count, check_fit, check_inputs, check_tokens,
+                     modality_of_inputs)
 from .metrics import ServiceMetrics
 from .models import ModelPool
 from .replicas import FollowedCollections
@@ -120,57 +122,43 @@ class EmbeddingCore:
         return self.models.loaded()
 
     # -- embedding --------------------------------------------------------------------------------
-    def _check_count(self, n: int, what: str = "images") -> None:
-        if n == 0:
-            raise InvalidInputError(f"the request has no {what}")
-        if n > self.config.max_images_per_request:
-            raise InvalidInputError(f"{n} {what} in one request; the limit is "
-                                    f"{self.config.max_images_per_request}")
-
-    @staticmethod
-    def _check_ids(images: Sequence[tuple[str, bytes]]) -> None:
-        """Every image's id is echoed back: text every encoder takes."""
-        for n, (item_id, _) in enumerate(images):
-            valid_text(item_id, f"the id of image #{n}", MAX_TEXT_ID_BYTES)
-
-    def _check_images(self, images: Sequence[tuple[str, bytes]]) -> None:
-        """Ids, bytes and decoded pixels (from the headers) of every image, before any
-        decoding."""
-        c = self.config
-        pixels = 0
-        self._check_ids(images)
-        for item_id, data in images:
-            if len(data) > c.max_bytes_per_image:
-                raise InvalidInputError(f"image {item_id!r} is {len(data)} bytes; the limit is "
-                                        f"{c.max_bytes_per_image}")
-            w, h = open_image(data, item_id, c.max_pixels_per_image).size
-            pixels += w * h
-        if pixels > c.max_pixels_per_request:
-            raise InvalidInputError(f"the request's images hold {pixels} pixels; the limit per "
-                                    f"request is {c.max_pixels_per_request}")
-
-    def embed(self, images: Sequence[tuple[str, bytes]], backbone: str | None = None,
+    def embed(self, inputs: Sequence[Input], backbone: str | None = None,
               tap: str = "", normalize: bool = True, deadline: float | None = None,
               decoded: Callable[[str, Any], None] | None = None) -> tuple[Embeddings, Timing]:
-        """Check the request, decode every image (a bad one fails the request before any model
-        time), then queue them on the backbone's batcher and wait, until ``deadline`` at most.
-        ``decoded(id, image)`` sees each decoded image (an upsert's thumbnails)."""
+        """Check the request, prepare every input (decode an image, tokenise a text; a bad one
+        fails the request before any model time), then queue them on the model's batcher and
+        wait, until ``deadline`` at most. ``backbone`` None: the server's default for the
+        inputs' modality. ``decoded(id, image)`` sees each decoded image (an upsert's
+        thumbnails)."""
         t0 = time.perf_counter()
         deadline = deadline if deadline is not None else self.deadline(None)
-        self._check_count(len(images))
-        with self.models.lease(backbone) as runner:
-            tap = tap or PRE_LOGITS
+        modality = modality_of_inputs(inputs)
+        check_count(len(inputs), modality, self.config)
+        with self.models.lease(backbone or self.config.default_for(modality)) as runner:
+            enc = runner.encoder
+            check_fit(inputs, enc.modality, runner.name)
+            tap = tap or enc.default_tap
             batcher = runner.batcher(tap)
-            self._check_images(images)
-            tensors = [runner.extractor.prepare(
-                data, item_id, None if decoded is None else
-                lambda img, item_id=item_id: decoded(item_id, img))[0] for item_id, data in images]
+            check_inputs(inputs, self.config)
+            prepared = [self._prepare(enc, it, decoded) for it in inputs]
+            costs = [enc.cost(p) for p in prepared]  # tokens of a text, 1 per image
+            check_tokens(costs, self.config)
             t1 = time.perf_counter()
-            futures: list[Future] = [batcher.submit(t, deadline) for t in tensors]
+            futures: list[Future] = [batcher.submit(p, deadline, c) for p, c in zip(prepared, costs)]
             rows = [_result(f, deadline) for f in futures]
             t2 = time.perf_counter()
-            emb = runner.extractor.finish([i for i, _ in images], rows, tap, normalize)
+            emb = enc.finish([it.id for it in inputs], rows, tap, normalize)
+            notes = [enc.notes(p) for p in prepared]  # (tokens, truncated) of each input
+            emb = dataclasses.replace(emb, tokens=sum(t for t, _ in notes), truncated=tuple(
+                it.id for it, (_, cut) in zip(inputs, notes) if cut))
         return emb, Timing(1000 * (t1 - t0), 1000 * (t2 - t1), 1000 * (time.perf_counter() - t0))
+
+    @staticmethod
+    def _prepare(enc, it: Input, decoded: Callable[[str, Any], None] | None):
+        if it.image is None:
+            return enc.prepare(it.text, it.id)
+        seen = None if decoded is None else (lambda img, item_id=it.id: decoded(item_id, img))
+        return enc.prepare(it.image, it.id, seen)[0]
 
     # -- heads ------------------------------------------------------------------------------------
     def list_heads(self) -> list[dict[str, Any]]:
@@ -182,7 +170,7 @@ class EmbeddingCore:
                         "available": e.head is not None, "error": e.error})
         return out
 
-    def classify(self, images: Sequence[tuple[str, bytes]], head: str = IMAGENET_HEAD,
+    def classify(self, inputs: Sequence[Input], head: str = IMAGENET_HEAD,
                  top_k: int = 5, abstain_below: float | None = None,
                  deadline: float | None = None, max_ood: float | None = None):
         from classifiers.heads.classify import classify_embeddings
@@ -190,25 +178,30 @@ class EmbeddingCore:
 
         head = head or IMAGENET_HEAD
         top_k = top_k or 5
-        self._check_ids(images)
+        for n, it in enumerate(inputs):
+            valid_text(it.id, f"the id of input #{n}", MAX_TEXT_ID_BYTES)
         for name, value in (("abstain_below", abstain_below), ("max_ood_score", max_ood)):
             if value is not None and not 0.0 <= value <= 1.0:  # before the model runs
                 raise InvalidInputError(f"{name} must be in [0, 1], got {value}")
         if head == IMAGENET_HEAD:
             with self.models.lease() as runner:
-                h = ImageNetHead.from_backbone(runner.backbone)
-                emb, timing = self.embed(images, runner.backbone.name, PRE_LOGITS, False, deadline)
+                check_fit(inputs, runner.encoder.modality, f"{runner.name} (head {head!r})")
+                h = ImageNetHead.from_backbone(runner.encoder.backbone)
+                emb, timing = self.embed(inputs, runner.name, PRE_LOGITS, False, deadline)
         else:
             h = self.heads.get(head)
             with self.models.lease(h.provenance["backbone"]) as runner:
-                check_weights(runner.backbone.cfg, h.provenance, f"head {head!r}")
-                emb, timing = self.embed(images, runner.backbone.name, h.provenance["tap"],
+                check_encoder(runner.encoder, h.provenance, f"head {head!r}")
+                check_fit(inputs, runner.encoder.modality, f"{runner.name} (head {head!r})")
+                emb, timing = self.embed(inputs, runner.name, h.provenance["tap"],
                                          h.provenance["normalized"], deadline)
         answers = classify_embeddings(h, emb, min(top_k, len(h.classes)), abstain_below, max_ood)
         if head != IMAGENET_HEAD:
             self.drift_monitor.record(head, h, emb.vectors)
+        cut = set(emb.truncated)
         return [{"id": a.id, "label": a.label, "probability": a.probability, "top": list(a.top),
-                 "ood_score": a.ood_score, "abstained": bool(a.abstained)} for a in answers], timing
+                 "ood_score": a.ood_score, "abstained": bool(a.abstained),
+                 "truncated": a.id in cut} for a in answers], timing
 
     # -- indexes ----------------------------------------------------------------------------------
     def list_indexes(self) -> list[dict[str, Any]]:
@@ -219,16 +212,19 @@ class EmbeddingCore:
                         "count": c.count})
         return out
 
-    def search(self, index: str, image: tuple[str, bytes] | None = None,
+    def search(self, index: str, query: Input | None = None,
                vector: Sequence[float] | None = None, k: int = 10,
                where: dict[str, str] | None = None, deadline: float | None = None):
         coll = self.collections.get(index)
-        if (image is None) == (vector is None):
-            raise InvalidInputError("a search needs exactly one of image or vector")
+        if (query is None) == (vector is None):
+            raise InvalidInputError("a search needs exactly one of image, text or vector")
         if not 1 <= (k or 10) <= 10_000:
             raise InvalidInputError(f"k must be in [1, 10000], got {k}")
-        if image is not None:
-            emb, _ = self.embed([image], coll.binding["backbone"], PRE_LOGITS, True, deadline)
+        if query is not None:
+            check_fit([query], modality_of(coll.binding), f"{coll.binding['backbone']} (index "
+                                                          f"{index!r})")
+            emb, _ = self.embed([query], coll.binding["backbone"], coll.binding.get("tap") or "",
+                                True, deadline)
             check_compatible(coll.binding, emb.provenance, f"index {index!r}")
             q = emb.vectors
         else:
@@ -237,39 +233,49 @@ class EmbeddingCore:
 
     def upsert(self, index: str, items: Sequence[dict[str, Any]],
                deadline: float | None = None) -> tuple[list[int], int]:
-        """Items: {"id": int | None, "image": bytes | None, "vector": list | None, "metadata"}.
-        Everything is validated and embedded before anything is written; returns the ids used
-        (assigned where an item has none) and the collection's new count."""
+        """Items: {"id": int | None, "image": bytes | None, "text": str | None,
+        "vector": list | None, "metadata"}. Everything is validated and embedded before anything
+        is written; returns the ids used (assigned where an item has none) and the collection's
+        new count. A text is kept as the item's ``text`` metadata (returned with hits); an
+        image, as a thumbnail."""
         self._check_writable()
-        self._check_count(len(items), "items")
+        if not items:
+            raise InvalidInputError("the request has no items")
         valid_name(index, "index name")
         ids = [it.get("id") for it in items]
         valid_ids(ids, distinct=True)
         names = [f"#{n}" if i is None else f"#{n} (id {i})" for n, i in enumerate(ids)]
+        for n, it in enumerate(items):
+            if sum(it.get(k) is not None for k in ("image", "text", "vector")) != 1:
+                raise InvalidInputError(f"item {names[n]} needs exactly one of image, text or vector")
+        embedded = [n for n, it in enumerate(items) if it.get("vector") is None]
+        inputs = [Input(names[n], items[n].get("image"), items[n].get("text")) for n in embedded]
+        modality = modality_of_inputs(inputs, "items")
+        check_count(len(items), modality, self.config, "items")
         existing = self.collections.find(index)  # a new one is created only when written
         if existing is not None:
             binding = existing.binding
         else:
-            with self.models.lease() as runner:
-                binding = {**runner.backbone.cfg.provenance(), "tap": PRE_LOGITS, "normalized": True}
+            with self.models.lease(self.config.default_for(modality)) as runner:
+                binding = runner.encoder.binding()
         dim = int(binding["dim"])
         rows: list[np.ndarray | None] = [None] * len(items)
         for n, it in enumerate(items):
-            if (it.get("image") is None) == (it.get("vector") is None):
-                raise InvalidInputError(f"item {names[n]} needs exactly one of image or vector")
             if it.get("vector") is not None:
                 rows[n] = unit_vectors(it["vector"], dim, [names[n]])[0]
-        with_image = [n for n, it in enumerate(items) if it.get("image") is not None]
         thumbs: dict[str, bytes] = {}  # rendered from the decode that makes each vector
         thumbnail = (lambda name, img: self.gallery.thumbnails.keep(thumbs, name, img)) \
             if self.config.thumbnail_size else None
-        if with_image:  # a bad image's error names it as "#position (id N)"
-            emb, _ = self.embed([(names[n], items[n]["image"]) for n in with_image],
-                                binding["backbone"], PRE_LOGITS, True, deadline, thumbnail)
-            check_compatible(binding, emb.provenance, f"index {index!r}")
-            for n, vec in zip(with_image, emb.vectors):
-                rows[n] = vec
         metadata = [dict(it.get("metadata") or {}) for it in items]
+        if inputs:  # a bad input's error names it as "#position (id N)"
+            check_fit(inputs, modality_of(binding), f"{binding['backbone']} (index {index!r})")
+            emb, _ = self.embed(inputs, binding["backbone"], binding.get("tap") or "", True,
+                                deadline, thumbnail)
+            check_compatible(binding, emb.provenance, f"index {index!r}")
+            for n, vec in zip(embedded, emb.vectors):
+                rows[n] = vec
+                if items[n].get("text") is not None:
+                    metadata[n]["text"] = items[n]["text"]
         used = self.collections.write(index, binding, lambda c: c.upsert(np.stack(rows), ids,
                                                                           metadata, names))
         self.gallery.thumbnails.upserted(index, used, [thumbs.get(name) for name in names])
@@ -296,14 +302,17 @@ class EmbeddingCore:
     # -- info -------------------------------------------------------------------------------------
     def list_models(self) -> list[dict[str, Any]]:
         loaded = set(self.loaded_backbones())
+        # no folders from clients: hf:<folder> and finetuned:RUN_DIR are not served
         rows = [{"name": e.name, "library": e.library, "dim": e.dim or 0,
                  "input_size": e.input_size or 0, "weights": e.weights_status(),
-                 "loaded": e.name in loaded, "description": e.description, "family": e.family}
-                for e in list_backbones() if not e.name.startswith("finetuned:")]
+                 "loaded": e.name in loaded, "description": e.description, "family": e.family,
+                 "modality": modality}
+                for modality, e in listing() if not e.name.startswith(("finetuned:", "hf:"))]
         for run in self.data.runs():  # fine-tuned runs registered in the data dir, by name
             name = f"finetuned:{run}"
             rows.append({"name": name, "library": "embedsvc", "dim": 0, "input_size": 0,
                          "weights": "present", "loaded": name in loaded, "family": False,
+                         "modality": "image",
                          "description": "a fine-tuned run registered in this server's data dir"})
         return rows
 
@@ -311,17 +320,22 @@ class EmbeddingCore:
         """GetInfo: the server, its batching (settings and counts) and its request limits."""
         stats = self.batching_stats()
         with self.models.lease() as default:
-            device = default.extractor.plan.describe()
+            device = default.encoder.plan.describe()
         c = self.config
         b = c.batching
         return {"version": __version__, "device": device,
                 "default_backbone": c.default_backbone,
+                "default_text_encoder": c.default_text_encoder,
                 "loaded_backbones": self.loaded_backbones(),
                 "batching": {"max_batch_size": b.max_batch_size,
+                             "max_batch_tokens": b.max_batch_tokens,
                              "max_queue_delay_ms": int(b.max_queue_delay_ms),
                              "max_queue_size": b.max_queue_size,
                              **{k: stats[k] for k in ("batches", "images", "largest_batch")}},
                 "max_images_per_request": c.max_images_per_request,
+                "max_texts_per_request": c.max_texts_per_request,
+                "max_chars_per_text": c.max_chars_per_text,
+                "max_tokens_per_request": c.max_tokens_per_request,
                 "max_bytes_per_image": c.max_bytes_per_image,
                 "max_pixels_per_image": c.max_pixels_per_image,
                 "role": c.role, "snapshots": self.collections.snapshots()}

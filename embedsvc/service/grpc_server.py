@@ -26,6 +26,7 @@ from ..v1 import embedsvc_pb2 as pb
 from ..v1 import embedsvc_pb2_grpc as pb_grpc
 from .config import ServeConfig
 from .core import EmbeddingCore
+from .inputs import Input
 from .interceptors import AdmissionInterceptor, TokenAuthInterceptor, end_call
 from .listen import FILES_RESERVE, check_listen_addresses, ensure_fd_limit
 from .status import PER_ITEM_ERRORS, SERVICE_NAME, count as _count, error_status, public_message
@@ -64,12 +65,26 @@ def _provenance(p: dict[str, Any]) -> pb.Provenance:
     import json
 
     return pb.Provenance(backbone=p["backbone"], weights_sha256=p["weights_sha256"],
-                         preprocess_json=json.dumps(p["preprocess"]), dim=p["dim"],
-                         tap=p["tap"], normalized=p["normalized"])
+                         preprocess_json=json.dumps(p["preprocess"]) if p.get("preprocess") else "",
+                         dim=p["dim"], tap=p["tap"], normalized=p["normalized"],
+                         modality=p.get("modality") or "image",
+                         tokenizer_sha256=p.get("tokenizer_sha256") or "",
+                         max_length=p.get("max_length") or 0, pooling=p.get("pooling") or "")
 
 
-def _images(msgs) -> list[tuple[str, bytes]]:
-    return [(m.id or str(i), m.data) for i, m in enumerate(msgs)]
+def _input(m: pb.Input, default_id: str) -> Input:
+    """A proto Input (or an unset one: no content) → the core's Input."""
+    which = m.WhichOneof("content")
+    if which is None:
+        raise InvalidInputError(f"input {m.id or default_id!r} has neither image nor text")
+    return Input(m.id or default_id, m.image if which == "image" else None,
+                 m.text if which == "text" else None)
+
+
+def _inputs(images, inputs) -> list[Input]:
+    """A request's ``images`` then its ``inputs``, numbered in that order for default ids."""
+    out = [Input(m.id or str(i), image=m.data) for i, m in enumerate(images)]
+    return out + [_input(m, str(len(out) + i)) for i, m in enumerate(inputs)]
 
 
 class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
@@ -84,11 +99,13 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
     @_rpc
     async def Embed(self, request, context):
         o = request.options
+        inputs = _inputs(request.images, request.inputs)
         emb, timing = await self._work(context, lambda d: self.core.embed(
-            _images(request.images), o.backbone or None, o.tap, not o.raw, d))
+            inputs, o.backbone or None, o.tap, not o.raw, d))
         return pb.EmbedResponse(
             vectors=[pb.Vector(id=i, values=v.tolist()) for i, v in zip(emb.ids, emb.vectors)],
-            provenance=_provenance(emb.provenance), timing=_timing(timing))
+            provenance=_provenance(emb.provenance), timing=_timing(timing),
+            truncated=list(emb.truncated))
 
     async def EmbedStream(self, request_iterator, context):
         t0, code = time.perf_counter(), grpc.StatusCode.OK
@@ -117,35 +134,39 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
             except asyncio.TimeoutError:
                 raise DeadlineExceededError(f"no message for {idle:g} s; the stream is closed") from None
             options = options or item.options
-            img_id = item.image.id or str(n)
+            img_id = (item.input.id if item.HasField("input") else item.image.id) or str(n)
             n += 1
             try:
+                one = (_input(item.input, img_id) if item.HasField("input")
+                       else Input(img_id, image=item.image.data))
                 with self.core.admission.request(item.ByteSize()):  # each message on its own
                     emb, _ = await self._work(context, lambda d: self.core.embed(
-                        [(img_id, item.image.data)], options.backbone or None, options.tap,
-                        not options.raw, d))
+                        [one], options.backbone or None, options.tap, not options.raw, d))
                 yield pb.EmbedResult(vector=pb.Vector(id=img_id, values=emb.vectors[0].tolist()))
-            except PER_ITEM_ERRORS as exc:  # this image only; the stream goes on
+            except PER_ITEM_ERRORS as exc:  # this input only; the stream goes on
                 yield pb.EmbedResult(vector=pb.Vector(id=img_id), error=public_message(str(exc)))
 
     @_rpc
     async def Classify(self, request, context):
+        inputs = _inputs(request.images, request.inputs)
         results, timing = await self._work(context, lambda d: self.core.classify(
-            _images(request.images), request.head, request.top_k,
+            inputs, request.head, request.top_k,
             request.abstain_below or None, d, request.max_ood_score or None))
         return pb.ClassifyResponse(head=request.head or "imagenet", timing=_timing(timing), results=[
             pb.Classification(id=r["id"], label=r["label"], probability=r["probability"],
                               ood_score=r["ood_score"], abstained=r["abstained"],
+                              truncated=r["truncated"],
                               top=[pb.LabelScore(label=l, probability=p) for l, p in r["top"]])
             for r in results])
 
     @_rpc
     async def Search(self, request, context):
         which = request.WhichOneof("query")
-        image = (request.image.id or "query", request.image.data) if which == "image" else None
+        query = (Input(request.image.id or "query", image=request.image.data) if which == "image"
+                 else _input(request.input, "query") if which == "input" else None)
         vector = list(request.vector.values) if which == "vector" else None
         hits = await self._work(context, lambda d: self.core.search(
-            request.index, image, vector, request.k, dict(request.where), d))
+            request.index, query, vector, request.k, dict(request.where), d))
         return pb.SearchResponse(hits=[pb.Hit(id=i, score=s, metadata=m) for i, s, m in hits])
 
     @_rpc
@@ -155,6 +176,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
             which = it.WhichOneof("content")
             items.append({"id": it.id if it.HasField("id") else None, "metadata": dict(it.metadata),
                           "image": it.image if which == "image" else None,
+                          "text": it.text if which == "text" else None,
                           "vector": list(it.vector.values) if which == "vector" else None})
         ids, total = await self._work(context,
                                       lambda d: self.core.upsert(request.index, items, d))

@@ -34,6 +34,7 @@ from .. import __version__
 from ..errors import EmbedsvcError, InvalidInputError
 from .core import EmbeddingCore
 from .http_gate import error_response
+from .inputs import Input
 from .http_models import (ClassifyRequest, DeleteRequest, EmbeddingsRequest, EmbeddingsResponse,
                           ErrorResponse, SearchRequest, UpsertRequest)
 from .status import http_error
@@ -112,8 +113,23 @@ class _Runner:
             raise _Failed(*http_error(exc, getattr(endpoint, "__name__", "http"))) from None
 
 
-def _images(items, what: str = "images") -> list[tuple[str, bytes]]:
-    return [(it.id or str(n), decode_image(it.data, f"{what}[{n}]")) for n, it in enumerate(items)]
+def _input(it, n: int, what: str) -> Input:
+    """A plain string (a text) or a typed ``InputIn`` → the core's Input."""
+    if isinstance(it, str):
+        return Input(str(n), text=it)
+    if isinstance(it, (int, list)):
+        raise InvalidInputError(f"{what}: token ids are not accepted; the server tokenises: "
+                                f"send the text as a string")
+    if (it.image is None) == (it.text is None):
+        raise InvalidInputError(f"{what}: an input needs exactly one of image or text")
+    image = None if it.image is None else decode_image(it.image, what)
+    return Input(it.id or str(n), image, it.text)
+
+
+def _inputs(images, inputs, first: str = "images") -> list[Input]:
+    out = [Input(it.id or str(n), image=decode_image(it.data, f"{first}[{n}]"))
+           for n, it in enumerate(images)]
+    return out + [_input(it, len(out) + n, f"inputs[{n}]") for n, it in enumerate(inputs)]
 
 
 def _vectors(vectors, encoding: str) -> list:
@@ -145,9 +161,10 @@ class _OffLoopRoute(APIRoute):
 
 def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
     app = FastAPI(title="embedsvc", version=__version__, docs_url=None, redoc_url=None,
-                  description="Image embeddings, classification and vector search over "
-                              "HTTP/JSON, on the same core as the gRPC API. POST /v1/embeddings "
-                              "takes OpenAI's request shape. Send 'Authorization: Bearer TOKEN' "
+                  description="Image and text embeddings, classification and vector search "
+                              "over HTTP/JSON, on the same core as the gRPC API. POST "
+                              "/v1/embeddings takes OpenAI's request shape (strings are texts; "
+                              "images go as {'image': base64}). Send 'Authorization: Bearer TOKEN' "
                               "when the server has a token; X-Request-Timeout sets a deadline "
                               "in seconds.")
     app.router.route_class = _OffLoopRoute
@@ -157,12 +174,12 @@ def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
     @app.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=ERRORS,
               tags=["embed"])
     async def embeddings(body: EmbeddingsRequest, request: Request):
-        inputs = [body.input] if isinstance(body.input, str) else body.input
+        given = [body.input] if isinstance(body.input, str) else body.input
         backbone = None if body.model in ("", "default") else body.model
 
         def work(deadline: float):
-            images = [(f"input[{n}]", decode_image(s, f"input[{n}]")) for n, s in enumerate(inputs)]
-            emb, timing = core.embed(images, backbone, body.tap, body.normalize, deadline)
+            inputs = [_input(it, n, f"input[{n}]") for n, it in enumerate(given)]
+            emb, timing = core.embed(inputs, backbone, body.tap, body.normalize, deadline)
             if body.dimensions is not None and body.dimensions != emb.vectors.shape[1]:
                 raise InvalidInputError(f"dimensions is {body.dimensions}; "
                                         f"{emb.provenance['backbone']} gives "
@@ -171,17 +188,21 @@ def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
             return emb, timing, _vectors(emb.vectors, body.encoding_format)
 
         emb, timing, vectors = await run(request, work)
+        texts = emb.provenance.get("modality") == "text"
+        cut = set(emb.truncated)
         return _JSON({
             "object": "list", "model": emb.provenance["backbone"],
             "data": [{"object": "embedding", "index": n, "embedding": v}
                      for n, v in enumerate(vectors)],
-            "usage": {"prompt_tokens": 0, "total_tokens": 0, "images": len(vectors)},
+            "usage": {"prompt_tokens": emb.tokens, "total_tokens": emb.tokens,
+                      "images": 0 if texts else len(vectors), "texts": len(vectors) if texts else 0},
+            "truncated": [n for n, i in enumerate(emb.ids) if i in cut],
             "provenance": emb.provenance, "timing": asdict(timing)})
 
     @app.post("/v1/classify", responses=ERRORS, tags=["classify"])
     async def classify(body: ClassifyRequest, request: Request):
         results, timing = await run(request, lambda d: core.classify(
-            _images(body.images), body.head, body.top_k, body.abstain_below, d,
+            _inputs(body.images, body.inputs), body.head, body.top_k, body.abstain_below, d,
             body.max_ood_score))
         for r in results:
             r["top"] = [{"label": label, "probability": p} for label, p in r["top"]]
@@ -190,10 +211,14 @@ def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
     @app.post("/v1/search", responses=ERRORS, tags=["search"])
     async def search(body: SearchRequest, request: Request):
         def work(deadline: float):
-            image = None
+            if body.image is not None and body.input is not None:
+                raise InvalidInputError("a search needs exactly one of image, input or vector")
+            query = None
             if body.image is not None:
-                image = (body.image.id or "query", decode_image(body.image.data, "image"))
-            hits = core.search(body.index, image, body.vector, body.k, body.where, deadline)
+                query = Input(body.image.id or "query", decode_image(body.image.data, "image"))
+            elif body.input is not None:
+                query = _input(body.input, 0, "input")
+            hits = core.search(body.index, query, body.vector, body.k, body.where, deadline)
             return core.gallery.with_thumbnails(body.index, hits)
 
         return _JSON({"hits": await run(request, work)})
@@ -201,7 +226,7 @@ def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
     @app.post("/v1/indexes/{name}/upsert", responses=ERRORS, tags=["indexes"])
     async def upsert(name: str, body: UpsertRequest, request: Request):
         def work(deadline: float):
-            items = [{"id": it.id, "metadata": it.metadata, "vector": it.vector,
+            items = [{"id": it.id, "metadata": it.metadata, "vector": it.vector, "text": it.text,
                       "image": None if it.image is None else decode_image(it.image, f"items[{n}]")}
                      for n, it in enumerate(body.items)]
             return core.upsert(name, items, deadline)

@@ -1,11 +1,12 @@
-"""The backbones a server has loaded: an LRU of ModelRunners, each leased while a request uses it.
+"""The encoders (image backbones, text encoders) a server has loaded: an LRU of ModelRunners, each
+leased while a request uses it.
 
 Eviction only takes a runner out of the LRU; its batchers are closed when the last request that
 leased it lets go, so a request whose backbone is evicted mid-way still gets its answer.
 
-Clients name backbones; they never name files. ``finetuned:NAME`` means the run registered as
+Clients name encoders; they never name files. ``finetuned:NAME`` means the run registered as
 ``DATA_DIR/backbones/NAME`` (``embedsvc finetune --register``); any other ``finetuned:`` form is
-refused, and no error detail carries a server path.
+refused, as is ``hf:<folder>``, and no error detail carries a server path.
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
 
-from ..backbones import Backbone, create_backbone, resolve
+from ..backbones import Backbone, create_backbone
+from ..encoders import EncodeOptions, modality_of_name, open_encoder
+from ..text.catalog import HF_PREFIX, list_text_encoders
 from ..backbones.run_format import PREFIX as FINETUNED, RUN_JSON, canonical_name
 from .datadir import DataDir, valid_name
 from ..errors import InvalidInputError, NotFoundError, WeightsNotFoundError
@@ -26,33 +29,32 @@ from .metrics import ServiceMetrics
 
 
 class ModelRunner:
-    """One backbone on its device, with one dynamic batcher per layer tap. Batches produce raw
+    """One encoder on its device, with one dynamic batcher per layer tap. Batches produce raw
     (un-normalised) features; each request normalises its own rows if it asked to."""
 
-    def __init__(self, backbone: Backbone, config: ServeConfig, metrics: ServiceMetrics):
-        self.backbone = backbone
+    def __init__(self, encoder, config: ServeConfig, metrics: ServiceMetrics):
+        self.encoder = encoder
         self.config = config
         self.metrics = metrics
-        self.extractor = FeatureExtractor(backbone, ExtractConfig(
-            normalize=False, device=config.device, max_pixels=config.max_pixels_per_image,
-            decode=config.decode, runtime=config.runtime_for(backbone.name)))
-        if self.extractor.plan.device.type == "cuda":  # every batch shape built before serving
-            self.extractor.warm_up(config.batching.max_batch_size)
         self._batchers: dict[str, DynamicBatcher] = {}
         self._lock = threading.Lock()
         self.leases = 0  # guarded by the pool's lock
         self.evicted = False
 
+    @property
+    def name(self) -> str:
+        return self.encoder.name
+
     def batcher(self, tap: str) -> DynamicBatcher:
-        if tap not in self.backbone.cfg.taps:
-            raise InvalidInputError(f"backbone {self.backbone.name!r} has no layer tap {tap!r}; "
-                                    f"available: {', '.join(self.backbone.cfg.taps)}")
+        if tap not in self.encoder.taps:
+            raise InvalidInputError(f"model {self.name!r} has no layer tap {tap!r}; "
+                                    f"available: {', '.join(self.encoder.taps)}")
         with self._lock:
             if tap not in self._batchers:
                 self._batchers[tap] = DynamicBatcher(
-                    lambda x, tap=tap: self.extractor.embed_tensor(x, tap=tap, normalize_output=False),
-                    self.config.batching, name=f"{self.backbone.name}/{tap}",
-                    on_batch=self.metrics.observe_batch)
+                    lambda x, tap=tap: self.encoder.encode(x, tap), self.config.batching,
+                    name=f"{self.name}/{tap}", on_batch=self.metrics.observe_batch,
+                    collate=self.encoder.collate)
             return self._batchers[tap]
 
     def stats(self) -> dict[str, int]:
@@ -119,15 +121,31 @@ class ModelPool:
             r.close()
         return runner
 
-    def _load(self, name: str) -> Backbone:
+    def _load(self, name: str):
+        """The encoder ``name`` names, ready to serve: batches give raw features."""
         prefix, sep, rest = name.partition(":")
+        if sep and prefix == HF_PREFIX:
+            raise InvalidInputError(f"a server serves text encoders by name ("
+                                    f"{', '.join(e.name for e in list_text_encoders() if not e.family)}"
+                                    f"), never a folder")
         if sep and prefix == FINETUNED:
-            return self._load_finetuned(rest)
-        resolve(name)  # NotFoundError listing the valid names
+            return self._image_encoder(self._load_finetuned(rest))
         try:
-            return create_backbone(name)
+            if modality_of_name(name) == "text":  # NotFoundError listing the valid names
+                return open_encoder(name, options=EncodeOptions(normalize=False,
+                                                                device=self.config.device))
+            return self._image_encoder(create_backbone(name))
         except WeightsNotFoundError:  # its message names server paths: say less
-            raise NotFoundError(f"backbone {name!r}: its weights are not installed on this server")
+            raise NotFoundError(f"model {name!r}: its weights are not installed on this server")
+
+    def _image_encoder(self, backbone: Backbone) -> FeatureExtractor:
+        c = self.config
+        fe = FeatureExtractor(backbone, ExtractConfig(
+            normalize=False, device=c.device, max_pixels=c.max_pixels_per_image,
+            decode=c.decode, runtime=c.runtime_for(backbone.name)))
+        if fe.plan.device.type == "cuda":  # every batch shape built before serving
+            fe.warm_up(c.batching.max_batch_size)
+        return fe
 
     def _load_finetuned(self, run: str) -> Backbone:
         from ..backbones.finetuned import build_finetuned

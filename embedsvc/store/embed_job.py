@@ -11,7 +11,6 @@ Ctrl-C (SIGINT) lets the batch in progress finish and commits it before the run 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import signal
 import threading
 import time
@@ -22,15 +21,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..backbones import DEFAULT_BACKBONE, create_backbone
 from ..datasets import Record, scan_source
-from ..decode_ahead import decoded_batches
-from ..errors import ImageDecodeError, InvalidInputError
-from ..extract import ExtractConfig, FeatureExtractor, prepare_image
+from ..encoders import EncodeOptions, check_source, default_encoder, modality_of_records, open_encoder
+from ..errors import InvalidInputError
 from ..images import DEFAULT_MAX_PIXELS
 from ..runtimes import DEFAULT_RUNTIME
 from ..backbones.config import DEFAULT_DECODE
-from ..preprocess import Transform
 from ..atomic import atomic_write_bytes
 from .store import DTYPES, EmbeddingStore, StoreLock, jsonl_bytes
 
@@ -42,7 +38,7 @@ COMMIT_INPUTS = 512  # ...or inputs (rounded up to whole batches)
 
 @dataclass(frozen=True)
 class EmbedDatasetConfig:
-    backbone: str = DEFAULT_BACKBONE
+    backbone: str | None = None  # None: the default encoder of what the source holds
     weights: str | None = None
     batch_size: int = 32
     workers: int | None = None  # decode threads ahead of the model; None: decode_ahead decides
@@ -50,7 +46,7 @@ class EmbedDatasetConfig:
     dtype: str = "float32"
     dedup: bool = False
     device: str = "auto"
-    tap: str = "pre_logits"
+    tap: str | None = None  # None: the encoder's default (pre_logits; embedding)
     normalize: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
     decode: str = DEFAULT_DECODE
@@ -74,32 +70,13 @@ class EmbedReport:
     added: int = 0
     skipped: list[dict] = field(default_factory=list)
     small: list[dict] = field(default_factory=list)  # stored rows under SMALL_SIDE px a side
+    truncated: int = 0  # stored texts cut at the encoder's token limit
     seconds: float = 0.0
+    unit: str = "img"
 
     @property
     def images_per_s(self) -> float:
         return self.added / self.seconds if self.seconds else 0.0
-
-
-def decode_record(info: dict[str, Any], transform: Transform,
-                  max_pixels: int) -> tuple[torch.Tensor | None, dict[str, Any]]:
-    """Read, hash, decode and preprocess one record (``Record.to_dict()``): the model's input
-    and the record's row, or None and the row with an ``error``. Never raises on bad input.
-    Both engines decode here, so a store made on Ray holds the rows a local run writes."""
-    info = dict(info)
-    try:
-        data = Path(info["path"]).read_bytes()
-    except OSError as exc:
-        info["error"] = f"cannot read file ({exc.strerror or exc})"
-        return None, info
-    info["sha256"] = hashlib.sha256(data).hexdigest()
-    try:
-        tensor, (info["width"], info["height"]) = prepare_image(data, transform, info["path"],
-                                                                max_pixels)
-        return tensor, info
-    except ImageDecodeError as exc:
-        info["error"] = exc.reason
-        return None, info
 
 
 def embed_dataset(src: str | Path, out: str | Path, config: EmbedDatasetConfig = EmbedDatasetConfig(),
@@ -110,11 +87,11 @@ def embed_dataset(src: str | Path, out: str | Path, config: EmbedDatasetConfig =
     a large job over several sessions).
     """
     def embed_here(fe, pending, store, report):
-        bar = progress_bar(len(pending), fe.backbone.name, progress)
-        assembler = ShardAssembler(store, config)
+        bar = progress_bar(len(pending), fe.name, progress, fe.unit)
+        assembler = ShardAssembler(store, config, fe.row_keys)
         try:
             with interrupt_after_batch() as interrupted:
-                for batch in _embedded_batches(fe, pending, config, store.dim):
+                for batch in _embedded_batches(fe, pending, config):
                     commit_unit(store, assembler.add(*batch), report)
                     if bar is not None:
                         bar.update(len(batch[0]))
@@ -130,20 +107,20 @@ def embed_dataset(src: str | Path, out: str | Path, config: EmbedDatasetConfig =
 
 def run_embed_job(src: str | Path, out: str | Path, config: EmbedDatasetConfig,
                   stop_after_shards: int | None,
-                  embed_pending: Callable[[FeatureExtractor, list[Record], EmbeddingStore,
-                                           EmbedReport], None]) -> EmbedReport:
+                  embed_pending: Callable[[Any, list[Record], EmbeddingStore, EmbedReport],
+                                          None]) -> EmbedReport:
     """What every engine does around its own embedding: open or create the store under its
     lock, find the pending records, let ``embed_pending`` commit their shards in order, and
     list every skipped input."""
     records = scan_source(src)
-    fe = open_extractor(config)
+    fe = open_extractor(config, records)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with StoreLock(out / ".lock"):
         store = EmbeddingStore.open_or_create(out, fe.provenance, config.dtype)
         pending = pending_records(records, store)
-        report = EmbedReport(str(out), len(records), len(records) - len(pending))
+        report = EmbedReport(str(out), len(records), len(records) - len(pending), unit=fe.unit)
         if stop_after_shards is not None:
             pending = pending[: stop_after_shards * shard_inputs(config)]
         if pending:
@@ -162,7 +139,9 @@ def commit_unit(store: EmbeddingStore, unit, report: EmbedReport) -> None:
     store.append(vectors, rows, skipped, shard_inputs)
     report.added += len(rows)
     report.skipped.extend(skipped)
-    report.small.extend(r for r in rows if min(r["width"], r["height"]) < SMALL_SIDE)
+    report.truncated += sum(r.get("truncated") is True for r in rows)
+    report.small.extend(r for r in rows if min(r.get("width") or SMALL_SIDE,
+                                               r.get("height") or SMALL_SIDE) < SMALL_SIDE)
 
 
 @contextlib.contextmanager
@@ -189,15 +168,18 @@ def interrupt_after_batch():
         raise KeyboardInterrupt
 
 
-def open_extractor(config: EmbedDatasetConfig) -> FeatureExtractor:
-    """The extractor both engines embed with; its provenance (dim included) binds the store."""
-    backbone = create_backbone(config.backbone, weights=config.weights)
-    fe = FeatureExtractor(backbone, ExtractConfig(
-        batch_size=config.batch_size, normalize=config.normalize, tap=config.tap,
-        device=config.device, max_pixels=config.max_pixels, decode=config.decode,
-        runtime=config.runtime))
-    if fe.provenance.get("dim") is None:  # a stage tap: one tiny forward pass tells the width
-        size = backbone.cfg.preprocess.input_size
+def open_extractor(config: EmbedDatasetConfig, records: list[Record] | None = None):
+    """The encoder both engines embed with (``config.backbone``, or the default for what
+    ``records`` hold); its provenance (dim included) binds the store."""
+    name = config.backbone or default_encoder(modality_of_records(records or []))
+    if records:
+        check_source(name, records, "the dataset")
+    fe = open_encoder(name, config.weights, EncodeOptions(
+        tap=config.tap, normalize=config.normalize, batch_size=config.batch_size,
+        device=config.device, decode=config.decode, runtime=config.runtime,
+        max_pixels=config.max_pixels, workers=config.workers))
+    if fe.provenance.get("dim") is None:  # an image stage tap: one tiny forward tells the width
+        size = fe.backbone.cfg.preprocess.input_size
         fe.provenance["dim"] = fe.embed_tensor(torch.zeros(1, *size, dtype=torch.uint8)).shape[1]
     return fe
 
@@ -224,8 +206,10 @@ class ShardAssembler:
     Every decodable image of a batch is embedded, duplicates too, and ``--dedup`` drops them
     here: the model sees the same batches whatever the engine, so the vectors are the same."""
 
-    def __init__(self, store: EmbeddingStore, config: EmbedDatasetConfig):
+    def __init__(self, store: EmbeddingStore, config: EmbedDatasetConfig,
+                 row_keys: tuple[str, ...] = ()):
         self.store, self.dedup = store, config.dedup
+        self.row_keys = _ROW_KEYS + row_keys
         self.per_shard = shard_inputs(config)
         self.per_commit = -(-COMMIT_INPUTS // config.batch_size) * config.batch_size
         self.seen = store.hashes() if config.dedup else {}
@@ -266,7 +250,7 @@ class ShardAssembler:
             return False
         if self.dedup:
             self.seen[info["sha256"]] = self.store.count + len(self.rows)
-        self.rows.append({k: info.get(k) for k in _ROW_KEYS})
+        self.rows.append({k: info.get(k) for k in self.row_keys})
         return True
 
     def flush(self):
@@ -282,27 +266,20 @@ class ShardAssembler:
         return unit
 
 
-def _embedded_batches(fe: FeatureExtractor, pending: list[Record], config: EmbedDatasetConfig,
-                      dim: int):
-    """Yield (infos, vectors) per batch. One decode pipeline for the whole run, so the model
-    stays fed across commits."""
-    infos = [r.to_dict() for r in pending]
-    loader = decoded_batches(lambda i: decode_record(infos[i], fe.transform, config.max_pixels),
-                             len(infos), config.batch_size, config.workers, fe.plan.device.type)
-    for items in loader:
-        tensors = [tensor for _, (tensor, _) in items if tensor is not None]
-        vectors = (fe.embed_tensor(torch.stack(tensors)) if tensors
-                   else np.zeros((0, dim), np.float32))
-        yield [info for _, (_, info) in items], vectors
+def _embedded_batches(fe, pending: list[Record], config: EmbedDatasetConfig):
+    """Yield (infos, vectors) per batch, in input order: the encoder reads its own records. One
+    pipeline for the whole run, so the model stays fed across commits."""
+    yield from fe.dataset_batches([r.to_dict() for r in pending], config.batch_size,
+                                  config.workers, config.max_pixels)
 
 
-_ROW_KEYS = ("path", "label", "split", "domain", "sha256", "width", "height")
+_ROW_KEYS = ("path", "label", "split", "domain", "sha256")  # and the encoder's own row_keys
 
 
-def progress_bar(total: int, desc: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool, unit: str = "img"):
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=f"embed {desc}", unit="img", smoothing=0.05, dynamic_ncols=True)
+    return tqdm(total=total, desc=f"embed {desc}", unit=unit, smoothing=0.05, dynamic_ncols=True)
 

@@ -1,7 +1,7 @@
 """``embed-dataset --engine ray``: the same store, made on a Ray cluster.
 
 Ray Data carries the work: the pending records, cut into the batches a local run would form,
-are decoded and preprocessed in CPU tasks (``decode_record``, as locally) and embedded in an
+are decoded and preprocessed in CPU tasks (``extract.read_image_record``, as locally) and embedded in an
 actor pool (one actor per GPU, or N CPU actors, each loading the backbone once). The driver,
 this process, holds the store's lock and commits the batches through ``store.append``, in input
 order, as they stream back (``ShardAssembler``, as locally). So a store made on Ray and one made
@@ -14,6 +14,7 @@ the driver only, so it need not be shared.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import warnings
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from .embed_job import (EmbedDatasetConfig, EmbedReport, ShardAssembler, commit_unit,
-                        decode_record, interrupt_after_batch, open_extractor, progress_bar,
+                        interrupt_after_batch, open_extractor, progress_bar,
                         run_embed_job)
 from .store import EmbeddingStore
 
@@ -51,8 +52,12 @@ def embed_dataset_ray(src: str | Path, out: str | Path,
         raise InvalidInputError(f"actors must be >= 1, got {actors}")
 
     def embed_on_ray(fe, pending, store, report):
-        with ray_session(address):
-            _run(ray, pending, config, fe, store, report, actors, progress)
+        if fe.modality != "image":
+            raise InvalidInputError(f"--engine ray embeds images; embed {fe.modality} with the "
+                                    f"local engine (leave out --engine)")
+        with ray_session(address):  # the actors load the encoder this run chose
+            _run(ray, pending, dataclasses.replace(config, backbone=fe.name), fe, store, report,
+                 actors, progress)
 
     return run_embed_job(src, out, config, stop_after_shards, embed_on_ray)
 
@@ -94,8 +99,8 @@ def _run(ray, pending, config: EmbedDatasetConfig, fe, store: EmbeddingStore,
     with warnings.catch_warnings():  # max_restarts goes through Ray's deprecated remote args
         warnings.simplefilter("ignore", DeprecationWarning)
         ds = _pipeline(ray, pending, config, fe, size, max(1, cpus // size), gpus > 0)
-    assembler = ShardAssembler(store, config)
-    bar = progress_bar(len(pending), f"{fe.backbone.name} on ray ({size} actors)", progress)
+    assembler = ShardAssembler(store, config, fe.row_keys)
+    bar = progress_bar(len(pending), f"{fe.name} on ray ({size} actors)", progress)
     try:
         with interrupt_after_batch() as interrupted:
             for row in ds.iter_rows():
@@ -133,10 +138,11 @@ def _pipeline(ray, pending, config: EmbedDatasetConfig, fe, size: int, threads: 
 
 def _decode_batch(item: dict[str, Any], preprocess, decode: str, max_pixels: int) -> dict[str, Any]:
     """A Ray task: one batch of records → its uint8 model inputs (as bytes) and rows."""
+    from ..extract import read_image_record
     from ..preprocess import build_transform
 
     transform = build_transform(preprocess, decode)
-    decoded = [decode_record(info, transform, max_pixels) for info in json.loads(item["records"])]
+    decoded = [read_image_record(info, transform, max_pixels) for info in json.loads(item["records"])]
     tensors = [t.numpy() for t, _ in decoded if t is not None]
     stacked = np.stack(tensors) if tensors else np.zeros((0, 3, 1, 1), np.uint8)
     return {"infos": json.dumps([info for _, info in decoded]), "inputs": stacked.tobytes(),

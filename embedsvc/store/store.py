@@ -1,10 +1,11 @@
 """An embedding store on disk.
 
     STORE/manifest.json            provenance (backbone, weights sha256, preprocessing, dim, tap,
-                                   normalized), dtype, count, and the list of committed shards
+                                   normalized), dtype, count, the list of committed shards, and
+                                   for text how many rows were cut to the encoder's token limit
     STORE/shards/NNNNN.npy         (n, D) float32 or float16 vectors, memory-mappable
     STORE/shards/NNNNN.jsonl       one row per vector: id, path, label, split, domain, sha256,
-                                   width, height
+                                   and width, height (images) or text, truncated (texts)
     STORE/shards/NNNNN.skipped.jsonl   inputs of that shard that were not stored, with the reason
     STORE/errors.jsonl             all skipped inputs of all runs (rewritten after each run)
 
@@ -239,6 +240,9 @@ class EmbeddingStore:
             fsync_dir(self.root / "shards")  # the new files' names are durable before the commit
             shards.append(info.__dict__)
         self.manifest["count"] = self.count + len(rows)
+        cut = sum(r.get("truncated") is True for r in rows)  # texts cut to the encoder's limit
+        if cut or "truncated" in self.manifest:
+            self.manifest["truncated"] = self.manifest.get("truncated", 0) + cut
         self.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self._write_manifest()  # the commit point
         if self._meta_cache is not None:

@@ -1,8 +1,9 @@
 """A text encoder as stages: prepare (tokenise, truncate) → collate (pad to the longest, mask) →
-encode (the transformer, pooled at a tap) → finish (normalise).
+encode (the transformer, pooled at a tap) → finish (normalise, provenance).
 
-The same stages as the image extractor's (decode → stack → forward → finish), so that batching
-and serving can treat both alike. Tokenisation uses the folder's fast tokenizer directly
+The same stages, with the same names, as the image extractor's (``extract.FeatureExtractor``),
+so that ``embed-dataset``, the server's batcher and the CLI treat both alike
+(``embedsvc/encoders.py``). Tokenisation uses the folder's fast tokenizer directly
 (``tokenizers``), with its saved padding and truncation replaced: batches are padded to their
 longest input only (dynamic padding) and inputs are cut at the encoder's ``max_length``, each
 cut counted. Inputs are stripped of surrounding whitespace, as sentence-transformers does, so
@@ -10,12 +11,15 @@ the vectors are the ones ``SentenceTransformer(folder).encode`` gives (tests/tes
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..embeddings import Embeddings, l2_normalize
+from ..errors import IncompatibleError, InvalidInputError
 from .folder import FINAL_TAP, TextEncoderConfig
 
 
@@ -24,23 +28,34 @@ class Tokens:
     ids: tuple[int, ...]
     truncated: bool  # the text was longer than max_length tokens and was cut
 
-
-@dataclass(frozen=True)
-class TextEmbeddings:
-    vectors: np.ndarray  # (n, dim) float32
-    truncated: int  # how many of the inputs were cut at max_length
-    provenance: dict
+    @property
+    def cost(self) -> int:
+        """What this input costs a batch: its tokens (a batch is bounded by their sum)."""
+        return len(self.ids)
 
 
 class TextEncoder:
-    def __init__(self, cfg: TextEncoderConfig, device: str = "cpu"):
+    modality = "text"
+    default_tap = FINAL_TAP
+    row_keys = ("text", "truncated")  # what a store's row says of a text
+    unit = "text"
+    SORT_WINDOW = 16  # batches sorted by length together when a dataset is embedded
+
+    def __init__(self, cfg: TextEncoderConfig, device: str = "auto", tap: str = FINAL_TAP,
+                 normalize: bool = True, batch_size: int = 32):
         import torch
         from tokenizers import Tokenizer
         from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a load is quick; its bars would bury our output
 
         from ..runtime import plan_device
 
-        self.cfg = cfg
+        if tap not in cfg.taps:
+            raise InvalidInputError(f"text encoder {cfg.name!r} has no tap {tap!r}; "
+                                    f"its taps: {', '.join(cfg.taps)}")
+        self.cfg, self.tap, self.normalize, self.batch_size = cfg, tap, normalize, batch_size
         self.plan = plan_device(device)
         self.tokenizer = Tokenizer.from_file(f"{cfg.folder}/tokenizer.json")
         self.pad_id = (self.tokenizer.padding or {}).get("pad_id", 0)  # the folder's own
@@ -48,20 +63,47 @@ class TextEncoder:
         # cut at the encoder's own length (the folder's tokenizer.json may say another), its
         # special tokens kept; what was cut is left in ``overflowing``, so it can be counted
         self.tokenizer.enable_truncation(max_length=cfg.max_length)
-        model = AutoModel.from_pretrained(cfg.folder, local_files_only=True)
+        model, loading = AutoModel.from_pretrained(cfg.folder, local_files_only=True,
+                                                   output_loading_info=True)
+        # a weight the file lacks would be random: refuse, never warn and carry on (a pooler
+        # head is not used: vectors come from the hidden states)
+        missing = [k for k in loading["missing_keys"] if not k.startswith("pooler.")]
+        if missing:
+            raise IncompatibleError(f"text encoder {cfg.name!r}: its weights file lacks "
+                                    f"{len(missing)} of the model's weights ({missing[0]}, ...)")
         self.model = model.eval().to(self.plan.device)
         self._torch = torch
+        self.provenance = self.provenance_for(tap, normalize)
 
     @property
     def name(self) -> str:
         return self.cfg.name
 
+    @property
+    def taps(self) -> tuple[str, ...]:
+        return self.cfg.taps
+
+    def binding(self) -> dict:
+        """What a collection of this encoder's vectors is bound to (unit final embeddings)."""
+        return self.provenance_for(FINAL_TAP, True)
+
+    def provenance_for(self, tap: str, normalized: bool, dim: int | None = None) -> dict:
+        return {**self.cfg.provenance(tap), "normalized": normalized, "runtime": "torch"}
+
     # -- stages ----------------------------------------------------------------------------
-    def prepare(self, text: str) -> Tokens:
+    def prepare(self, text: str, name: str | None = None) -> Tokens:
         if not isinstance(text, str):
             raise InvalidInputError(f"a text input must be a string, got {type(text).__name__}")
         enc = self.tokenizer.encode(text.strip())
         return Tokens(tuple(enc.ids), bool(enc.overflowing))
+
+    def prepare_many(self, texts: Sequence[str]) -> list[Tokens]:
+        """``prepare`` for many texts at once (the tokenizer's own threads)."""
+        for n, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InvalidInputError(f"text input #{n} must be a string, got {type(t).__name__}")
+        return [Tokens(tuple(e.ids), bool(e.overflowing))
+                for e in self.tokenizer.encode_batch([t.strip() for t in texts])]
 
     def collate(self, items: Sequence[Tokens]):
         """(input_ids, attention_mask), padded to the longest of ``items``."""
@@ -74,8 +116,9 @@ class TextEncoder:
             mask[row, :len(t.ids)] = 1
         return ids.to(self.plan.device), mask.to(self.plan.device)
 
-    def encode(self, batch, tap: str = FINAL_TAP):
-        """Pooled features of a collated batch at ``tap`` (float32, on the CPU)."""
+    def encode(self, batch, tap: str | None = None) -> np.ndarray:
+        """Pooled, un-normalised features of a collated batch at ``tap`` (float32 rows)."""
+        tap = tap or self.tap
         if tap not in self.cfg.taps:
             raise InvalidInputError(f"text encoder {self.name!r} has no tap {tap!r}; "
                                     f"its taps: {', '.join(self.cfg.taps)}")
@@ -87,26 +130,94 @@ class TextEncoder:
                              output_hidden_states=tap != FINAL_TAP)
             hidden = out.last_hidden_state if tap == FINAL_TAP else \
                 out.hidden_states[int(tap.removeprefix("block"))]
-            return _pool(hidden.float(), mask, self.cfg.pooling).cpu()
+            pooled = _pool(hidden.float(), mask, self.cfg.pooling)
+        return pooled.cpu().numpy().astype(np.float32, copy=False)
 
-    def finish(self, pooled, tap: str = FINAL_TAP) -> np.ndarray:
-        torch = self._torch
-        if self.cfg.normalize and tap == FINAL_TAP:
-            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        return pooled.numpy().astype(np.float32, copy=False)
+    def finish(self, ids: Sequence[str], rows: Sequence[np.ndarray], tap: str,
+               normalized: bool, truncated: Iterable[str] = ()) -> Embeddings:
+        """Raw rows (from batches shared by several requests) → one request's answer."""
+        vectors = np.stack(rows).astype(np.float32) if len(rows) else \
+            np.zeros((0, self.cfg.dim), np.float32)
+        if normalized:
+            vectors = l2_normalize(vectors)
+        return Embeddings(vectors, tuple(ids), self.provenance_for(tap, normalized),
+                          truncated=tuple(truncated))
+
+    @staticmethod
+    def cost(tokens: Tokens) -> int:
+        return tokens.cost
+
+    @staticmethod
+    def notes(tokens: Tokens) -> tuple[int, bool]:
+        """(tokens, truncated) of a prepared text (a response's usage and truncation)."""
+        return tokens.cost, tokens.truncated
+
+    def dataset_batches(self, infos: list[dict], batch_size: int, workers: int | None = None,
+                        max_pixels: int | None = None):
+        """(infos, vectors) per batch of dataset records (``Record.to_dict()``), in input order;
+        a record whose text cannot be read has an ``error`` and no vector. Each window of
+        ``SORT_WINDOW`` batches is embedded in length-sorted batches (less padding), then handed
+        back batch by batch in input order, so commits and resumes see the usual batches."""
+        window = batch_size * self.SORT_WINDOW
+        for lo in range(0, len(infos), window):
+            chunk = [read_text_record(info) for info in infos[lo:lo + window]]
+            good = [n for n, info in enumerate(chunk) if "error" not in info]
+            tokens = self.prepare_many([chunk[n]["text"] for n in good])
+            vectors = self.encode_sorted(tokens, batch_size=batch_size)
+            if self.normalize:
+                vectors = l2_normalize(vectors)
+            row_of = {n: k for k, n in enumerate(good)}
+            for n, t in zip(good, tokens):
+                chunk[n]["truncated"] = t.truncated
+            for b in range(0, len(chunk), batch_size):
+                part = range(b, min(b + batch_size, len(chunk)))
+                yield [chunk[n] for n in part], vectors[[row_of[n] for n in part if n in row_of]]
 
     # -- all stages --------------------------------------------------------------------------
-    def embed(self, texts: Sequence[str], tap: str = FINAL_TAP, batch_size: int = 32) -> TextEmbeddings:
-        """Vectors in the order of ``texts``, computed in batches of similar lengths: a batch
+    def encode_sorted(self, tokens: Sequence[Tokens], tap: str | None = None,
+                      batch_size: int | None = None) -> np.ndarray:
+        """Raw rows in the order of ``tokens``, computed in batches of similar lengths: a batch
         is padded to its longest text, so sorting by length first spares most of the padding's
         work (the mask makes the vectors the same either way)."""
-        tokens = [self.prepare(t) for t in texts]
+        size = batch_size or self.batch_size
         order = sorted(range(len(tokens)), key=lambda i: len(tokens[i].ids))
-        vectors = np.zeros((len(tokens), self.cfg.dim), np.float32)
-        for lo in range(0, len(order), batch_size):
-            rows = order[lo:lo + batch_size]
-            vectors[rows] = self.finish(self.encode(self.collate([tokens[i] for i in rows]), tap), tap)
-        return TextEmbeddings(vectors, sum(t.truncated for t in tokens), self.cfg.provenance(tap))
+        rows = np.zeros((len(tokens), self.cfg.dim), np.float32)
+        for lo in range(0, len(order), size):
+            take = order[lo:lo + size]
+            rows[take] = self.encode(self.collate([tokens[i] for i in take]), tap)
+        return rows
+
+    def embed(self, texts: Sequence[str], ids: Sequence[str] | None = None,
+              tap: str | None = None, batch_size: int | None = None,
+              progress: bool = False, skip_bad: bool = False) -> Embeddings:
+        """Vectors in the order of ``texts`` (see ``encode_sorted``), normalised as configured.
+        (``progress``, ``skip_bad``: the image extractor's options; every string embeds.)"""
+        texts = list(texts)
+        names = list(ids) if ids is not None else [f"#{n}" for n in range(len(texts))]
+        if len(names) != len(texts):
+            raise InvalidInputError(f"got {len(texts)} texts but {len(names)} ids")
+        tap = tap or self.tap
+        tokens = self.prepare_many(texts)
+        rows = self.encode_sorted(tokens, tap, batch_size)
+        return self.finish(names, list(rows), tap, self.normalize,
+                           [n for n, t in zip(names, tokens) if t.truncated])
+
+
+def read_text_record(info: dict) -> dict:
+    """A dataset record with its ``text`` (its own cell, or its ``.txt`` file read as UTF-8) and
+    the text's sha256 (what ``--dedup`` compares), or with an ``error``. Never raises."""
+    info = dict(info)
+    if info.get("text") is None:
+        try:
+            info["text"] = Path(info["path"]).read_bytes().decode("utf-8")
+        except OSError as exc:
+            info["error"] = f"cannot read file ({exc.strerror or exc})"
+            return info
+        except UnicodeDecodeError as exc:
+            info["error"] = f"not UTF-8 text (byte {exc.start})"
+            return info
+    info["sha256"] = hashlib.sha256(info["text"].encode("utf-8", "surrogatepass")).hexdigest()
+    return info
 
 
 def _pool(hidden, mask, pooling: str):
