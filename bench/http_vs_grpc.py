@@ -3,7 +3,7 @@
 One `embedsvc serve --http-port` process (effnet-lite0, its own process as in production).
 Clients (threads of this process) send single-image requests back to back, a JPEG photo
 each: gRPC `Embed` (grpcio), or HTTP (http.client, keep-alive)
-`POST /v1/embeddings` in OpenAI's shape (base64 input, `encoding_format` base64 as OpenAI
+`POST /v1/embeddings` in OpenAI's shape (a typed base64 image input, `encoding_format` base64 as OpenAI
 clients ask, or float).
 
 1. Side by side: 16 HTTP + 16 gRPC clients at once. Every request must succeed; per transport,
@@ -52,7 +52,7 @@ class Load:
 
     def __init__(self, grpc_target: str, http_base: str, data: bytes, encoding: str):
         self.grpc_target, self.http_base, self.data = grpc_target, http_base, data
-        self.body = {"model": "", "input": [base64.b64encode(data).decode()],
+        self.body = {"model": "", "input": [{"image": base64.b64encode(data).decode()}],
                      "encoding_format": encoding}
 
     def _grpc(self, stop: float, out: list, errors: list) -> None:

@@ -28,6 +28,11 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def img(data: bytes | str) -> dict:
+    """An image in /v1/embeddings' typed form (a plain string there is a text)."""
+    return {"image": data if isinstance(data, str) else b64(data)}
+
+
 def png(seed: int, size: int = 48) -> bytes:
     pixels = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
     out = io.BytesIO()
@@ -69,21 +74,21 @@ def test_openai_client_gets_what_grpc_embed_gives(served, photos):
     grpc_vec = list(Client(f"127.0.0.1:{srv.port}", token=TOKEN).embed([photo])[1]
                     .vectors[0].values)
     client = OpenAI(base_url=f"http://127.0.0.1:{srv.http_port}/v1", api_key=TOKEN, max_retries=0)
-    default = client.embeddings.create(model=TINY, input=[b64(photo)])  # asks for base64
-    floats = client.embeddings.create(model=TINY, input=f"data:image/png;base64,{b64(photo)}",
+    default = client.embeddings.create(model=TINY, input=[img(photo)])  # asks for base64
+    floats = client.embeddings.create(model=TINY, input=[img(f"data:image/png;base64,{b64(photo)}")],
                                       encoding_format="float")
     assert default.data[0].embedding == grpc_vec
     assert floats.data[0].embedding == grpc_vec
     assert default.model == TINY and len(grpc_vec) == 256
     assert [m.id for m in client.models.list()][:1] == ["effnet-lite0"]
     with pytest.raises(Exception) as raised:  # the client's own error class, from our body
-        client.embeddings.create(model="no-such-model", input=[b64(photo)])
+        client.embeddings.create(model="no-such-model", input=[img(photo)])
     assert raised.value.status_code == 404 and "no-such-model" in str(raised.value)
 
 
 def test_embeddings_options_and_shape(served):
     _, http, _ = served
-    images = [b64(png(1)), f"data:image/png;base64,{b64(png(2))}"]
+    images = [img(png(1)), img(f"data:image/png;base64,{b64(png(2))}")]
     r = http.post("/v1/embeddings", json={"model": "default", "input": images})
     body = r.json()
     assert r.status_code == 200 and body["object"] == "list"
@@ -97,26 +102,26 @@ def test_embeddings_options_and_shape(served):
     np.testing.assert_allclose(raw_v / np.linalg.norm(raw_v), v, atol=1e-6)
     # base64 as the `base64` command writes it: line breaks every 76 characters
     wrapped = base64.encodebytes(png(1)).decode()
-    one = [http.post("/v1/embeddings", json={"model": "", "input": text}).json()["data"][0][
-        "embedding"] for text in (wrapped, images[0])]
+    one = [http.post("/v1/embeddings", json={"model": "", "input": [it]}).json()["data"][0][
+        "embedding"] for it in (img(wrapped), images[0])]
     assert one[0] == one[1]
 
 
 def test_invalid_requests_are_400_naming_the_problem(served):
     _, http, _ = served
     cases = [
-        ({"model": "", "input": ["not base64!"]}, "input[0] is neither base64"),
-        ({"model": "", "input": ["data:image/png,rawbytes"]}, "a data URI must be base64"),
-        ({"model": "", "input": [b64(png(1)), b64(b"not an image")]},
+        ({"model": "", "input": [img("not base64!")]}, "input[0] is neither base64"),
+        ({"model": "", "input": [img("data:image/png,rawbytes")]}, "a data URI must be base64"),
+        ({"model": "", "input": [img(png(1)), img(b"not an image")]},
          "cannot read image 'input[1]': not a recognised image format"),
-        ({"model": "", "input": [b64(png(1))], "dimensions": 3}, "does not truncate"),
-        ({"input": [b64(png(1))]}, "model: Field required"),
-        ({"model": "", "input": [b64(png(1))], "encodng_format": "float"}, "encodng_format"),
-        ({"model": "", "input": [b64(png(1))], "encoding_format": "int8"}, "encoding_format"),
-        ({"model": "", "input": [b64(png(i)) for i in range(LIMIT_IMAGES + 1)]},
+        ({"model": "", "input": [img(png(1))], "dimensions": 3}, "does not truncate"),
+        ({"input": [img(png(1))]}, "model: Field required"),
+        ({"model": "", "input": [img(png(1))], "encodng_format": "float"}, "encodng_format"),
+        ({"model": "", "input": [img(png(1))], "encoding_format": "int8"}, "encoding_format"),
+        ({"model": "", "input": [img(png(i)) for i in range(LIMIT_IMAGES + 1)]},
          f"{LIMIT_IMAGES + 1} images in one request; the limit is {LIMIT_IMAGES}"),
         ({"model": "", "input": []}, "the request has no images"),
-        ({"model": "", "input": [b64(png(1, size=400))]}, "the limit is 262144"),
+        ({"model": "", "input": [img(png(1, size=400))]}, "the limit is 262144"),
     ]
     for body, says in cases:
         assert says in error(http.post("/v1/embeddings", json=body), 400, "INVALID_ARGUMENT"), body
@@ -161,16 +166,16 @@ def test_body_and_admission_limits(served):
     with contextlib.ExitStack() as held:  # every request slot taken, as by requests in flight
         for _ in range(srv.config.max_concurrent_requests):
             held.enter_context(srv.core.admission.request(0))
-        r = http.post("/v1/embeddings", json={"model": "", "input": [b64(png(1))]})
+        r = http.post("/v1/embeddings", json={"model": "", "input": [img(png(1))]})
         assert "requests in progress" in error(r, 429, "RESOURCE_EXHAUSTED")
         assert r.headers["retry-after"] == "1"
-    r = http.post("/v1/embeddings", json={"model": "", "input": [b64(png(1))]},
+    r = http.post("/v1/embeddings", json={"model": "", "input": [img(png(1))]},
                   headers={"X-Request-Timeout": "0.000001"})
     error(r, 504, "DEADLINE_EXCEEDED")
-    r = http.post("/v1/embeddings", json={"model": "", "input": [b64(png(1))]},
+    r = http.post("/v1/embeddings", json={"model": "", "input": [img(png(1))]},
                   headers={"X-Request-Timeout": "soon"})
     assert "X-Request-Timeout" in error(r, 400, "INVALID_ARGUMENT")
-    ok = http.post("/v1/embeddings", json={"model": "", "input": [b64(png(1))]})
+    ok = http.post("/v1/embeddings", json={"model": "", "input": [img(png(1))]})
     assert ok.status_code == 200  # the refusals left nothing held
 
 
@@ -182,7 +187,7 @@ def test_draining_answers_503_and_readyz_says_so(tmp_path):
         assert httpx.get(base + "/readyz").json() == {"status": "SERVING"}
         srv.core.admission.close()  # what stop() does first
         assert httpx.get(base + "/readyz").status_code == 503
-        r = httpx.post(base + "/v1/embeddings", json={"model": "", "input": [b64(png(1))]})
+        r = httpx.post(base + "/v1/embeddings", json={"model": "", "input": [img(png(1))]})
         assert "shutting down" in error(r, 503, "UNAVAILABLE")
         assert httpx.get(base + "/healthz").status_code == 200  # alive while it drains
     finally:
@@ -363,7 +368,7 @@ def test_sixteen_http_and_sixteen_grpc_clients_at_once(served):
     def over_http(n: int):
         with httpx.Client(base_url=base, timeout=60,
                           headers={"Authorization": f"Bearer {TOKEN}"}) as own:
-            r = own.post("/v1/embeddings", json={"model": "", "input": [b64(images[n])]})
+            r = own.post("/v1/embeddings", json={"model": "", "input": [img(images[n])]})
             assert r.status_code == 200, r.text
             return r.json()["data"][0]["embedding"]
 

@@ -409,18 +409,18 @@ def test_a_strip_image_costs_no_more_than_the_per_image_budget(tmp_path):
         probe = base64.b64encode(strip_png(1, limit)).decode()
         tallest = base64.b64encode(strip_png(1, limit // (1 + ROW_PIXELS))).decode()
         small = base64.b64encode(strip_png(64, 64)).decode()
-        for body in ({"model": "", "input": [small]},):  # the model's own memory first
+        for body in ({"model": "", "input": [{"image": small}]},):  # the model's own memory first
             assert httpx.post(f"{http}/v1/embeddings", json=body, timeout=120).status_code == 200
         with open(f"/proc/{proc.pid}/clear_refs", "w") as f:
             f.write("5")  # the peak from now on
         before = _peak_since_reset(proc.pid)
-        r = httpx.post(f"{http}/v1/embeddings", json={"model": "", "input": [probe]}, timeout=120)
+        r = httpx.post(f"{http}/v1/embeddings", json={"model": "", "input": [{"image": probe}]}, timeout=120)
         assert r.status_code == 400 and "rows" in r.json()["error"]["message"], r.text
         r = httpx.post(f"{http}/v1/indexes/strips/upsert", json={"items": [{"image": probe}]},
                        timeout=120)
         assert r.status_code == 400 and "rows" in r.json()["error"]["message"], r.text
         budget = 6 * limit
-        for path, body in (("/v1/embeddings", {"model": "", "input": [tallest]}),
+        for path, body in (("/v1/embeddings", {"model": "", "input": [{"image": tallest}]}),
                            ("/v1/indexes/strips/upsert", {"items": [{"image": tallest}]})):
             with open(f"/proc/{proc.pid}/clear_refs", "w") as f:
                 f.write("5")

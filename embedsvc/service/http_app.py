@@ -113,17 +113,18 @@ class _Runner:
             raise _Failed(*http_error(exc, getattr(endpoint, "__name__", "http"))) from None
 
 
-def _input(it, n: int, what: str) -> Input:
+def _input(it, n: int, what: str, default_id: str | None = None) -> Input:
     """A plain string (a text) or a typed ``InputIn`` → the core's Input."""
+    default_id = default_id or str(n)
     if isinstance(it, str):
-        return Input(str(n), text=it)
+        return Input(default_id, text=it)
     if isinstance(it, (int, list)):
         raise InvalidInputError(f"{what}: token ids are not accepted; the server tokenises: "
                                 f"send the text as a string")
     if (it.image is None) == (it.text is None):
         raise InvalidInputError(f"{what}: an input needs exactly one of image or text")
     image = None if it.image is None else decode_image(it.image, what)
-    return Input(it.id or str(n), image, it.text)
+    return Input(it.id or default_id, image, it.text)
 
 
 def _inputs(images, inputs, first: str = "images") -> list[Input]:
@@ -178,7 +179,7 @@ def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
         backbone = None if body.model in ("", "default") else body.model
 
         def work(deadline: float):
-            inputs = [_input(it, n, f"input[{n}]") for n, it in enumerate(given)]
+            inputs = [_input(it, n, f"input[{n}]", f"input[{n}]") for n, it in enumerate(given)]
             emb, timing = core.embed(inputs, backbone, body.tap, body.normalize, deadline)
             if body.dimensions is not None and body.dimensions != emb.vectors.shape[1]:
                 raise InvalidInputError(f"dimensions is {body.dimensions}; "

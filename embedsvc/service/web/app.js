@@ -113,7 +113,7 @@ async function analyse() {
   const abstain = parseFloat($("abstain").value) || null;
   const maxOod = parseFloat($("max-ood").value) || null;
   const k = Math.max(1, Math.min(100, parseInt($("k").value, 10) || 8));
-  const jobs = [api("/v1/embeddings", { model: "", input: [state.image] }).then(showEmbedding)];
+  const jobs = [api("/v1/embeddings", { model: "", input: [{ image: state.image }] }).then(showEmbedding)];
   if (head) {
     jobs.push(api("/v1/classify", { images: [{ id: "upload", data: state.image }], head,
                                    top_k: 5, abstain_below: abstain,
