@@ -1,4 +1,5 @@
-"""A thin Python client over the generated stubs: bytes or paths in, numpy and dicts out."""
+"""A thin Python client over the generated stubs: bytes or paths (images) or strings (texts) in,
+numpy and dicts out. Every call that embeds takes ``images`` or ``texts=``, not both."""
 from __future__ import annotations
 
 import os
@@ -39,6 +40,18 @@ def _image(i: int, img: ImageInput, image_id: str | None) -> pb.Image:
     return pb.Image(id=image_id or str(i), data=bytes(img))
 
 
+def _texts(texts: Sequence[str], ids: Sequence[str] | None) -> list[pb.Input]:
+    return [pb.Input(id=ids[i] if ids else str(i), text=t) for i, t in enumerate(texts)]
+
+
+def _query(images: Sequence[ImageInput], texts: Sequence[str] | None,
+           ids: Sequence[str] | None) -> dict[str, list]:
+    """A request's ``images`` or ``inputs`` field, from images or texts."""
+    if texts is not None:
+        return {"inputs": _texts(texts, ids)}
+    return {"images": [_image(i, img, ids[i] if ids else None) for i, img in enumerate(images)]}
+
+
 class Client:
     """``Client("localhost:50051", token=...)``; every call takes an optional ``timeout`` (s)."""
 
@@ -63,26 +76,29 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _images(self, images: Sequence[ImageInput], ids: Sequence[str] | None):
-        return [_image(i, img, ids[i] if ids else None) for i, img in enumerate(images)]
-
-    def embed(self, images: Sequence[ImageInput], ids: Sequence[str] | None = None,
+    def embed(self, images: Sequence[ImageInput] = (), ids: Sequence[str] | None = None,
               backbone: str = "", raw: bool = False, tap: str = "",
-              timeout: float | None = None) -> tuple[np.ndarray, pb.EmbedResponse]:
+              timeout: float | None = None, texts: Sequence[str] | None = None,
+              ) -> tuple[np.ndarray, pb.EmbedResponse]:
         resp = self.stub.Embed(pb.EmbedRequest(
-            images=self._images(images, ids),
+            **_query(images, texts, ids),
             options=pb.EmbedOptions(backbone=backbone, raw=raw, tap=tap)),
             timeout=timeout, metadata=self.metadata)
         return np.array([v.values for v in resp.vectors], dtype=np.float32), resp
 
-    def embed_stream(self, images: Sequence[ImageInput], ids: Sequence[str] | None = None,
+    def embed_stream(self, images: Sequence[ImageInput] = (), ids: Sequence[str] | None = None,
                      backbone: str = "", raw: bool = False, tap: str = "",
-                     timeout: float | None = None) -> Iterator[pb.EmbedResult]:
-        """One answer per image, in order; a bad image is answered with its ``error``."""
+                     timeout: float | None = None, texts: Sequence[str] | None = None,
+                     ) -> Iterator[pb.EmbedResult]:
+        """One answer per input, in order; a bad one is answered with its ``error``."""
         def items():
-            for i, img in enumerate(images):
+            for i, one in enumerate(texts if texts is not None else images):
                 options = pb.EmbedOptions(backbone=backbone, raw=raw, tap=tap) if i == 0 else None
-                yield pb.EmbedItem(image=_image(i, img, ids[i] if ids else None), options=options)
+                name = ids[i] if ids else None
+                if texts is not None:
+                    yield pb.EmbedItem(input=pb.Input(id=name or str(i), text=one), options=options)
+                else:
+                    yield pb.EmbedItem(image=_image(i, one, name), options=options)
 
         return self.stub.EmbedStream(items(), timeout=timeout, metadata=self.metadata)
 
@@ -94,15 +110,16 @@ class Client:
             health_pb2.HealthCheckRequest(), timeout=timeout, metadata=self.metadata)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
 
-    def classify(self, images: Sequence[ImageInput], head: str = "imagenet", top_k: int = 5,
+    def classify(self, images: Sequence[ImageInput] = (), head: str = "imagenet", top_k: int = 5,
                  abstain_below: float = 0.0, ids: Sequence[str] | None = None,
-                 timeout: float | None = None, max_ood_score: float = 0.0) -> list[dict[str, Any]]:
+                 timeout: float | None = None, max_ood_score: float = 0.0,
+                 texts: Sequence[str] | None = None) -> list[dict[str, Any]]:
         resp = self.stub.Classify(pb.ClassifyRequest(
-            images=self._images(images, ids), head=head, top_k=top_k, abstain_below=abstain_below,
+            **_query(images, texts, ids), head=head, top_k=top_k, abstain_below=abstain_below,
             max_ood_score=max_ood_score),
             timeout=timeout, metadata=self.metadata)
         return [{"id": r.id, "label": r.label, "probability": r.probability,
-                 "ood_score": r.ood_score, "abstained": r.abstained,
+                 "ood_score": r.ood_score, "abstained": r.abstained, "truncated": r.truncated,
                  "top": [(t.label, t.probability) for t in r.top]} for r in resp.results]
 
     def drift(self, head: str = "", timeout: float | None = None) -> list[pb.HeadDrift]:
@@ -123,10 +140,13 @@ class Client:
 
     def search(self, index: str, image: ImageInput | None = None,
                vector: Sequence[float] | None = None, k: int = 10,
-               where: dict[str, str] | None = None, timeout: float | None = None) -> list[dict]:
+               where: dict[str, str] | None = None, timeout: float | None = None,
+               text: str | None = None) -> list[dict]:
         req = pb.SearchRequest(index=index, k=k, where=where or {})
         if image is not None:
             req.image.CopyFrom(_image(0, image, "query"))
+        if text is not None:
+            req.input.CopyFrom(pb.Input(id="query", text=text))
         if vector is not None:
             req.vector.CopyFrom(pb.Vector(values=list(map(float, vector))))
         resp = self.stub.Search(req, timeout=timeout, metadata=self.metadata)
@@ -135,7 +155,8 @@ class Client:
     def upsert(self, index: str, items: Sequence[dict[str, Any]],
                timeout: float | None = None) -> pb.UpsertResponse:
         """items: {"id": int (optional: left out, the server assigns one), "image": path or
-        bytes, or "vector": floats, "metadata": dict}. The answer's ``ids`` are the ids used."""
+        bytes, "text": str, or "vector": floats, "metadata": dict}. The answer's ``ids`` are the
+        ids used."""
         msgs = []
         for it in items:
             m = pb.UpsertItem(metadata=it.get("metadata") or {})
@@ -143,6 +164,8 @@ class Client:
                 m.id = int(it["id"])
             if it.get("image") is not None:
                 m.image = _image(0, it["image"], None).data
+            elif it.get("text") is not None:
+                m.text = it["text"]
             elif it.get("vector") is not None:
                 m.vector.CopyFrom(pb.Vector(values=list(map(float, it["vector"]))))
             msgs.append(m)

@@ -57,6 +57,18 @@ def modality_of_records(records) -> str:
     return IMAGE
 
 
+def record_inputs(records, modality: str) -> tuple[list, list[str]]:
+    """(inputs an encoder's ``embed`` takes, their ids) for dataset records: image paths, or
+    texts (a record's own, or its ``.txt`` file read; one that cannot be read is left out)."""
+    if modality != TEXT:
+        return [r.path for r in records], [r.path for r in records]
+    from .text.encoder import read_text_record
+
+    read = [read_text_record(r.to_dict()) for r in records]
+    ok = [x for x in read if "error" not in x]
+    return [x["text"] for x in ok], [x["path"] for x in ok]
+
+
 def check_inputs(given: str, provenance: dict[str, Any], what: str) -> None:
     """Refuse queries of another modality than the vectors ``what`` was made from."""
     have = modality_of(provenance)
@@ -164,6 +176,21 @@ def query_encoder(provenance: dict[str, Any], device: str = "auto", inputs: int 
     from .query import embedder_for
 
     return embedder_for(provenance, device, inputs)
+
+
+def atypical_vectors(provenance: dict[str, Any], rows: list[dict], n: int, seed: int = 0,
+                     device: str = "auto"):
+    """Vectors of inputs made atypical on purpose from a store's ``rows`` (outlier exposure for
+    a head's OOD score), made as ``provenance`` says; None where the modality has no such
+    corruptions (images) or the rows keep no inputs."""
+    if modality_of(provenance) != TEXT:
+        return None
+    from .text.corrupt import atypical_texts
+
+    texts = atypical_texts([r["text"] for r in rows if r.get("text")], n, seed)
+    if not texts:
+        return None
+    return encoder_for(provenance, device).embed(texts).vectors
 
 
 def _text_only_torch(runtime: str | None) -> None:

@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from classifiers.heads import Head
 from classifiers.heads.classify import HeadClassifier, classify_embeddings
-from classifiers.heads.ood import OODReference, fit_reference
+from classifiers.heads.ood import OODReference, calibrated_scores, fit_reference
 from classifiers.heads.train import TrainHeadConfig, split_store, train_head
 from embedsvc.datasets import scan_source
 from embedsvc.datasets.fetch import fetch_dataset
@@ -38,7 +38,8 @@ def test_conformal_scores_are_uniform_in_distribution_and_one_far_away():
     assert (beyond > 0.999).all()
     # farther than every calibration distance, yet still ordered by how far: the fitted tail
     edge = ref.calibration[-1]
-    assert ref.scores_of(np.array([edge + 0.01]))[0] < ref.scores_of(np.array([edge + 0.2]))[0]
+    assert (calibrated_scores(ref.calibration, np.array([edge + 0.01]))[0]
+            < calibrated_scores(ref.calibration, np.array([edge + 0.2]))[0])
     assert fit_reference(X[:10]) is None  # too few to hold any out
 
 
@@ -156,5 +157,5 @@ def test_a_small_head_flags_a_fourth_subject_at_its_default_threshold(photo_imag
     assert all(a.label == "unknown" for a in other_answers), other_scores
     assert sum(a.abstained for a in held_answers) <= 6
     report = (tmp_path / "head" / "report" / "report.md").read_text()
-    assert "calibrated on 74 training images (leave-one-out)" in report
+    assert "calibrated on 74 training examples (leave-one-out)" in report
     assert "steps of 0.014" in report

@@ -37,7 +37,7 @@ def served(tmp_path_factory):
 
 def _dim(srv) -> int:
     with srv.core.models.lease() as runner:
-        return runner.backbone.cfg.dim
+        return runner.encoder.backbone.cfg.dim
 
 
 def test_each_bad_text_is_refused_over_http_naming_the_field(served):

@@ -1,6 +1,7 @@
-"""The two sides of a gap as embeddings: an embedding store is read as it is; an image folder or
-manifest is embedded, the way the store beside it was made when there is one (same backbone,
-weights, tap, normalisation), else with the backbone asked for."""
+"""The two sides of a gap as embeddings: an embedding store is read as it is; a folder or manifest
+of images or texts is embedded, the way the store beside it was made when there is one (same
+encoder, weights, tap, normalisation), else with the encoder asked for (default: the default
+encoder of what the source holds)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +10,6 @@ import numpy as np
 
 from embedsvc.datasets.sources import is_store, scan_source
 from embedsvc.embeddings import check_compatible
-from embedsvc.errors import InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Side:
     provenance: dict
 
 
-def load_sides(a: str, b: str, backbone: str, max_per_side: int = 500, seed: int = 0,
+def load_sides(a: str, b: str, backbone: str | None, max_per_side: int = 500, seed: int = 0,
                progress: bool = True) -> tuple[Side, Side]:
     """Both sides, each a random sample of at most ``max_per_side`` rows (seeded)."""
     rng = np.random.default_rng(seed)
@@ -32,9 +32,10 @@ def load_sides(a: str, b: str, backbone: str, max_per_side: int = 500, seed: int
         if path in stores:
             sides.append(stores[path])
             continue
+        records = scan_source(path)
         if fe is None:
-            fe = _extractor(made_like, backbone)
-        sides.append(_embed_images(path, fe, max_per_side, rng, progress))
+            fe = _encoder(made_like, backbone, records, path)
+        sides.append(_embed_source(path, records, fe, max_per_side, rng, progress))
     check_compatible(sides[0].provenance, sides[1].provenance, f"the gap to {a}")
     return sides[0], sides[1]
 
@@ -58,22 +59,25 @@ def _read_store(path: str, k: int, rng: np.random.Generator) -> Side:
                 store.provenance)
 
 
-def _extractor(provenance: dict | None, backbone: str):
-    from embedsvc.backbones import create_backbone
-    from embedsvc.extract import ExtractConfig, FeatureExtractor, extractor_for
+def _encoder(provenance: dict | None, name: str | None, records, path: str):
+    from embedsvc.encoders import (check_source, default_encoder, encoder_for,
+                                   modality_of_records, open_encoder)
 
     if provenance is not None:
-        return extractor_for(provenance)
-    return FeatureExtractor(create_backbone(backbone), ExtractConfig())
+        return encoder_for(provenance)
+    name = name or default_encoder(modality_of_records(records))
+    check_source(name, records, path)
+    return open_encoder(name)
 
 
-def _embed_images(path: str, fe, k: int, rng: np.random.Generator, progress: bool) -> Side:
-    records = scan_source(path)
-    if not records:
-        raise InvalidInputError(f"no images in {path!r}")
+def _embed_source(path: str, records, fe, k: int, rng: np.random.Generator,
+                  progress: bool) -> Side:
+    from embedsvc.encoders import check_source, record_inputs
+
+    check_source(fe.name, records, path)
     chosen = [records[i] for i in _sample(len(records), k, rng)]
-    paths = [r.path for r in chosen]
-    emb = fe.embed(paths, ids=paths, skip_bad=True, progress=progress)
+    inputs, ids = record_inputs(chosen, fe.modality)
+    emb = fe.embed(inputs, ids=ids, skip_bad=True, progress=progress)
     kept = set(emb.ids)
     return Side(path, emb.vectors, _labels([r.label for r in chosen if r.path in kept]),
                 emb.provenance)

@@ -129,7 +129,8 @@ class Head:
         classes = np.asarray([str(c) for c in meta["classes"]])
         ood_meta = meta.get("ood") or {}
         ood = OODReference.from_arrays(arrays, int(ood_meta.get("k", 1)),
-                                       ood_meta.get("calibrated", "held-out"))
+                                       ood_meta.get("calibrated", "held-out"),
+                                       ood_meta.get("detector"))
         estimator = HEAD_KINDS[kind].from_state(
             classes, {k: v for k, v in arrays.items() if not k.startswith(OWN_ARRAYS)}, meta["params"])
         return cls(estimator, meta["provenance"], meta.get("metrics", {}), meta.get("training", {}),

@@ -164,7 +164,7 @@ def train_head(store_path: str | Path, out: str | Path,
         "config": asdict(config),
         "notes": notes,
     }
-    ood = fit_reference(Xfit, config.seed)
+    ood = fit_reference(Xfit, config.seed, _atypical(store, alignment, config.seed))
     if ood is not None and (note := ood.resolution_note(DEFAULT_MAX_OOD)):
         notes.append(note)
     head = Head(est, store.provenance, m, training, ood, alignment)
@@ -180,6 +180,19 @@ def train_head(store_path: str | Path, out: str | Path,
     atomic_write_bytes(report / "report.md", render_report(head, curve).encode())
     head.save(out)
     return head
+
+
+MAX_ATYPICAL = 1000  # corrupted training inputs the OOD detector learns from
+
+
+def _atypical(store: EmbeddingStore, alignment, seed: int) -> np.ndarray | None:
+    """Embeddings of training inputs corrupted on purpose (texts: words shuffled, word salad),
+    moved by the head's alignment like its training embeddings; None for images."""
+    from embedsvc.encoders import atypical_vectors
+
+    train = [r for r in store.metadata() if r.get("split") in (None, "train")]
+    X = atypical_vectors(store.provenance, train, MAX_ATYPICAL, seed)
+    return X if X is None or alignment is None else alignment.apply(X)
 
 
 def learning_curve(Xtr, ytr, Xev, yev, config: TrainHeadConfig, progress: bool) -> list[dict[str, Any]]:
@@ -203,7 +216,10 @@ def ood_summary(d: dict[str, Any]) -> str:
     return (f"distance to the {d['k']}th nearest training example, calibrated on "
             f"{d['calibration']} training examples ({d['calibrated']}): counted in steps of "
             f"{1 / d['calibration']:.3f} up to {d['tail_from']:.2f}, a fitted exponential tail above "
-            f"(scale {d['tail_scale']:.3f}); default threshold {d['default_max_ood']:g}")
+            f"(scale {d['tail_scale']:.3f}); default threshold {d['default_max_ood']:g}"
+            + (f"; joined with a detector of {d['detector']['negatives']} inputs corrupted on "
+               f"purpose (held-out AUROC {d['detector']['held_out_auroc']:.3f})"
+               if d.get("detector") else ""))
 
 
 def render_report(head: Head, curve: list[dict[str, Any]] | None) -> str:

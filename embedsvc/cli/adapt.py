@@ -65,8 +65,9 @@ def register(sub) -> None:
                  "embedsvc gap stores/train stores/live --png drift.png --json"],
                 cmd_gap,
                 description=f"Measure the gap between two domains on embeddings. A and B are "
-                            f"embedding stores, image folders or manifests (images are embedded "
-                            f"the way a store beside them was made, else with --backbone). "
+                            f"embedding stores, or folders or manifests of images or texts "
+                            f"(embedded the way a store beside them was made, else with "
+                            f"--backbone). "
                             f"Verdict: the sides differ when the MMD permutation test or the "
                             f"domain classifier is significant at {ALPHA / 2:g} (two tests "
                             f"sharing {ALPHA:g}): 'very different' at a proxy A-distance >= "
@@ -76,8 +77,9 @@ def register(sub) -> None:
                             f"domains in their principal plane.")
     p.add_argument("a", help="source domain: store, image folder or manifest")
     p.add_argument("b", help="target domain: store, image folder or manifest")
-    p.add_argument("--backbone", "-b", default=DEFAULT_BACKBONE,
-                   help="backbone for image folders when neither side is a store")
+    p.add_argument("--backbone", "-b",
+                   help=f"encoder for folders and manifests when neither side is a store "
+                        f"(default: {DEFAULT_BACKBONE} for images, minilm-l6 for text)")
     p.add_argument("--max-per-side", type=positive_int, default=500,
                    help="random sample of each side")
     p.add_argument("--png", default="gap.png", help="picture to write")

@@ -8,30 +8,38 @@ import re
 from pathlib import Path
 
 from . import output
-from .common import (EXIT_ERROR, EXIT_OK, MAX_OOD_HELP, SERVER_ENV, TOKEN_ENV, InputError, command,
-                     err, existing_images, group, non_negative_int, positive_float, positive_int,
-                     probability, token, warn)
+from .common import (EXIT_ERROR, EXIT_OK, MAX_OOD_HELP, SERVER_ENV, TOKEN_ENV, InputError,
+                     UsageError, command, err, existing_images, group, inputs_given,
+                     non_negative_int, positive_float, positive_int, probability, text_options,
+                     token, warn)
 
 ID_BITS = 63  # Upsert ids are int64 and must be >= 0
 UPSERT_BATCH = 64  # images per Upsert request: a progress step, and what one bad file re-sends
 BAD_ITEM = re.compile(r"'#(\d+)(?: \(id \d+\))?'")  # how the server names an item it refused
 
 
-def content_id(path: str) -> int:
-    """An image's id from its bytes (``--content-ids``): the same image keeps its id, so
-    upserting it again replaces it instead of adding a copy."""
-    digest = hashlib.sha256(Path(path).read_bytes()).digest()
+def content_id(source: str | bytes) -> int:
+    """An input's id from its bytes (``--content-ids``; an image file's, a text's UTF-8): the
+    same input keeps its id, so upserting it again replaces it instead of adding a copy."""
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    digest = hashlib.sha256(data).digest()
     return int.from_bytes(digest[:8], "big") >> (64 - ID_BITS)
 
 
+def _given(a) -> dict:
+    """The images or texts (``texts=``, with their ids) a command was given."""
+    inputs, ids, modality = inputs_given(a)
+    return {"images": inputs} if modality == "image" else {"texts": inputs, "ids": ids}
+
+
 def _embed(c, a):
-    _, resp = c.embed(a.images, backbone=a.backbone or "", timeout=a.timeout)
+    _, resp = c.embed(**_given(a), backbone=a.backbone or "", timeout=a.timeout)
     return [output.embedding(v.id, v.values) for v in resp.vectors]
 
 
 def _embed_stream(c, a):
     rows = []
-    for r in c.embed_stream(a.images, backbone=a.backbone or "", timeout=a.timeout):
+    for r in c.embed_stream(**_given(a), backbone=a.backbone or "", timeout=a.timeout):
         rows.append(output.embedding(r.vector.id, r.vector.values) if not r.error else
                     {"id": r.vector.id or None, "error": r.error})
     return rows
@@ -40,14 +48,18 @@ def _embed_stream(c, a):
 def _classify(c, a):
     return [output.classification(r["id"], r["label"], r["probability"], r["ood_score"],
                                   r["abstained"], r["top"])
-            for r in c.classify(a.images, head=a.head, top_k=a.top,
+            for r in c.classify(**_given(a), head=a.head, top_k=a.top,
                                 abstain_below=a.abstain_below or 0.0, timeout=a.timeout,
                                 max_ood_score=a.max_ood or 0.0)]
 
 
 def _search(c, a):
+    inputs, _, modality = inputs_given(a, "image")
+    if len(inputs) != 1:
+        raise UsageError(f"search takes one query; got {len(inputs)}")
+    query = {"image" if modality == "image" else "text": inputs[0]}
     return [output.hit(h["id"], h["score"], h["metadata"])
-            for h in c.search(a.index, image=a.image, k=a.k, timeout=a.timeout)]
+            for h in c.search(a.index, **query, k=a.k, timeout=a.timeout)]
 
 
 def upsert_files(args: list[str], label: str | None) -> list[tuple[str, str | None]]:
@@ -67,8 +79,15 @@ def upsert_files(args: list[str], label: str | None) -> list[tuple[str, str | No
 
 
 def _upsert(c, a):
-    from ..client import RpcError
-
+    if a.text or a.texts:
+        if a.images:
+            raise UsageError("give images or texts (--text/--texts), not both")
+        texts, _, _ = inputs_given(a)
+        ids = ([a.first_id + n for n in range(len(texts))] if a.first_id is not None else
+               [content_id(t.encode()) if a.content_ids else None for t in texts])
+        items = [{"id": i, "text": t, "metadata": {"label": a.label} if a.label else {}}
+                 for i, t in zip(ids, texts)]
+        return _upsert_batches(c, a, items, "text")
     files = upsert_files(a.images, a.label)
     if a.first_id is not None:
         ids = [a.first_id + n for n in range(len(files))]
@@ -76,6 +95,13 @@ def _upsert(c, a):
         ids = [content_id(p) if a.content_ids else None for p, _ in files]
     items = [{"id": i, "image": p, "metadata": {"path": str(p), **({"label": lab} if lab else {})}}
              for i, (p, lab) in zip(ids, files)]
+    return _upsert_batches(c, a, items, "image")
+
+
+def _upsert_batches(c, a, items: list[dict], kind: str) -> dict:
+    """Upsert ``items`` in batches; an item the server refuses is named and left out."""
+    from ..client import RpcError
+
     used, skipped, total = [], [], 0
     bar = _bar(len(items), f"upsert {a.index}", a)
     for lo in range(0, len(items), UPSERT_BATCH):
@@ -88,9 +114,10 @@ def _upsert(c, a):
                 if exc.code().name != "INVALID_ARGUMENT" or not bad or int(bad[1]) >= len(batch):
                     raise
                 item = batch.pop(int(bad[1]))
-                reason = BAD_ITEM.sub(repr(item["image"]), exc.details(), count=1)
+                name = output.short(item[kind], 60)
+                reason = BAD_ITEM.sub(repr(name), exc.details(), count=1)
                 warn(f"skipped: {reason}")
-                skipped.append({"path": item["image"], "reason": reason})
+                skipped.append({"path": name, "reason": reason})
                 continue
             used += list(r.ids)
             total = r.total
@@ -100,7 +127,7 @@ def _upsert(c, a):
     if bar is not None:
         bar.close()
     if not used:
-        raise InputError(f"no image was upserted ({len(skipped)} could not be read)")
+        raise InputError(f"no {kind} was upserted ({len(skipped)} could not be read)")
     return {"upserted": len(used), "total": total, "ids": used, "skipped": skipped}
 
 
@@ -151,10 +178,8 @@ def _health(c, a):
 def cmd_client(args: argparse.Namespace) -> int:
     from ..client import Client, RpcError
 
-    if hasattr(args, "images") and args.client_command != "upsert":  # upsert takes folders
-        args.images = existing_images(args.images, skip_bad=False)
-    if getattr(args, "image", None):
-        existing_images([args.image], skip_bad=False)
+    if args.client_command in ("embed", "embed-stream", "classify", "search"):
+        inputs_given(args, "image" if args.client_command == "search" else "images")
     with Client(args.server, token=token()) as c:
         try:
             result = args.call(c, args)
@@ -168,20 +193,26 @@ def cmd_client(args: argparse.Namespace) -> int:
 
 
 ACTIONS = {
-    "embed": ("embed images (Embed)", ["embedsvc client embed cat.jpg dog.jpg"], _embed),
+    "embed": ("embed images or texts (Embed)", ["embedsvc client embed cat.jpg dog.jpg",
+                                                "embedsvc client embed --text 'a fine film'"],
+              _embed),
     "embed-stream": ("embed many images over one stream (EmbedStream); a bad image gets its "
                      "error and the rest go on", ["embedsvc client embed-stream photos/*.jpg"],
                      _embed_stream),
-    "classify": ("classify images with a head (Classify)",
-                 ["embedsvc client classify x.png --head digits --top 3"], _classify),
-    "search": ("nearest neighbours of an image in an index (Search)",
-               ["embedsvc client search --index catalogue --image query.jpg -k 5"], _search),
+    "classify": ("classify images or texts with a head (Classify)",
+                 ["embedsvc client classify x.png --head digits --top 3",
+                  "embedsvc client classify --texts reviews.txt --head movies"], _classify),
+    "search": ("nearest neighbours of an image or a text in an index (Search)",
+               ["embedsvc client search --index catalogue --image query.jpg -k 5",
+                "embedsvc client search --index reviews --text 'slow but lovely' -k 5"], _search),
     "upsert": ("add images, or class-folder trees of them, to an index, creating it (Upsert); "
                "a file the server cannot read is named and left out",
                ["embedsvc client upsert --index photos photos/   # labels from folder names",
                 "embedsvc client upsert --index catalogue shoes/*.jpg --label shoe",
                 "embedsvc client upsert --index catalogue a.jpg b.jpg --first-id 1000",
-                "embedsvc client upsert --index catalogue shoes/*.jpg --content-ids"], _upsert),
+                "embedsvc client upsert --index catalogue shoes/*.jpg --content-ids",
+                "embedsvc client upsert --index reviews --texts reviews.txt --label positive"],
+               _upsert),
     "delete": ("remove ids from an index (Delete)",
                ["embedsvc client delete --index catalogue 1000 1001"], _delete),
     "models": ("backbones the server knows (ListModels)", ["embedsvc client models"], _models),
@@ -212,13 +243,16 @@ def register(sub) -> None:
                        help=f"HOST:PORT of the server (default: ${SERVER_ENV}, else 127.0.0.1:50051)")
         c.add_argument("--timeout", type=positive_float, default=60.0, help="deadline in seconds")
         if name in ("embed", "embed-stream", "classify"):
-            c.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+            c.add_argument("images", nargs="*", metavar="IMAGE", help="image files")
+            text_options(c, name.split("-")[0])
         if name == "upsert":
-            c.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR",
+            c.add_argument("images", nargs="*", metavar="IMAGE_OR_DIR",
                            help="image files, or folders (every image below, labelled by its "
                                 "class folder)")
+            text_options(c, "upsert (each kept as the item's 'text')")
         if name in ("embed", "embed-stream"):
-            c.add_argument("--backbone", help="backbone name (default: the server's)")
+            c.add_argument("--backbone", help="encoder name (default: the server's default for "
+                                              "images or for text)")
         if name == "drift":
             c.add_argument("--head", help="one head (default: every trained head)")
         if name == "classify":
@@ -230,7 +264,10 @@ def register(sub) -> None:
         if name in ("search", "upsert", "delete"):
             c.add_argument("--index", required=True, help="index (collection) name")
         if name == "search":
-            c.add_argument("--image", required=True, help="query image file")
+            q = c.add_mutually_exclusive_group(required=True)
+            q.add_argument("--image", help="query image file")
+            q.add_argument("--text", action="append", metavar="TEXT", help="query text")
+            q.add_argument("--texts", metavar="FILE", help="a file holding one query line")
             c.add_argument("-k", type=positive_int, default=10, help="neighbours to return")
         if name == "upsert":
             ids = c.add_mutually_exclusive_group()
