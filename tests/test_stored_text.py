@@ -58,7 +58,7 @@ def test_each_bad_text_is_refused_over_http_naming_the_field(served):
     assert r.json()["total"] == 1
     r = http.post("/v1/classify", content=r'{"images": [{"id": "\ud800", "data": "AAAA"}]}',
                   headers={"Content-Type": "application/json"})
-    assert r.status_code == 400 and "id of image #0" in r.json()["error"]["message"], r.text
+    assert r.status_code == 400 and "id of input #0" in r.json()["error"]["message"], r.text
     r = http.request("DELETE", "/v1/indexes/fresh/items", json={"ids": [True]})
     assert r.status_code == 400, r.text
     counts = {i["name"]: i["count"] for i in http.get("/v1/indexes").json()["indexes"]}
@@ -95,7 +95,7 @@ def test_each_bad_text_is_refused_over_grpc(served):
         with pytest.raises(grpc.RpcError) as err:  # a NUL is valid UTF-8: the check names it
             Client(f"127.0.0.1:{srv.port}").embed([b"x"], ids=["a\x00b"], timeout=30)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "id of image #0" in err.value.details()
+        assert "id of input #0" in err.value.details()
 
 
 def test_a_collection_holding_such_rows_is_served(served):
