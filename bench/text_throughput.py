@@ -105,7 +105,16 @@ def served_vs_in_process(enc, texts, clients: int, max_batch: int, root: Path) -
         with Client(target) as warm:
             warm.embed(texts=texts[:8], backbone="minilm-l6", timeout=120)
 
+        busy = {"wall": 0.0, "clients": 0.0, "server": 0.0}
+
         def served():
+            t0, c0, s0 = time.perf_counter(), time.process_time(), _cpu_seconds(server.pid)
+            _serve_all()
+            busy["wall"] += time.perf_counter() - t0
+            busy["clients"] += time.process_time() - c0
+            busy["server"] += _cpu_seconds(server.pid) - s0
+
+        def _serve_all():
             queue = list(range(len(texts)))
             lock = threading.Lock()
 
@@ -125,11 +134,24 @@ def served_vs_in_process(enc, texts, clients: int, max_batch: int, root: Path) -
                 t.join()
 
         tokens = enc.prepare_many(texts)
-        return Pair(len(texts)).run(served,
-                                    lambda: enc.encode_sorted(tokens, batch_size=max_batch))
+        with Client(target) as c:
+            before = c.info(timeout=30).batching
+        rates = Pair(len(texts)).run(served, lambda: enc.encode_sorted(tokens, batch_size=max_batch))
+        with Client(target) as c:
+            after = c.info(timeout=30).batching
+        print(f"served: {after.images - before.images} texts in {after.batches - before.batches} "
+              f"forward passes (length groups of the batches formed); CPU cores busy: server "
+              f"{busy['server'] / busy['wall']:.2f}, clients {busy['clients'] / busy['wall']:.2f}")
+        return rates
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:

@@ -36,6 +36,13 @@ def movies(tmp_path_factory):
     return root, rows
 
 
+def held_out(rows: list[dict]) -> list[str]:
+    """The test split's snippets in a seeded random order (the file is sorted by sentiment)."""
+    texts = [r["text"] for r in rows if r["split"] == "test"]
+    random.Random(0).shuffle(texts)
+    return texts
+
+
 @pytest.fixture(scope="module")
 def server(movies):
     root, _ = movies
@@ -61,7 +68,7 @@ def test_a_logistic_head_on_frozen_minilm_reaches_the_movie_accuracy(movies):
 
 def test_grpc_classify_with_text_answers_as_the_cli(movies, server, tmp_path):
     root, rows = movies
-    texts = [r["text"] for r in rows if r["split"] == "test"][:64]
+    texts = held_out(rows)[:64]
     (tmp_path / "t.txt").write_text("\n".join(texts) + "\n")
     r = run_cli("classify", "--texts", tmp_path / "t.txt", "--head", root / "head", "--json")
     assert r.returncode == 0, r.stderr
@@ -116,7 +123,7 @@ def test_per_request_ood_flags_source_code_and_shuffled_snippets(movies, server)
     AUROC >= 0.9 (0.955 measured on 200 + 400). An AUROC over 150 x 300 pairs has a standard
     error near 0.015, so 0.9 is 3 of them below what was measured."""
     root, rows = movies
-    test = [r["text"] for r in rows if r["split"] == "test"]
+    test = held_out(rows)
     rng = random.Random(1)
     held, to_shuffle = test[:150], test[150:300]
     shuffled = []
@@ -138,7 +145,7 @@ def test_per_request_ood_flags_source_code_and_shuffled_snippets(movies, server)
 def test_the_drift_gauge_rises_when_tweets_reach_the_movie_head(movies, server, tmp_path):
     root, rows = movies
     c = Client(f"127.0.0.1:{server.port}")
-    test = [r["text"] for r in rows if r["split"] == "test"]
+    test = held_out(rows)
     for lo in range(300, 500, 50):
         c.classify(texts=test[lo:lo + 50], head="head")
     stable = c.drift("head")[0]

@@ -91,7 +91,9 @@ class DynamicBatcher:
         """A batch starting with ``first``; whether the stop marker came; and the input that
         did not fit the token budget (it starts the next batch)."""
         batch, stop, widest = [first], False, first.cost
-        until = time.monotonic() + self.config.max_queue_delay_ms / 1000.0
+        # the delay counts from the first input's arrival, as Triton's does: under load it
+        # waited through the previous pass already, and the batch starts with what is queued
+        until = first.enqueued + self.config.max_queue_delay_ms / 1000.0
         while len(batch) < self.config.max_batch_size:
             remaining = until - time.monotonic()
             try:
@@ -136,6 +138,10 @@ class DynamicBatcher:
                 self._queue.put(None)
 
     def _run(self, items: list[_Item]) -> None:
+        for group in length_groups([i.cost for i in items]):
+            self._run_group([items[k] for k in group])
+
+    def _run_group(self, items: list[_Item]) -> None:
         try:
             out = self.run_batch(self.collate([i.prepared for i in items]))
         except Exception as exc:  # the batch fails, the worker lives on
@@ -148,6 +154,33 @@ class DynamicBatcher:
             self.on_batch(self.name, len(items))
         for i, row in zip(items, out):
             i.future.set_result(row)
+
+
+GROUP_OVERHEAD = 80  # a forward pass's fixed cost in tokens: minilm-l6 on 2 cores, 11 ms a pass, 0.14 ms a token
+
+
+def length_groups(costs: Sequence[int]) -> list[list[int]]:
+    """The positions of a collected batch split into runs of similar cost, each run to be one
+    forward pass: a pass costs its padded size (its length x its largest cost) plus
+    ``GROUP_OVERHEAD``, and the split minimises the sum (dynamic programming over the costs
+    sorted). Texts of 20 and 250 tokens in one pass pay 250 for each; apart, 20 and 250 and
+    one more pass. Equal costs (images) stay one pass."""
+    order = sorted(range(len(costs)), key=lambda k: costs[k])
+    if not order or costs[order[0]] == costs[order[-1]]:
+        return [order]
+    sorted_costs = [costs[k] for k in order]
+    n = len(order)
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for end in range(1, n + 1):  # best[end]: the first `end` sorted items in passes
+        for start in range(end):
+            total = best[start] + (end - start) * sorted_costs[end - 1] + GROUP_OVERHEAD
+            if total < best[end]:
+                best[end], cut[end] = total, start
+    groups, end = [], n
+    while end:
+        groups.append(order[cut[end]:end])
+        end = cut[end]
+    return groups[::-1]
 
 
 def _stack(tensors: Sequence[Any]):
