@@ -176,13 +176,13 @@ class FeatureExtractor:
         """Raw (un-normalised) rows of a collated batch at ``tap``."""
         return self.embed_tensor(batch, tap=tap, normalize_output=False)
 
-    def dataset_batches(self, infos: list[dict], batch_size: int, workers: int | None,
-                        max_pixels: int):
-        """(infos, raw-or-normalised vectors) per batch of dataset records (``Record.to_dict()``),
+    def dataset_batches(self, infos: list[dict]):
+        """(infos, vectors as configured) per batch of dataset records (``Record.to_dict()``),
         in input order; a record that cannot be read or decoded has an ``error`` and no vector.
         Decoding runs ahead of the model (``decode_ahead``)."""
-        loader = decoded_batches(lambda i: read_image_record(infos[i], self.transform, max_pixels),
-                                 len(infos), batch_size, workers, self.plan.device.type)
+        c = self.config
+        loader = decoded_batches(lambda i: read_image_record(infos[i], self.transform, c.max_pixels),
+                                 len(infos), c.batch_size, c.workers, self.plan.device.type)
         dim = self.provenance["dim"] or self.backbone.cfg.dim
         for items in loader:
             tensors = [tensor for _, (tensor, _) in items if tensor is not None]

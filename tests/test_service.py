@@ -219,7 +219,8 @@ def test_batcher_refuses_when_full_and_drops_expired_requests():
         release.wait(10)
         return x.flatten(1).float().numpy()
 
-    b = DynamicBatcher(slow, BatchingConfig(max_batch_size=1, max_queue_delay_ms=0, max_queue_size=2))
+    b = DynamicBatcher(slow, torch.stack, BatchingConfig(max_batch_size=1, max_queue_delay_ms=0,
+                                                         max_queue_size=2))
     t = torch.zeros(1, 2, 2, dtype=torch.uint8)
     first = b.submit(t)  # taken by the worker, blocked in slow()
     wait_for(lambda: b.queue_depth == 0, what="the worker took the first item")
@@ -406,3 +407,28 @@ def test_oversized_message_is_refused_and_the_server_lives_on(tmp_path, photos):
             assert c.embed([photos["coffee"]], timeout=60)[0].shape == (1, 1280)
     finally:
         srv.stop(grace=5)
+
+
+def test_batcher_bounds_a_batch_by_its_padded_tokens_and_runs_it_as_length_groups():
+    """Texts of 20-30 and 250 tokens queued behind a busy model: no pass holds more than
+    max_batch_tokens once padded to its longest input, short and long texts run apart (a
+    batch padded to 250 would cost each short text 250), and every answer reaches its caller."""
+    release, passes = threading.Event(), []
+
+    def run(costs):
+        release.wait(10)
+        passes.append(list(costs))
+        return np.array(costs, np.float32)[:, None]
+
+    b = DynamicBatcher(run, list, BatchingConfig(max_batch_size=8, max_queue_delay_ms=0,
+                                                 max_batch_tokens=600))
+    first = b.submit(1, cost=1)  # the model is busy with it while the rest queue up
+    wait_for(lambda: b.queue_depth == 0, what="the worker took the first input")
+    costs = [20, 250, 30, 250, 25, 250, 22, 24]
+    futures = [b.submit(c, cost=c) for c in costs]
+    release.set()
+    assert [f.result(10)[0] for f in futures] == costs and first.result(10)[0] == 1
+    b.close()
+    assert all(len(p) * max(p) <= 600 for p in passes), passes
+    assert all(max(p) < 100 or min(p) == 250 for p in passes), passes  # never mixed
+    assert sorted(c for p in passes[1:] for c in p) == sorted(costs)

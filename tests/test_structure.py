@@ -109,7 +109,12 @@ def test_help_and_client_help_import_no_heavy_library():
 # Image-only code, until one image package holds it (issue 30); text code lives in embedsvc.text.
 IMAGE_ONLY = ("embedsvc.backbones", "embedsvc.images", "embedsvc.preprocess", "embedsvc.decode_ahead",
               "embedsvc.extract", "embedsvc.traced", "embedsvc.query", "embedsvc.datasets.photos",
-              "embedsvc.datasets.shifts")
+              "embedsvc.datasets.shifts", "embedsvc.store.ray_engine")
+TEXT_ONLY = ("embedsvc.text",)
+# what sees every modality through encoders.py's one interface and imports none of their code
+MODALITY_FREE = ("embedsvc.service.batcher", "embedsvc.service.core", "embedsvc.store",
+                 "embedsvc.index", "embedsvc.collection", "classifiers.heads.ood",
+                 "classifiers.heads.artifact", "classifiers.adapt.gap")
 
 
 def test_text_and_image_code_do_not_import_each_other():
@@ -121,8 +126,21 @@ def test_text_and_image_code_do_not_import_each_other():
     crossings = []
     for name, path in modules.items():
         imported = _imports(name, path, modules)
-        if within(name, ("embedsvc.text",)):
+        if within(name, TEXT_ONLY):
             crossings += [f"{name} -> {m}" for m in imported if within(m, IMAGE_ONLY)]
         elif within(name, IMAGE_ONLY):
-            crossings += [f"{name} -> {m}" for m in imported if within(m, ("embedsvc.text",))]
+            crossings += [f"{name} -> {m}" for m in imported if within(m, TEXT_ONLY)]
     assert not crossings, "\n".join(crossings)
+
+
+def test_the_batcher_core_stores_indexes_and_heads_import_no_modality():
+    """Everything after the vector, and the service's batcher and core, see encoders only
+    through embedsvc.encoders: a third modality would change none of them."""
+    modules = _modules()
+
+    def within(name: str, prefixes) -> bool:
+        return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+    found = [f"{name} -> {m}" for name, path in modules.items() if within(name, MODALITY_FREE)
+             for m in _imports(name, path, modules) if within(m, IMAGE_ONLY + TEXT_ONLY)]
+    assert not found, "\n".join(found)

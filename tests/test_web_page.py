@@ -186,3 +186,46 @@ def test_with_auth_on_the_page_asks_for_the_token_and_then_works(browser, photos
               d.find_element(By.ID, "embedding").text, "an embedding with the token")
     finally:
         srv.stop(grace=2)
+
+
+def test_a_sentence_is_embedded_classified_and_searched_with_the_neighbours_texts(
+        browser, tmp_path):
+    """A head and a collection of movie snippets on minilm-l6: the page's text box embeds,
+    classifies and searches a sentence, and shows the neighbours' texts (not thumbnails)."""
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    from embedsvc.datasets.fetch import fetch_dataset
+    from embedsvc.store import embed_dataset
+
+    fetch_dataset("sentiment-movies", tmp_path / "movies", progress=False, limit=300)
+    rows = [json.loads(x) for x in (tmp_path / "movies" / "manifest.jsonl").read_text().splitlines()]
+    embed_dataset(tmp_path / "movies" / "manifest.jsonl", tmp_path / "store", progress=False)
+    data = tmp_path / "data"
+    train_head(tmp_path / "store", data / "heads" / "movies", TrainHeadConfig(kind="logreg"),
+               progress=False)
+    srv = Server(ServeConfig(port=0, http_port=0, data_dir=str(data),
+                             default_backbone="tiny-random")).start()
+    try:
+        base = f"http://127.0.0.1:{srv.http_port}"
+        items = [{"text": r["text"], "metadata": {"label": r["label"]}} for r in rows[-40:]]
+        r = httpx.post(f"{base}/v1/indexes/reviews/upsert", json={"items": items}, timeout=120)
+        assert r.status_code == 200, r.text
+        browser.get(base + "/")
+        _select(browser, "head", "movies")
+        _select(browser, "index", "reviews")
+        browser.find_element(By.ID, "text").send_keys("A wonderful, moving film with a great cast.")
+        browser.find_element(By.ID, "text-go").click()
+        label = _wait(browser, lambda d: d.find_element(By.ID, "label").text or None,
+                      "a classification of the sentence")
+        quotes = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR,
+                                                          "#neighbours .hit-text"), "the neighbours' texts")
+        texts = {i["text"] for i in items}
+        assert label == "positive" and len(quotes) == 8, label
+        assert all(q.text in texts for q in quotes)  # the stored texts, shown as text
+        assert "384-d vector from minilm-l6" in browser.find_element(By.ID, "embedding").text
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "web-text.png"))
+    finally:
+        srv.stop(grace=5)

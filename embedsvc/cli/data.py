@@ -81,13 +81,13 @@ def _committed(out) -> str:
 
 
 def cmd_collection_import(args: argparse.Namespace) -> int:
-    from ..backbones import create_backbone
     from ..collection.importer import check_servable, import_store
+    from ..encoders import open_encoder
     from ..service.datadir import DataDir
     from ..store import EmbeddingStore
 
     store = EmbeddingStore.open(args.store)
-    check_servable(store, create_backbone(store.provenance["backbone"]).cfg.provenance())
+    check_servable(store, open_encoder(store.provenance["backbone"]).binding())
     r = import_store(store, DataDir(Path(args.data_dir)).indexes, args.name,
                      progress=not args.quiet)
     resumed = f" (resumed at row {r.resumed_at})" if r.resumed_at else ""

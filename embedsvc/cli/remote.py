@@ -146,8 +146,9 @@ def _delete(c, a):
 
 def _models(c, a):
     info = c.info(timeout=a.timeout)
+    defaults = (info.default_backbone, info.default_text_encoder)
     return [output.model(m.name, m.library, m.dim, m.input_size, m.weights, m.description,
-                         m.name == info.default_backbone, m.loaded, m.family)
+                         m.name in defaults, m.loaded, m.family, m.modality or "image")
             for m in c.models(timeout=a.timeout)]
 
 
@@ -215,7 +216,8 @@ ACTIONS = {
                _upsert),
     "delete": ("remove ids from an index (Delete)",
                ["embedsvc client delete --index catalogue 1000 1001"], _delete),
-    "models": ("backbones the server knows (ListModels)", ["embedsvc client models"], _models),
+    "models": ("encoders the server knows, image and text (ListModels)",
+               ["embedsvc client models"], _models),
     "heads": ("heads the server serves, and those that failed to load (ListHeads)",
               ["embedsvc client heads"], _message_list("heads")),
     "indexes": ("the server's indexes and their sizes (ListIndexes)",

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_bytes, fsync_dir
-from ..backbones.base import PRE_LOGITS
 from ..embeddings import check_compatible
 from ..errors import IncompatibleError, InvalidInputError
 from ..names import valid_name
@@ -47,17 +46,16 @@ def row_metadata(row: dict) -> dict[str, str]:
     return {k: str(v) for k, v in row.items() if k != "id" and v is not None and v != ""}
 
 
-def check_servable(store: EmbeddingStore, backbone_provenance: dict) -> None:
-    """The store's vectors are what a server makes for a collection (pre-logits, unit length)
-    with the backbone installed here, so its image searches compare like with like."""
+def check_servable(store: EmbeddingStore, binding: dict) -> None:
+    """The store's vectors are what a server makes for a collection (``binding``: the installed
+    encoder's final, unit-length vectors), so its searches compare like with like."""
     prov = store.provenance
-    if prov.get("tap") != PRE_LOGITS or not prov.get("normalized"):
+    if prov.get("tap") != binding["tap"] or not prov.get("normalized"):
         raise IncompatibleError(
             f"store {str(store.root)!r} holds tap={prov.get('tap')!r} normalized="
             f"{prov.get('normalized')!r} vectors; a served collection holds unit-length "
-            f"{PRE_LOGITS!r} vectors (embed-dataset's defaults)")
-    check_compatible({**backbone_provenance, "tap": PRE_LOGITS, "normalized": True}, prov,
-                     f"backbone {prov.get('backbone')!r} as installed here")
+            f"{binding['tap']!r} vectors (embed-dataset's defaults)")
+    check_compatible(binding, prov, f"encoder {prov.get('backbone')!r} as installed here")
 
 
 def import_store(store: EmbeddingStore, indexes: Path, name: str,

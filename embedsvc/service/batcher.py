@@ -34,11 +34,11 @@ class _Item:
 
 
 class DynamicBatcher:
-    def __init__(self, run_batch: Callable[[Any], np.ndarray], config: BatchingConfig,
-                 name: str = "model", on_batch: Callable[[str, int], None] | None = None,
-                 collate: Callable[[Sequence[Any]], Any] | None = None):
+    def __init__(self, run_batch: Callable[[Any], np.ndarray],
+                 collate: Callable[[Sequence[Any]], Any], config: BatchingConfig,
+                 name: str = "model", on_batch: Callable[[str, int], None] | None = None):
         self.run_batch = run_batch
-        self.collate = collate or _stack
+        self.collate = collate
         self.on_batch = on_batch
         self.config = config
         self.name = name
@@ -182,8 +182,3 @@ def length_groups(costs: Sequence[int]) -> list[list[int]]:
         end = cut[end]
     return groups[::-1]
 
-
-def _stack(tensors: Sequence[Any]):
-    import torch
-
-    return torch.stack(list(tensors))

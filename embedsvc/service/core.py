@@ -1,10 +1,10 @@
 """The service core: everything the gRPC servicer does, with no gRPC in it.
 
-It owns the loaded backbones (``models.ModelPool``), the heads in ``data_dir/heads``
+It owns the loaded encoders (``models.ModelPool``), the heads in ``data_dir/heads``
 (``heads.HeadRegistry``), the collections in ``data_dir/indexes``, admission control and the
-request limits. Images go through the one extraction path (``extract``): ``prepare`` in the
-calling thread, the backbone's dynamic batcher, ``finish``. The servicer only converts messages
-and maps errors to status codes.
+request limits. Inputs (``inputs.Input``: images or texts) go through their encoder's stages:
+``prepare`` in the calling thread, the encoder's dynamic batcher, ``finish``; nothing here knows
+which modality it handles. The servicer only converts messages and maps errors to status codes.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import __version__
-from ..backbones.base import PRE_LOGITS
 from ..collection.rows import unit_vectors, valid_ids
 from ..embeddings import Embeddings, check_compatible
 from ..encoders import check_encoder, listing, modality_of
@@ -187,7 +186,8 @@ class EmbeddingCore:
             with self.models.lease() as runner:
                 check_fit(inputs, runner.encoder.modality, f"{runner.name} (head {head!r})")
                 h = ImageNetHead.from_backbone(runner.encoder.backbone)
-                emb, timing = self.embed(inputs, runner.name, PRE_LOGITS, False, deadline)
+                emb, timing = self.embed(inputs, runner.name, runner.encoder.default_tap, False,
+                                         deadline)
         else:
             h = self.heads.get(head)
             with self.models.lease(h.provenance["backbone"]) as runner:

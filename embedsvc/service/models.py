@@ -52,9 +52,9 @@ class ModelRunner:
         with self._lock:
             if tap not in self._batchers:
                 self._batchers[tap] = DynamicBatcher(
-                    lambda x, tap=tap: self.encoder.encode(x, tap), self.config.batching,
-                    name=f"{self.name}/{tap}", on_batch=self.metrics.observe_batch,
-                    collate=self.encoder.collate)
+                    lambda x, tap=tap: self.encoder.encode(x, tap), self.encoder.collate,
+                    self.config.batching, name=f"{self.name}/{tap}",
+                    on_batch=self.metrics.observe_batch)
             return self._batchers[tap]
 
     def stats(self) -> dict[str, int]:

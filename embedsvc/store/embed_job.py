@@ -24,9 +24,6 @@ import torch
 from ..datasets import Record, scan_source
 from ..encoders import EncodeOptions, check_source, default_encoder, modality_of_records, open_encoder
 from ..errors import InvalidInputError
-from ..images import DEFAULT_MAX_PIXELS
-from ..runtimes import DEFAULT_RUNTIME
-from ..backbones.config import DEFAULT_DECODE
 from ..atomic import atomic_write_bytes
 from .store import DTYPES, EmbeddingStore, StoreLock, jsonl_bytes
 
@@ -48,9 +45,9 @@ class EmbedDatasetConfig:
     device: str = "auto"
     tap: str | None = None  # None: the encoder's default (pre_logits; embedding)
     normalize: bool = True
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    decode: str = DEFAULT_DECODE
-    runtime: str = DEFAULT_RUNTIME
+    max_pixels: int | None = None  # images: None is the library's limit
+    decode: str | None = None  # images: None is the default decode mode
+    runtime: str | None = None  # None: torch
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "shard_size"):
@@ -269,8 +266,7 @@ class ShardAssembler:
 def _embedded_batches(fe, pending: list[Record], config: EmbedDatasetConfig):
     """Yield (infos, vectors) per batch, in input order: the encoder reads its own records. One
     pipeline for the whole run, so the model stays fed across commits."""
-    yield from fe.dataset_batches([r.to_dict() for r in pending], config.batch_size,
-                                  config.workers, config.max_pixels)
+    yield from fe.dataset_batches([r.to_dict() for r in pending])
 
 
 _ROW_KEYS = ("path", "label", "split", "domain", "sha256")  # and the encoder's own row_keys

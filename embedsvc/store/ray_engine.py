@@ -126,8 +126,8 @@ def _pipeline(ray, pending, config: EmbedDatasetConfig, fe, size: int, threads: 
                for i in range(0, len(pending), bs)]
     return (ray.data.from_items(batches, override_num_blocks=min(len(batches), 200))
             .map(_decode_batch, num_cpus=1,
-                 fn_kwargs={"preprocess": fe.backbone.cfg.preprocess, "decode": config.decode,
-                            "max_pixels": config.max_pixels})
+                 fn_kwargs={"preprocess": fe.backbone.cfg.preprocess, "decode": fe.config.decode,
+                            "max_pixels": fe.config.max_pixels})
             # max_restarts=0: a lost actor fails the run, which then resumes at the first
             # uncommitted batch (and Ray logs no error line about restarting actors)
             .map_batches(_Embedder, batch_size=1, max_restarts=0,

@@ -152,12 +152,12 @@ class TextEncoder:
         """(tokens, truncated) of a prepared text (a response's usage and truncation)."""
         return tokens.cost, tokens.truncated
 
-    def dataset_batches(self, infos: list[dict], batch_size: int, workers: int | None = None,
-                        max_pixels: int | None = None):
+    def dataset_batches(self, infos: list[dict]):
         """(infos, vectors) per batch of dataset records (``Record.to_dict()``), in input order;
         a record whose text cannot be read has an ``error`` and no vector. Each window of
         ``SORT_WINDOW`` batches is embedded in length-sorted batches (less padding), then handed
         back batch by batch in input order, so commits and resumes see the usual batches."""
+        batch_size = self.batch_size
         window = batch_size * self.SORT_WINDOW
         for lo in range(0, len(infos), window):
             chunk = [read_text_record(info) for info in infos[lo:lo + window]]

@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { image: null, views: ["try", "heads", "maps"], map: null };
+const state = { image: null, text: null, views: ["try", "heads", "maps"], map: null };
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -102,25 +102,35 @@ function readAsDataURL(file) {
 async function takeFile(file) {
   if (!file || !file.type.startsWith("image/")) throw new Error("that is not an image file");
   state.image = await readAsDataURL(file);
+  state.text = null;
   $("preview").src = state.image;
   $("preview").hidden = false;
   await analyse();
 }
 
+// What the page sends for the image or the text it holds: the API's typed forms.
+function query() {
+  if (state.text !== null) {
+    return { embed: state.text, input: { id: "text", text: state.text } };
+  }
+  return { embed: { image: state.image }, input: { id: "upload", image: state.image } };
+}
+
 async function analyse() {
-  if (!state.image) return;
+  if (!state.image && state.text === null) return;
   const head = $("head").value, index = $("index").value;
   const abstain = parseFloat($("abstain").value) || null;
   const maxOod = parseFloat($("max-ood").value) || null;
   const k = Math.max(1, Math.min(100, parseInt($("k").value, 10) || 8));
-  const jobs = [api("/v1/embeddings", { model: "", input: [{ image: state.image }] }).then(showEmbedding)];
+  const q = query();
+  const jobs = [api("/v1/embeddings", { model: "", input: [q.embed] }).then(showEmbedding)];
   if (head) {
-    jobs.push(api("/v1/classify", { images: [{ id: "upload", data: state.image }], head,
+    jobs.push(api("/v1/classify", { inputs: [q.input], head,
                                    top_k: 5, abstain_below: abstain,
                                    max_ood_score: maxOod }).then(showClassification));
   }
   if (index) {
-    jobs.push(api("/v1/search", { index, image: { id: "upload", data: state.image }, k })
+    jobs.push(api("/v1/search", { index, input: q.input, k })
       .then((answer) => showNeighbours(index, answer.hits)));
   }
   const failed = (await Promise.allSettled(jobs)).find((r) => r.status === "rejected");
@@ -169,7 +179,9 @@ async function showNeighbours(index, hits) {
   const tiles = await Promise.all(hits.map(async (hit) => {
     const label = hit.metadata.label || "";
     let picture = el("div", { class: "noimg", text: "no thumbnail" });
-    if (hit.thumbnail) {
+    if (hit.metadata.text !== undefined) {  // a text item: its text, as text
+      picture = el("blockquote", { class: "hit-text", text: hit.metadata.text });
+    } else if (hit.thumbnail) {
       picture = await apiImage(`/v1/indexes/${encodeURIComponent(index)}/items/${hit.id}/thumbnail`,
                                label || `#${hit.id}`).catch(() => picture);
     }
@@ -195,6 +207,15 @@ function setUpDrop() {
   document.addEventListener("paste", (e) => {
     const item = [...e.clipboardData.items].find((i) => i.type.startsWith("image/"));
     if (item) guarded(() => takeFile(item.getAsFile()));
+  });
+  $("text-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = $("text").value.trim();
+    if (!text) return;
+    state.text = text;
+    state.image = null;
+    $("preview").hidden = true;
+    guarded(analyse);
   });
   $("head").addEventListener("change", () => guarded(async () => {
     await useHeadThreshold();
