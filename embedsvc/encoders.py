@@ -2,11 +2,13 @@
 a name, a provenance or an input is.
 
 An encoder is an image backbone's ``extract.FeatureExtractor`` or a ``text.TextEncoder``. Both
-answer the same stages: ``prepare(item, name)`` one input, ``collate(prepared)`` a batch,
+answer the same calls: ``prepare_input(item, name)`` one input, ``collate(prepared)`` a batch,
 ``encode(batch, tap)`` raw rows, ``finish(ids, rows, tap, normalized)`` one request's
-``Embeddings``, and ``cost(prepared)`` what an input costs a batch (1 per image, its tokens per
-text). Everything after the vector (stores, indexes, heads, collections) sees only vectors and
-provenance; ``modality`` in a provenance keeps image and text vectors apart.
+``Embeddings``; ``cost(prepared)`` what an input costs a batch (1 per image, its tokens per text)
+and ``notes(prepared)`` its (tokens, truncated); ``embed(inputs, ids)`` all stages at once,
+``dataset_batches(records)`` a dataset's, ``binding()`` what a collection of its vectors is
+bound to. Everything after the vector (stores, indexes, heads, collections) sees only vectors
+and provenance; ``modality`` in a provenance keeps image and text vectors apart.
 
 Nothing heavy is imported here: names resolve without torch.
 """

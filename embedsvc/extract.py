@@ -126,6 +126,11 @@ class FeatureExtractor:
         its thumbnail from the same decode)."""
         return prepare_image(src, self.transform, name, self.config.max_pixels, decoded)
 
+    def prepare_input(self, data: ImageSource, name: str | None = None,
+                      decoded: Callable[[Image.Image], None] | None = None) -> torch.Tensor:
+        """The batcher's unit: ``prepare``'s tensor (every encoder answers this call)."""
+        return self.prepare(data, name, decoded)[0]
+
     # -- tensors -----------------------------------------------------------------------------
     def embed_tensor(self, batch: torch.Tensor, tap: str | None = None,
                      normalize_output: bool | None = None) -> np.ndarray:

@@ -1,8 +1,12 @@
-"""Text encoders: all-MiniLM-L6-v2 from its PyPI package gives sentence-transformers' vectors."""
+"""Text encoders: all-MiniLM-L6-v2 from its PyPI package gives sentence-transformers' vectors;
+text sources, stores, heads, search and gap; the server's text requests and their refusals."""
 from __future__ import annotations
+
+import io
 
 import numpy as np
 import pytest
+from PIL import Image
 
 LONG = " ".join(["The film drags in its second hour, yet the ending redeems most of it."] * 40)
 TEXTS = [
@@ -132,3 +136,162 @@ def test_length_sorted_batches_give_each_text_its_own_vector_in_input_order(mini
     alone = np.concatenate([minilm.embed([t]).vectors for t in TEXTS])  # no padding at all
     assert np.abs(together - alone).max() < 1e-5
     assert minilm.embed([]).vectors.shape == (0, 384)
+
+
+# -- sources, stores and refusals, on the seeded tiny text encoder ------------------------------------
+def _write(path, text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_text_sources_become_a_resumable_deduplicated_store(cli, tmp_path):
+    """A CSV with a text column and a tree of .txt files per class both embed with the default
+    text encoder's kin (tiny-text here); a rerun adds nothing; --dedup skips a repeated text; a
+    file that is not UTF-8 is listed, not fatal; an image encoder refuses them."""
+    import csv
+    import json
+
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label", "split"])
+        for i in range(40):
+            w.writerow([f"review number {i} " + "good " * (i % 7), "pos" if i % 2 else "neg",
+                        "test" if i % 5 == 0 else "train"])
+        w.writerow(["review number 1 good ", "pos", "train"])  # the same text as row 2
+    r = cli("embed-dataset", manifest, "--out", tmp_path / "s", "--backbone", "tiny-text",
+            "--dedup", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "41 inputs" not in r.stdout and "skipped 1" in r.stdout and "text/s" in r.stdout
+    store = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert store["count"] == 40 and store["provenance"]["modality"] == "text"
+    assert store["provenance"]["tokenizer_sha256"] and store["provenance"]["tap"] == "embedding"
+    again = cli("embed-dataset", manifest, "--out", tmp_path / "s", "--backbone", "tiny-text",
+                "--dedup", "--quiet")
+    assert "added 0 vectors" in again.stdout and "41 of 41 inputs were already done" in again.stdout
+    row = json.loads((tmp_path / "s" / "shards" / "00000.jsonl").read_text().splitlines()[3])
+    assert row["text"].startswith("review number 3") and row["truncated"] is False
+
+    for label in ("pos", "neg"):
+        for i in range(3):
+            _write(tmp_path / "tree" / label / f"{i}.txt", f"{label} text {i} " * (1 + i))
+    (tmp_path / "tree" / "neg" / "bad.txt").write_bytes(b"\xff\xfe not utf-8 \xc3")
+    r = cli("embed-dataset", tmp_path / "tree", "--out", tmp_path / "t", "--backbone",
+            "tiny-text", "--quiet")
+    assert r.returncode == 0 and "added 6 vectors" in r.stdout and "not UTF-8" in r.stderr, r.stderr
+    refused = cli("embed-dataset", tmp_path / "tree", "--out", tmp_path / "u", "--backbone",
+                  "tiny-random", "--quiet")
+    assert refused.returncode == 1 and "holds texts, but tiny-random encodes images" in refused.stderr
+
+
+def test_long_texts_are_cut_and_counted(cli, tmp_path):
+    import json
+
+    _write(tmp_path / "m.jsonl", "\n".join(json.dumps({"text": t}) for t in
+                                           ["short one", "long " * 400, "also " * 300]) + "\n")
+    r = cli("embed-dataset", tmp_path / "m.jsonl", "--out", tmp_path / "s", "--backbone",
+            "tiny-text", "--quiet")
+    assert r.returncode == 0 and "2 texts longer than the encoder's token limit were cut" in r.stderr
+    assert json.loads((tmp_path / "s" / "manifest.json").read_text())["truncated"] == 2
+    r = cli("embed", "--text", "fine", "--text", "word " * 200, "--backbone", "tiny-text")
+    assert "1 text longer than tiny-text's token limit (128) was cut" in r.stderr
+
+
+def test_a_text_store_is_indexed_searched_classified_and_gapped(cli, tmp_path):
+    import json
+
+    rows = [{"text": f"{topic} " + " ".join(f"{topic}{j}" for j in range(i % 5 + 2)),
+             "label": topic, "split": "test" if i % 4 == 0 else "train"}
+            for i in range(60) for topic in ("cats", "stocks")]
+    _write(tmp_path / "m.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    assert cli("embed-dataset", tmp_path / "m.jsonl", "--out", tmp_path / "s", "--backbone",
+               "tiny-text", "--quiet").returncode == 0
+    r = cli("index", "build", tmp_path / "s", "--kind", "hnsw")
+    assert r.returncode == 0, r.stderr
+    hits = json.loads(cli("search", tmp_path / "s", "--text", "cats cats1 cats2", "-k", "3",
+                          "--json").stdout)
+    assert len(hits) == 3 and all(h["metadata"]["text"] for h in hits)
+    image = cli("search", tmp_path / "s", "--image", __file__)
+    assert image.returncode == 1 and "query it with texts, not images" in image.stderr
+    assert cli("train-head", tmp_path / "s", "--out", tmp_path / "h", "--kind", "centroid",
+               "--quiet").returncode == 0
+    out = json.loads(cli("classify", "--head", tmp_path / "h", "--text", "stocks stocks1",
+                         "--json").stdout)
+    assert out[0]["id"] == "stocks stocks1" and out[0]["label"] in ("cats", "stocks")
+    _write(tmp_path / "other" / "a.txt", "completely different words here")
+    for i in range(30):
+        _write(tmp_path / "other" / f"{i}.txt", f"weather rain {i} " * 3)
+    g = cli("gap", tmp_path / "s", tmp_path / "other", "--json", "--png", tmp_path / "g.png",
+            "--quiet")
+    assert g.returncode == 0, g.stderr
+    assert json.loads(g.stdout)["verdict"] in ("shifted", "very different")
+
+
+@pytest.fixture(scope="module")
+def text_server(tmp_path_factory):
+    from embedsvc.service.config import ServeConfig
+    from embedsvc.service.grpc_server import Server
+
+    srv = Server(ServeConfig(port=0, http_port=0, data_dir=str(tmp_path_factory.mktemp("srv")),
+                             default_backbone="tiny-random", default_text_encoder="tiny-text",
+                             max_chars_per_text=2000, max_tokens_per_request=300,
+                             max_texts_per_request=8)).start()
+    yield srv
+    srv.stop(grace=5)
+
+
+def test_the_server_refuses_bad_text_requests_with_one_clear_status(text_server):
+    import grpc
+
+    from embedsvc.client import Client
+    from embedsvc.v1 import embedsvc_pb2 as pb
+
+    c = Client(f"127.0.0.1:{text_server.port}")
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40), "red").save(buf, "PNG")
+    cases = [
+        (pb.EmbedRequest(images=[pb.Image(data=buf.getvalue())],
+                         inputs=[pb.Input(text="words")]), "mix images and texts"),
+        (pb.EmbedRequest(inputs=[pb.Input(text="x")], options=pb.EmbedOptions(backbone="tiny-random")),
+         "model 'tiny-random' embeds images; input #0 ('0') is a text"),
+        (pb.EmbedRequest(inputs=[pb.Input(text="a" * 2001)]), "the limit is 2000 (max_chars_per_text)"),
+        (pb.EmbedRequest(inputs=[pb.Input(text="word " * 100)] * 4),
+         "the limit is 300 (max_tokens_per_request)"),
+        (pb.EmbedRequest(inputs=[pb.Input(text="x")] * 9), "9 texts in one request; the limit is 8"),
+        (pb.EmbedRequest(inputs=[pb.Input(id="empty")]), "input 'empty' has neither image nor text"),
+        (pb.EmbedRequest(inputs=[pb.Input(text="x")], options=pb.EmbedOptions(backbone="hf:/tmp")),
+         "never a folder"),
+        (pb.EmbedRequest(inputs=[pb.Input(text="x")], options=pb.EmbedOptions(tap="pre_logits")),
+         "has no layer tap 'pre_logits'"),
+    ]
+    for request, says in cases:
+        with pytest.raises(grpc.RpcError) as refused:
+            c.stub.Embed(request, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, request
+        assert says in refused.value.details(), (says, refused.value.details())
+    vecs, resp = c.embed(texts=["fine", "word " * 200], ids=["a", "b"])
+    assert vecs.shape == (2, 32) and list(resp.truncated) == ["b"]
+    assert resp.provenance.modality == "text" and resp.provenance.max_length == 128
+    streamed = list(c.embed_stream(texts=["one", "two"]))
+    assert [r.vector.id for r in streamed] == ["0", "1"] and not any(r.error for r in streamed)
+    assert c.info().batching.max_batch_tokens == 16384
+
+
+def test_a_text_collection_keeps_its_texts_and_refuses_images(text_server):
+    import grpc
+
+    from embedsvc.client import Client
+
+    c = Client(f"127.0.0.1:{text_server.port}")
+    texts = ["the cat sat on the mat", "stocks fell sharply today", "a kitten naps in the sun"]
+    r = c.upsert("notes", [{"text": t, "metadata": {"label": str(i)}} for i, t in enumerate(texts)])
+    assert list(r.ids) == [0, 1, 2]
+    hits = c.search("notes", text="the cat sat on the mat", k=2)
+    assert hits[0]["metadata"]["text"] == texts[0] and hits[0]["score"] == pytest.approx(1, abs=1e-5)
+    with pytest.raises(grpc.RpcError) as refused:
+        c.search("notes", image=b"\x89PNG not really", k=2)
+    assert "embeds texts" in refused.value.details()
+    models = {m.name: m.modality for m in c.models()}
+    assert models["tiny-text"] == "text" and models["tiny-random"] == "image"
+    assert not any(name.startswith("hf:") for name in models)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backbones.registry import DEFAULT_BACKBONE
-from ..text.catalog import DEFAULT_TEXT_ENCODER
+from ..text.catalog import DEFAULT_TEXT_ENCODER, find as find_text, list_text_encoders
 from ..collection.settings import CollectionSettings
 from ..errors import InvalidInputError
 from ..backbones.config import DEFAULT_DECODE, check_decode
@@ -153,6 +153,12 @@ class ServeConfig:
             if not getattr(self, name) > 0:
                 raise InvalidInputError(f"{name} must be > 0, got {getattr(self, name)}")
         check_port("port", self.port)
+        entry = find_text(self.default_text_encoder)
+        if entry is None or entry.family:
+            raise InvalidInputError(
+                f"default_text_encoder must name a text encoder ("
+                f"{', '.join(e.name for e in list_text_encoders() if not e.family)}), got "
+                f"{self.default_text_encoder!r}")
         check_decode(self.decode)
         check_runtime(self.runtime)
         for name, runtime in self.runtimes.items():

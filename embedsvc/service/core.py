@@ -154,10 +154,8 @@ class EmbeddingCore:
 
     @staticmethod
     def _prepare(enc, it: Input, decoded: Callable[[str, Any], None] | None):
-        if it.image is None:
-            return enc.prepare(it.text, it.id)
         seen = None if decoded is None else (lambda img, item_id=it.id: decoded(item_id, img))
-        return enc.prepare(it.image, it.id, seen)[0]
+        return enc.prepare_input(it.content, it.id, seen)
 
     # -- heads ------------------------------------------------------------------------------------
     def list_heads(self) -> list[dict[str, Any]]:

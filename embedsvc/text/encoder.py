@@ -97,6 +97,10 @@ class TextEncoder:
         enc = self.tokenizer.encode(text.strip())
         return Tokens(tuple(enc.ids), bool(enc.overflowing))
 
+    def prepare_input(self, text: str, name: str | None = None, decoded=None) -> Tokens:
+        """The batcher's unit (every encoder answers this call; ``decoded`` is for images)."""
+        return self.prepare(text, name)
+
     def prepare_many(self, texts: Sequence[str]) -> list[Tokens]:
         """``prepare`` for many texts at once (the tokenizer's own threads)."""
         for n, t in enumerate(texts):
