@@ -163,7 +163,7 @@ def test_text_sources_become_a_resumable_deduplicated_store(cli, tmp_path):
     r = cli("embed-dataset", manifest, "--out", tmp_path / "s", "--backbone", "tiny-text",
             "--dedup", "--quiet")
     assert r.returncode == 0, r.stderr
-    assert "41 inputs" not in r.stdout and "skipped 1" in r.stdout and "text/s" in r.stdout
+    assert "added 40 vectors" in r.stdout and "skipped 1" in r.stdout and "text/s" in r.stdout
     store = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert store["count"] == 40 and store["provenance"]["modality"] == "text"
     assert store["provenance"]["tokenizer_sha256"] and store["provenance"]["tap"] == "embedding"

@@ -114,7 +114,7 @@ def _upsert_batches(c, a, items: list[dict], kind: str) -> dict:
                 if exc.code().name != "INVALID_ARGUMENT" or not bad or int(bad[1]) >= len(batch):
                     raise
                 item = batch.pop(int(bad[1]))
-                name = output.short(item[kind], 60)
+                name = output.short(item[kind], 60) if kind == "text" else item[kind]
                 reason = BAD_ITEM.sub(repr(name), exc.details(), count=1)
                 warn(f"skipped: {reason}")
                 skipped.append({"path": name, "reason": reason})
