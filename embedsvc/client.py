@@ -200,19 +200,21 @@ class AsyncClient:
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
-    async def embed(self, images: Sequence[ImageInput], ids: Sequence[str] | None = None,
+    async def embed(self, images: Sequence[ImageInput] = (), ids: Sequence[str] | None = None,
                     backbone: str = "", raw: bool = False, tap: str = "",
-                    timeout: float | None = None) -> np.ndarray:
+                    timeout: float | None = None, texts: Sequence[str] | None = None,
+                    ) -> np.ndarray:
         resp = await self.stub.Embed(pb.EmbedRequest(
-            images=[_image(i, img, ids[i] if ids else None) for i, img in enumerate(images)],
+            **_query(images, texts, ids),
             options=pb.EmbedOptions(backbone=backbone, raw=raw, tap=tap)),
             timeout=timeout, metadata=self.metadata)
         return np.array([v.values for v in resp.vectors], dtype=np.float32)
 
-    async def classify(self, images: Sequence[ImageInput], head: str = "imagenet",
-                       top_k: int = 5, timeout: float | None = None) -> list[dict[str, Any]]:
+    async def classify(self, images: Sequence[ImageInput] = (), head: str = "imagenet",
+                       top_k: int = 5, timeout: float | None = None,
+                       texts: Sequence[str] | None = None) -> list[dict[str, Any]]:
         resp = await self.stub.Classify(pb.ClassifyRequest(
-            images=[_image(i, img, None) for i, img in enumerate(images)], head=head, top_k=top_k),
+            **_query(images, texts, None), head=head, top_k=top_k),
             timeout=timeout, metadata=self.metadata)
         return [{"id": r.id, "label": r.label, "probability": r.probability,
                  "top": [(t.label, t.probability) for t in r.top]} for r in resp.results]

@@ -275,6 +275,15 @@ def test_the_server_refuses_bad_text_requests_with_one_clear_status(text_server)
     assert resp.provenance.modality == "text" and resp.provenance.max_length == 128
     streamed = list(c.embed_stream(texts=["one", "two"]))
     assert [r.vector.id for r in streamed] == ["0", "1"] and not any(r.error for r in streamed)
+    import asyncio
+
+    from embedsvc.client import AsyncClient
+
+    async def async_embed():
+        async with AsyncClient(f"127.0.0.1:{text_server.port}") as ac:
+            return await ac.embed(texts=["fine", "word " * 200], ids=["a", "b"])
+
+    assert np.abs(asyncio.run(async_embed()) - vecs).max() < 1e-5
     assert c.info().batching.max_batch_tokens == 16384
 
 
