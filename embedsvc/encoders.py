@@ -71,7 +71,7 @@ def record_inputs(records, modality: str) -> tuple[list, list[str]]:
     return [x["text"] for x in ok], [x["path"] for x in ok]
 
 
-def check_inputs(given: str, provenance: dict[str, Any], what: str) -> None:
+def check_query(given: str, provenance: dict[str, Any], what: str) -> None:
     """Refuse queries of another modality than the vectors ``what`` was made from."""
     have = modality_of(provenance)
     if given != have:

@@ -142,7 +142,7 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from ..encoders import check_inputs
+    from ..encoders import check_query
     from ..search import StoreSearcher
 
     query = None
@@ -153,7 +153,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         query = inputs[0]
     searcher = StoreSearcher(args.store, args.index)
     if query is not None:
-        check_inputs(modality, searcher.store.provenance, f"store {args.store!r}")
+        check_query(modality, searcher.store.provenance, f"store {args.store!r}")
     if searcher.unindexed:
         warn(f"index '{args.index}' was built before the last {searcher.unindexed} rows were added; "
              f"they were searched exactly (run 'embedsvc index update {args.store}')")

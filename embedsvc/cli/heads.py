@@ -55,11 +55,11 @@ def register_head(head_dir: str | Path, data_dir: str, name: str) -> None:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from classifiers.heads.classify import HeadClassifier
-    from ..encoders import check_inputs
+    from ..encoders import check_query
 
     inputs, ids, modality = inputs_given(args)
     clf = HeadClassifier(args.head, device=args.device)
-    check_inputs(modality, clf.head.provenance, f"head {args.head!r}")
+    check_query(modality, clf.head.provenance, f"head {args.head!r}")
     if args.max_ood is not None and clf.head.ood is not None:
         if note := clf.head.ood.resolution_note(args.max_ood):
             warn(note)

@@ -8,7 +8,7 @@ from ..backbones.registry import DEFAULT_BACKBONE
 from ..text.catalog import DEFAULT_TEXT_ENCODER
 from ..wording import count
 from . import output
-from .common import (EXIT_ERROR, EXIT_OK, command, decode_option, device, err, existing_images,
+from .common import (EXIT_ERROR, EXIT_OK, InputError, command, decode_option, device, err, existing_images,
                      in_range, inputs_given, positive_int, runtime_option, text_options, warn)
 
 
@@ -58,12 +58,13 @@ def report_skipped(emb) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from ..encoders import DEFAULTS, EncodeOptions, check_inputs, modality_of_name, open_encoder
+    from ..encoders import DEFAULTS, EncodeOptions, modality_of_name, open_encoder
 
     inputs, ids, modality = inputs_given(args)
     name = args.backbone or DEFAULTS[modality]
-    check_inputs(modality, {"modality": modality_of_name(name), "backbone": name},
-                 f"encoder {name!r}")
+    if (encodes := modality_of_name(name)) != modality:  # before the model loads
+        raise InputError(f"{name} encodes {encodes}s, not {modality}s; name an encoder of "
+                         f"{modality}s (default {DEFAULTS[modality]}, see 'embedsvc models')")
     fe = open_encoder(name, args.weights, EncodeOptions(
         tap=args.tap, normalize=not args.no_normalize, batch_size=args.batch_size,
         device=args.device, decode=args.decode, runtime=args.runtime))

@@ -32,10 +32,6 @@ class Input:
         return self.image if self.image is not None else self.text
 
 
-def images(pairs: Sequence[tuple[str, bytes]]) -> list[Input]:
-    return [Input(i, image=data) for i, data in pairs]
-
-
 def modality_of_inputs(inputs: Sequence[Input], what: str = "inputs") -> str:
     """The one modality of a request's inputs (images if it has none)."""
     if not inputs:

@@ -92,10 +92,7 @@ class TextEncoder:
 
     # -- stages ----------------------------------------------------------------------------
     def prepare(self, text: str, name: str | None = None) -> Tokens:
-        if not isinstance(text, str):
-            raise InvalidInputError(f"a text input must be a string, got {type(text).__name__}")
-        enc = self.tokenizer.encode(text.strip())
-        return Tokens(tuple(enc.ids), bool(enc.overflowing))
+        return self.prepare_many([text])[0]
 
     def prepare_input(self, text: str, name: str | None = None, decoded=None) -> Tokens:
         """The batcher's unit (every encoder answers this call; ``decoded`` is for images)."""
