@@ -16,7 +16,7 @@ from embedsvc.client import Client
 from embedsvc.errors import ResourceExhaustedError
 from embedsvc.extract import FeatureExtractor
 from embedsvc.errors import DeadlineExceededError
-from embedsvc.service.batcher import DynamicBatcher
+from embedsvc.service.batcher import MAX_PASSED_OVER, DynamicBatcher
 from embedsvc.service.config import BatchingConfig, ServeConfig
 from embedsvc.service.grpc_server import Server
 from embedsvc.v1 import embedsvc_pb2 as pb
@@ -432,3 +432,31 @@ def test_batcher_bounds_a_batch_by_its_padded_tokens_and_runs_it_as_length_group
     assert all(len(p) * max(p) <= 600 for p in passes), passes
     assert all(max(p) < 100 or min(p) == 250 for p in passes), passes  # never mixed
     assert sorted(c for p in passes[1:] for c in p) == sorted(costs)
+
+
+def test_batcher_keeps_short_texts_pooled_behind_long_ones_but_never_starves_them():
+    """A short text waiting beside a stream of long ones (each pass brings another, always the
+    better-filled group) runs within MAX_PASSED_OVER passes, and on its own (never padded to
+    250); every answer reaches its caller."""
+    release, passes, more = threading.Event(), [], []
+
+    def run(costs):
+        release.wait(10)
+        passes.append(list(costs))
+        if len(passes) < 3 * MAX_PASSED_OVER:
+            more.append(b.submit(250, cost=250))  # the next long text arrives during this pass
+        return np.array(costs, np.float32)[:, None]
+
+    b = DynamicBatcher(run, list, BatchingConfig(max_batch_size=8, max_queue_delay_ms=0))
+    first = b.submit(250, cost=250)
+    wait_for(lambda: b.queue_depth == 0, what="the worker took the first input")
+    short = b.submit(20, cost=20)
+    release.set()
+    assert short.result(10)[0] == 20 and first.result(10)[0] == 250
+    wait_for(lambda: len(passes) >= 3 * MAX_PASSED_OVER, what="the long texts ran")
+    b.close()
+    assert [f.result(10)[0] for f in more] == [250] * len(more)
+    ran_short = next(n for n, p in enumerate(passes) if 20 in p)
+    assert passes[ran_short] == [20], passes
+    # passed over while long texts kept coming (a plain batcher runs it in pass 1), then run
+    assert ran_short == MAX_PASSED_OVER + 1, passes

@@ -1,11 +1,13 @@
 """Dynamic batching across concurrent requests, as Triton does it.
 
 Requests put single prepared inputs (an image's tensor, a text's tokens) on a bounded queue; one
-worker thread per model takes the first waiting input, then keeps collecting until
-``max_batch_size`` inputs, ``max_batch_tokens`` (the batch's cost padded to its costliest input:
-tokens for text, 1 per image), or ``max_queue_delay_ms`` have passed, drops those whose deadline
-has expired, and runs them as one batch (``collate``, then ``run_batch``). An input that does
-not fit the batch being formed opens the next one. A full queue is refused at once
+worker thread per model keeps a pool of waiting inputs. It fills the pool from the queue until
+``max_batch_size`` inputs, ``max_batch_tokens`` (the pool's cost padded to its costliest input:
+tokens for text, 1 per image), or ``max_queue_delay_ms`` from the oldest input's arrival, drops
+those whose caller gave up or whose deadline has expired, and runs one length group of the pool
+as a pass (``collate``, then ``run_batch``; see ``next_group``); the rest wait for the next pass
+with the inputs that arrive meanwhile. Inputs of equal cost (images) are one group: the whole
+pool runs, as a plain dynamic batcher would. A full queue is refused at once
 (ResourceExhaustedError) instead of growing. The batcher knows nothing of modality.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ class _Item:
     deadline: float | None  # time.monotonic() value
     future: Future
     enqueued: float
+    passed_over: int = 0  # passes run while it waited in the pool
 
 
 class DynamicBatcher:
@@ -87,61 +90,78 @@ class DynamicBatcher:
         self._thread.join(timeout)
 
     # -- worker side ------------------------------------------------------------------------------
-    def _collect(self, first: _Item) -> tuple[list[_Item], bool, _Item | None]:
-        """A batch starting with ``first``; whether the stop marker came; and the input that
-        did not fit the token budget (it starts the next batch)."""
-        batch, stop, widest = [first], False, first.cost
-        # the delay counts from the first input's arrival, as Triton's does: under load it
-        # waited through the previous pass already, and the batch starts with what is queued
-        until = first.enqueued + self.config.max_queue_delay_ms / 1000.0
-        while len(batch) < self.config.max_batch_size:
+    def _fill(self, pool: list[_Item], carried: _Item | None) -> tuple[bool, _Item | None]:
+        """Add queued inputs to ``pool`` until it holds ``max_batch_size``, or the next would
+        break the token budget (that one is returned, to join once the pool has room), or the
+        delay has passed. Returns whether the stop marker came, and the input left out."""
+        if carried is not None:
+            if not self._fits(pool, carried):
+                return False, carried
+            pool.append(carried)
+        # the delay counts from the oldest input's arrival, as Triton's does: under load it
+        # waited through the previous pass already, and the pool takes what is queued
+        until = min(i.enqueued for i in pool) + self.config.max_queue_delay_ms / 1000.0
+        while len(pool) < self.config.max_batch_size:
             remaining = until - time.monotonic()
             try:
                 item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is None:
-                stop = True
-                break
-            # padded to its costliest input, the batch would cost (n + 1) * widest
-            if (len(batch) + 1) * max(widest, item.cost) > self.config.max_batch_tokens:
-                return batch, stop, item
-            batch.append(item)
-            widest = max(widest, item.cost)
-        return batch, stop, None
+                return True, None
+            if not self._fits(pool, item):
+                return False, item
+            pool.append(item)
+        return False, None
 
-    def _loop(self) -> None:
-        carried = None
-        while True:
-            first = carried or self._queue.get()
-            if first is None:
-                return
-            batch, stop, carried = self._collect(first)
-            now = time.monotonic()
-            live = []
-            for item in batch:
-                # first: a future its caller cancelled (its deadline passed while waiting) takes
-                # no answer, and setting one would kill this thread
-                if not item.future.set_running_or_notify_cancel():
-                    continue
-                if item.deadline is not None and item.deadline < now:
+    def _fits(self, pool: list[_Item], item: _Item) -> bool:
+        # padded to its costliest input, the pool would cost (n + 1) * widest
+        widest = max([item.cost] + [i.cost for i in pool])
+        return not pool or (len(pool) + 1) * widest <= self.config.max_batch_tokens
+
+    def _prune(self, pool: list[_Item]) -> list[_Item]:
+        """The pool less the inputs whose caller gave up or whose deadline passed."""
+        now, live = time.monotonic(), []
+        for item in pool:
+            if item.future.cancelled():
+                continue
+            if item.deadline is not None and item.deadline < now:
+                # first: a future its caller cancelled meanwhile takes no answer, and setting
+                # one would kill this thread
+                if item.future.set_running_or_notify_cancel():
                     item.future.set_exception(DeadlineExceededError(
                         f"deadline passed after {1000 * (now - item.enqueued):.0f} ms in the queue"))
                     self.expired += 1
-                else:
-                    live.append(item)
-            if live:
-                self._run(live)
-            if stop and carried is None:
-                return
-            if stop:  # the marker came after the carried input: run it, then stop
-                self._queue.put(None)
+                continue
+            live.append(item)
+        return live
 
-    def _run(self, items: list[_Item]) -> None:
-        for group in length_groups([i.cost for i in items]):
-            self._run_group([items[k] for k in group])
+    def _loop(self) -> None:
+        pool: list[_Item] = []
+        carried, stop = None, False
+        while True:
+            if not pool:
+                if stop and carried is None:
+                    return
+                first = carried or self._queue.get()
+                if first is None:
+                    return
+                pool, carried = [first], None
+            if not stop:
+                stop, carried = self._fill(pool, carried)
+            pool = self._prune(pool)
+            if not pool:
+                continue
+            group = next_group(pool)
+            self._run_group([i for i in group if i.future.set_running_or_notify_cancel()])
+            ran = {id(i) for i in group}
+            pool = [i for i in pool if id(i) not in ran]
+            for item in pool:
+                item.passed_over += 1
 
     def _run_group(self, items: list[_Item]) -> None:
+        if not items:
+            return
         try:
             out = self.run_batch(self.collate([i.prepared for i in items]))
         except Exception as exc:  # the batch fails, the worker lives on
@@ -182,3 +202,20 @@ def length_groups(costs: Sequence[int]) -> list[list[int]]:
         end = cut[end]
     return groups[::-1]
 
+
+
+MAX_PASSED_OVER = 8  # passes an input may wait through in the pool for a better-matched group
+
+
+def next_group(pool: Sequence[_Item]) -> list[_Item]:
+    """The inputs of the pool to run as the next pass: of its length groups, the one that wastes
+    least (its inputs' own cost over its padded cost plus ``GROUP_OVERHEAD``), unless an input
+    has waited through ``MAX_PASSED_OVER`` passes, whose group then goes first. The rest stay
+    pooled and meet the inputs that arrive meanwhile: short texts left behind while long ones
+    run gather into fuller groups of closer lengths than any one arrival window holds."""
+    groups = [[pool[k] for k in g] for g in length_groups([i.cost for i in pool])]
+    oldest = max(pool, key=lambda i: i.passed_over)
+    if oldest.passed_over >= MAX_PASSED_OVER:
+        return next(g for g in groups if any(i is oldest for i in g))
+    return max(groups, key=lambda g: sum(i.cost for i in g)
+               / (len(g) * max(i.cost for i in g) + GROUP_OVERHEAD))
