@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,25 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import IncompatibleError
 from .atomic import atomic_write_bytes
-
-# The provenance keys that must agree for two sets of vectors to be comparable; ``decode`` and
-# ``runtime`` up to MIXABLE.
-BINDING_KEYS = ("backbone", "modality", "weights_sha256", "preprocess", "tokenizer_sha256",
-                "max_length", "pooling", "dim", "tap", "normalized", "decode", "runtime")
-
-# key → (values that may be mixed, the value of a provenance without the key). Mixable values make
-# vectors close enough that no store, index or head can tell:
-# - decode: fast vs exact measured cosine 0.998 mean on 500-1200 px photos and the same
-#   logistic-head accuracy (preprocess.py; tests/test_fast_decode.py fails below 0.995, and then
-#   this rule must go);
-# - runtime: the fp32 runtimes reproduce torch's features (cosine 1.0000, tests/test_runtimes.py);
-#   int8 ones (cosine ~0.99) mix with nothing but themselves.
-# - modality: never mixed (no encoder here declares a space shared by images and text); every
-#   provenance from before text encoders is an image's.
-MIXABLE = {"decode": ({"fast", "exact"}, "exact"), "runtime": ({"torch", "onnx", "openvino"}, "torch"),
-           "modality": (set(), "image")}
+from .provenance import read_artifact, write_artifact
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
@@ -66,15 +48,15 @@ class Embeddings:
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(self.vectors, dtype=np.float32))
         atomic_write_bytes(path, buf.getvalue())
-        meta = {"ids": list(self.ids), "provenance": self.provenance,
-                "skipped": [list(s) for s in self.skipped], "truncated": list(self.truncated)}
-        atomic_write_bytes(sidecar(path), json.dumps(meta, indent=2).encode())
+        meta = {"ids": list(self.ids), "skipped": [list(s) for s in self.skipped],
+                "truncated": list(self.truncated)}
+        write_artifact(sidecar(path), meta, self.provenance)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Embeddings":
         path = Path(path)
-        meta = json.loads(sidecar(path).read_text())
+        meta = read_artifact(sidecar(path), "embeddings' ids and provenance")
         vectors = np.load(path, allow_pickle=False)
         return cls(vectors, tuple(meta["ids"]), meta["provenance"],
                    tuple(tuple(s) for s in meta.get("skipped", ())),
@@ -83,30 +65,3 @@ class Embeddings:
 
 def sidecar(npy_path: Path) -> Path:
     return npy_path.with_name(npy_path.name + ".json")
-
-
-def check_compatible(expected: dict[str, Any], actual: dict[str, Any], what: str) -> None:
-    """Refuse features that were not made the way ``expected`` says (open_clip's probe rule)."""
-    for key in BINDING_KEYS:
-        if key in MIXABLE:  # absent: the value every artifact had before the key existed
-            mixable, before = MIXABLE[key]
-            want, got = expected.get(key) or before, actual.get(key) or before
-            if want != got and not {want, got} <= mixable:
-                raise IncompatibleError(f"{what} expects {key}={want!r} but the embeddings have "
-                                        f"{key}={got!r}")
-            continue
-        if key in expected and expected.get(key) != actual.get(key):
-            raise IncompatibleError(
-                f"{what} expects {key}={expected.get(key)!r} but the embeddings have "
-                f"{key}={actual.get(key)!r}"
-            )
-
-
-def check_weights(cfg, expected: dict[str, Any], what: str) -> None:
-    """Refuse a loaded backbone (its ``BackboneConfig``) whose weights are not the ones
-    ``expected`` (a provenance: store, head, index, run parent) was made with."""
-    want = expected["weights_sha256"]
-    if cfg.weights_sha256 != want:
-        raise IncompatibleError(
-            f"{what} {'were' if what.endswith('s') else 'was'} made with {expected['backbone']} "
-            f"weights {want[:12]}…, but the loaded weights are {cfg.weights_sha256[:12]}…")

@@ -156,7 +156,7 @@ def check_encoder(encoder, provenance: dict[str, Any], what: str) -> None:
     if encoder.modality == TEXT:
         _check_text_config(encoder.cfg, provenance, what)
     else:
-        from .embeddings import check_weights
+        from .provenance import check_weights
 
         check_weights(encoder.backbone.cfg, provenance, what)
 

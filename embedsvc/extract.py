@@ -9,7 +9,9 @@ change here and nowhere else.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -21,7 +23,8 @@ from PIL import Image
 from .backbones.base import PRE_LOGITS, Backbone
 from .backbones.fuse import folded_copy
 from .decode_ahead import decoded_batches
-from .embeddings import Embeddings, check_weights, l2_normalize
+from .embeddings import Embeddings, l2_normalize
+from .provenance import Provenance, check_weights
 from .errors import ImageDecodeError, InvalidInputError
 from .images import DEFAULT_MAX_PIXELS, ImageSource, describe, load_upright
 from .backbones.config import DEFAULT_DECODE, check_decode
@@ -96,9 +99,9 @@ class FeatureExtractor:
             self.provenance["dim"] = None  # filled on the first batch (depends on the stage)
 
     def provenance_for(self, tap: str, normalized: bool, dim: int | None = None) -> dict:
-        return {**self.backbone.cfg.provenance(), "tap": tap, "normalized": normalized,
-                "decode": self.config.decode, "runtime": self.config.runtime,
-                **({"dim": dim} if dim is not None else {})}
+        return Provenance.of_encoder(
+            self.backbone.cfg.provenance(), tap, normalized, decode=self.config.decode,
+            runtime=self.config.runtime, **({"dim": dim} if dim is not None else {})).to_dict()
 
     @property
     def name(self) -> str:
@@ -110,7 +113,7 @@ class FeatureExtractor:
 
     def binding(self) -> dict:
         """What a collection of this backbone's vectors is bound to (unit pre-logits)."""
-        return {**self.backbone.cfg.provenance(), "tap": PRE_LOGITS, "normalized": True}
+        return self.provenance_for(PRE_LOGITS, True, self.backbone.cfg.dim)
 
     def _load_runner(self, tap: str):
         from .runtimes.runners import load_runner
@@ -194,6 +197,25 @@ class FeatureExtractor:
             vectors = (self.embed_tensor(torch.stack(tensors)) if tensors
                        else np.zeros((0, dim), np.float32))
             yield [info for _, (_, info) in items], vectors
+
+    # -- a dataset on another engine (store/ray_engine.py): read in CPU tasks, embedded apart --
+    @property
+    def dataset_window(self) -> int:
+        """Records per unit of work: one batch."""
+        return self.config.batch_size
+
+    def dataset_reader(self) -> Callable[[list[dict]], tuple[list[dict], bytes]]:
+        """A picklable function, run where the records are read: records → their rows and the
+        decodable images' model inputs (uint8, stacked, as .npy bytes)."""
+        return functools.partial(read_image_batch, preprocess=self.backbone.cfg.preprocess,
+                                 decode=self.config.decode, max_pixels=self.config.max_pixels)
+
+    def embed_read(self, infos: list[dict], payload: bytes) -> list[tuple[list[dict], np.ndarray]]:
+        """What ``dataset_reader`` made → (infos, vectors as configured) per batch."""
+        x = np.load(io.BytesIO(payload), allow_pickle=False)
+        dim = self.provenance["dim"] or self.backbone.cfg.dim
+        return [(infos, self.embed_tensor(torch.from_numpy(x)) if len(x)
+                 else np.zeros((0, dim), np.float32))]
 
     def warm_up(self, max_batch: int, tap: str | None = None) -> None:
         """Run every batch shape ``embed_tensor`` can meet up to ``max_batch`` once, so that no
@@ -343,3 +365,15 @@ def extractor_for(provenance: dict, device: str = "auto") -> FeatureExtractor:
     if on_cpu:
         traced.save(provenance, backbone.cfg, fe.net, fe.transform)
     return fe
+
+
+def read_image_batch(infos: list[dict], preprocess, decode: str,
+                     max_pixels: int) -> tuple[list[dict], bytes]:
+    """``FeatureExtractor.dataset_reader``'s work: every record read (``read_image_record``),
+    the decoded ones' inputs stacked as .npy bytes."""
+    transform = build_transform(preprocess, decode)
+    decoded = [read_image_record(info, transform, max_pixels) for info in infos]
+    tensors = [t.numpy() for t, _ in decoded if t is not None]
+    buf = io.BytesIO()
+    np.save(buf, np.stack(tensors) if tensors else np.zeros((0, 3, 1, 1), np.uint8))
+    return [info for _, info in decoded], buf.getvalue()

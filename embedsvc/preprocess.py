@@ -21,7 +21,7 @@ Two decode modes (``DECODE_MODES``), recorded in every provenance as ``decode``:
   to the model's input size (Pillow's ``resize(box=...)``: the same filter at the same sampling
   positions). On 500-1200 px photos this is 2.3x less CPU per image than ``exact``; the
   embeddings keep a cosine of 0.998 mean to the exact ones (tests/test_fast_decode.py holds it
-  >= 0.995), which is why vectors of the two modes may be mixed (``embeddings.check_compatible``).
+  >= 0.995), which is why vectors of the two modes may be mixed (``provenance.check_compatible``).
 
 Not torch's uint8 resize, although it is faster on one thread: called from decode threads, each
 thread's OpenMP team spin-waits between calls on the cores the model needs (on 2 cores the

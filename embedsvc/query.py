@@ -4,7 +4,7 @@ A one-shot search spent 6 s on 2 cores before its first image, nearly all of it 
 (about 2 s) and timm (2.3 s, with torchvision's models and ops) and building the model
 (``bench/cli_startup.py`` prints the breakdown). The store's features are reproduced by the
 backbone's fp32 ONNX graph to a cosine of 1.0000 (tests/test_runtimes.py; the runtimes may be
-mixed, ``embeddings.MIXABLE``), and the fast decode path is PIL and numpy alone. So the first
+mixed, ``provenance.MIXABLE``), and the fast decode path is PIL and numpy alone. So the first
 search with an image exports the graph (``runtimes/cache.py``, the folder the ONNX runtime
 already uses) and writes ``query.json`` beside it (the transform's resize and crop); every later
 one decodes with PIL, normalises with numpy and runs ONNX Runtime, and imports no torch.
@@ -100,7 +100,7 @@ class QueryEmbedder:
             return
         try:
             from .backbones import create_backbone
-            from .embeddings import check_weights
+            from .provenance import check_weights
             from .runtimes.cache import fp32_graph
 
             backbone = fe.backbone

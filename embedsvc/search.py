@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .index.store_index import DEFAULT_INDEX, index_dir, load_store_index
-from .index.vector_index import build_index
+from .index.vector_index import build_index, has_index
 from .store import EmbeddingStore
 
 FILTER_KEYS = ("label", "split", "domain")
@@ -42,7 +42,7 @@ class StoreSearcher:
     def __init__(self, store: str | os.PathLike | EmbeddingStore, index: str = DEFAULT_INDEX):
         self.store = store if isinstance(store, EmbeddingStore) else EmbeddingStore.open(store)
         d = index_dir(self.store, index)
-        if (d / "index_infos.json").is_file():
+        if has_index(d):
             self.index = load_store_index(self.store, index)
             self.rows_indexed = int(self.index.infos.get("rows_indexed", self.index.ntotal))
         elif index != DEFAULT_INDEX:

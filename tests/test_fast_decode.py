@@ -1,5 +1,5 @@
 """``--decode fast`` against ``--decode exact``: what the fast mode does, that it stays close enough
-for the mixing rule (embeddings.MIXABLE), and that the mode travels in provenance.
+for the mixing rule (provenance.MIXABLE), and that the mode travels in provenance.
 
 bench/fast_decode.py measures the same on more images (and the cost of each mode).
 """
@@ -15,13 +15,13 @@ from PIL import Image
 from embedsvc.backbones.config import PreprocessConfig
 from embedsvc.datasets import scan_source
 from embedsvc.datasets.fetch import fetch_dataset, load_fashion_mnist
-from embedsvc.embeddings import check_compatible
+from embedsvc.provenance import check_compatible
 from embedsvc.errors import IncompatibleError
 from embedsvc.extract import ExtractConfig, FeatureExtractor
 from embedsvc.images import load_upright
 from embedsvc.preprocess import build_transform
 
-COSINE_FLOOR = 0.995  # the premise of embeddings.MIXABLE["decode"]
+COSINE_FLOOR = 0.995  # the premise of provenance.MIXABLE["decode"]
 
 
 def _jpeg(img: Image.Image, **kw) -> bytes:

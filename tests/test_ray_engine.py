@@ -75,3 +75,23 @@ def test_ray_options_belong_to_the_ray_engine(source, tmp_path, cli):
     r = cli("embed-dataset", source, "--out", tmp_path / "s", "--actors", "2")
     assert r.returncode == 2 and "--engine ray" in r.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_texts_on_ray_make_the_local_engine_s_store(tmp_path):
+    """Texts of mixed lengths, in more than one length-sorted window: the same rows, truncation
+    notes and vectors (bitwise: the same sorted batches) as the local engine."""
+    from embedsvc.store.ray_engine import embed_dataset_ray
+
+    rows = [{"text": ("word " * (i * 7 % 150)) + f"text {i}", "label": "ab"[i % 2]} for i in range(90)]
+    rows[5] = {"path": str(tmp_path / "missing.txt"), "label": "a"}  # cannot be read
+    manifest = tmp_path / "texts.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = EmbedDatasetConfig(backbone="tiny-text", batch_size=4, shard_size=32)
+    embed_dataset(manifest, tmp_path / "local", config, progress=False)
+    report = embed_dataset_ray(manifest, tmp_path / "ray", config, progress=False)
+    assert report.added == 89 and report.unit == "text"
+    a, b = EmbeddingStore.open(tmp_path / "local"), EmbeddingStore.open(tmp_path / "ray")
+    assert b.provenance == a.provenance and b.provenance["modality"] == "text"
+    assert b.metadata() == a.metadata() and sum(r["truncated"] for r in b.metadata()) > 0
+    assert np.array_equal(a.vectors(), b.vectors())
+    assert [r["path"] for r in b.skipped()] == [str(tmp_path / "missing.txt")]

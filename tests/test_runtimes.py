@@ -11,7 +11,7 @@ import torch
 
 from embedsvc.datasets import scan_source
 from embedsvc.datasets.fetch import fetch_dataset
-from embedsvc.embeddings import check_compatible
+from embedsvc.provenance import check_compatible
 from embedsvc.errors import IncompatibleError, InvalidInputError
 from embedsvc.extract import ExtractConfig, FeatureExtractor
 from embedsvc.runtimes.cache import graph_dir

@@ -112,11 +112,12 @@ IMAGE_ONLY = ("embedsvc.backbones", "embedsvc.images", "embedsvc.preprocess", "e
               "embedsvc.datasets.shifts")
 TEXT_ONLY = ("embedsvc.text",)
 # what sees every modality through encoders.py's one interface and imports none of their code
-# (store.ray_engine embeds images only, for now: text runs on the local engine)
+# (store.ray_engine runs both through the encoders' dataset_reader / embed_read)
 MODALITY_FREE = ("embedsvc.service.batcher", "embedsvc.service.core", "embedsvc.store.store",
-                 "embedsvc.store.embed_job", "embedsvc.store.shard_files",
+                 "embedsvc.store.embed_job", "embedsvc.store.shard_files", "embedsvc.store.ray_engine",
                  "embedsvc.index", "embedsvc.collection", "classifiers.heads.ood",
-                 "classifiers.heads.artifact", "classifiers.adapt.gap")
+                 "classifiers.heads.artifact", "classifiers.adapt.gap", "embedsvc.provenance",
+                 "embedsvc.embeddings")
 
 
 def test_text_and_image_code_do_not_import_each_other():

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedsvc.datasets.sources import is_store, scan_source
-from embedsvc.embeddings import check_compatible
+from embedsvc.provenance import check_compatible
 
 
 @dataclass(frozen=True)

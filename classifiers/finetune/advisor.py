@@ -13,6 +13,11 @@ mixed with the source; unlabelled ones only → a CORAL-aligned head first (seco
 training), then domain-invariant fine-tuning (DANN when the domains are very different, Deep
 CORAL when merely shifted: matching covariances is enough for a moderate shift, and cheaper to
 get right than an adversary); a named kind of difference → its augmentation preset, on top.
+
+Text follows the same guide, counted in labelled texts (the seeds' BERT-for-sentiment case). This
+version fine-tunes image backbones only, so for text the advice names the strategy the guide
+gives and the commands that run today: a head on the frozen encoder's embeddings, CORAL-aligned
+to an unlabelled target.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from embedsvc.backbones.registry import DEFAULT_BACKBONE
 SMALL, LARGE = 500, 5000  # the guide's boundaries, in labelled images
 MIN_TARGET_LABELS = 5  # labelled target images per class worth a target fine-tune
 LADDER = ("linear", "partial", "full")
+UNITS = {"image": "image", "text": "text"}
 EPOCHS = {"linear": 10, "partial": 15, "full": 10}
 
 
@@ -38,9 +44,16 @@ class Recommendation:
     partial_stages: int = 2
     gap: Gap | None = None
     per_class: dict[str, int] = field(default_factory=dict)
-    unreadable: tuple[tuple[str, str], ...] = ()  # (path, reason) of images left uncounted
+    unreadable: tuple[tuple[str, str], ...] = ()  # (path, reason) of inputs left uncounted
+    modality: str = "image"
+
+    @property
+    def unit(self) -> str:
+        return UNITS[self.modality]
 
     def command(self, data: str, backbone: str = DEFAULT_BACKBONE, out: str = "runs/finetuned") -> str:
+        if self.modality != "image":  # no fine-tuning of text encoders yet: a head on embeddings
+            return head_command(data, backbone)
         extra = f" --partial-stages {self.partial_stages}" if self.strategy == "partial" else ""
         return (f"embedsvc finetune {data} --backbone {backbone} --strategy {self.strategy}{extra} "
                 f"--epochs {self.epochs} --val-split 0.1 --out {out}")
@@ -58,17 +71,29 @@ class Adaptation:
 
     def commands(self, data: str, target: str, rec: Recommendation,
                  backbone: str = DEFAULT_BACKBONE) -> list[str]:
+        if rec.modality != "image":  # what runs on text today: heads, CORAL-aligned when unlabelled
+            return [coral_head_commands(data, target, backbone)] if self.method == "da" else []
         base = rec.command(data, backbone, out="runs/adapted")
         aug = f" --augment {self.preset}" if self.preset else ""
         if self.method == "target-finetune":
             return [f"{base} --target-labelled {target}{aug}"]
         if self.method == "da":
-            return [f"embedsvc embed-dataset {data} --backbone {backbone} --out stores/source && "
-                    f"embedsvc embed-dataset {target} --backbone {backbone} --out stores/target && "
-                    f"embedsvc train-head stores/source --target stores/target --align coral "
-                    f"--out heads/coral",
+            return [coral_head_commands(data, target, backbone),
                     f"{base} --target-data {target} --da {self.da}{aug}"]
         return [f"{base}{aug}"] if aug else []
+
+
+def head_command(data: str, backbone: str) -> str:
+    """Feature extraction: embed with the frozen encoder, then a scikit-learn head."""
+    return (f"embedsvc embed-dataset {data} --backbone {backbone} --out store && "
+            f"embedsvc train-head store --out head")
+
+
+def coral_head_commands(data: str, target: str, backbone: str) -> str:
+    return (f"embedsvc embed-dataset {data} --backbone {backbone} --out stores/source && "
+            f"embedsvc embed-dataset {target} --backbone {backbone} --out stores/target && "
+            f"embedsvc train-head stores/source --target stores/target --align coral "
+            f"--out heads/coral")
 
 
 def recommend_adaptation(gap: Gap | None, target_labels_per_class: int = 0,
@@ -99,17 +124,19 @@ def recommend_adaptation(gap: Gap | None, target_labels_per_class: int = 0,
 
 def recommend(n_images: int, n_classes: int, gap: Gap | None = None,
               per_class: dict[str, int] | None = None,
-              unreadable: list[tuple[str, str]] | tuple = ()) -> Recommendation:
+              unreadable: list[tuple[str, str]] | tuple = (), modality: str = "image") -> Recommendation:
+    """``n_images``: labelled training inputs (images, or texts when ``modality`` is text)."""
+    unit = UNITS[modality]
     if n_images < SMALL:
-        step, why = 0, (f"{n_images} labelled images is under {SMALL}: too few to move the backbone "
+        step, why = 0, (f"{n_images} labelled {unit}s is under {SMALL}: too few to move the backbone "
                         f"without overfitting, so keep it frozen and train only a classifier on its "
                         f"features (feature extraction)")
     elif n_images <= LARGE:
-        step, why = 1, (f"{n_images} labelled images is between {SMALL} and {LARGE}: enough to adapt "
+        step, why = 1, (f"{n_images} labelled {unit}s is between {SMALL} and {LARGE}: enough to adapt "
                         f"the top stages, which hold the task-specific features, while the early "
                         f"general ones stay frozen (partial fine-tuning)")
     else:
-        step, why = 2, (f"{n_images} labelled images is over {LARGE}: enough to fine-tune every layer "
+        step, why = 2, (f"{n_images} labelled {unit}s is over {LARGE}: enough to fine-tune every layer "
                         f"(with lower learning rates towards the input) without overfitting")
     reasons = [why]
     stages = 2
@@ -132,11 +159,15 @@ def recommend(n_images: int, n_classes: int, gap: Gap | None = None,
     if per_class:
         smallest = min(per_class, key=per_class.get)
         if per_class[smallest] < 10:
-            reasons.append(f"class {smallest!r} has only {per_class[smallest]} images: collect more, or "
+            reasons.append(f"class {smallest!r} has only {per_class[smallest]} {unit}s: collect more, or "
                            f"use --class-weight balanced with a head")
     strategy = LADDER[step]
+    if modality != "image" and strategy != "linear":
+        reasons.append(f"this version fine-tunes image backbones only: until text encoders can be "
+                       f"fine-tuned ({strategy}), a head on the frozen encoder's embeddings is the "
+                       f"strongest thing to run")
     return Recommendation(strategy, tuple(reasons), EPOCHS[strategy], stages, gap,
-                          dict(per_class or {}), tuple(unreadable))
+                          dict(per_class or {}), tuple(unreadable), modality)
 
 
 def domain_gap(source: str, target: str, backbone: str = DEFAULT_BACKBONE, max_per_set: int = 300,
@@ -156,10 +187,13 @@ def target_labels_per_class(target: str, classes: list[str]) -> int:
     return min((counts.get(c, 0) for c in classes), default=0)
 
 
-def readable(records: list, progress: bool = False) -> tuple[list, list[tuple[str, str]]]:
+def readable(records: list, progress: bool = False, modality: str = "image"
+             ) -> tuple[list, list[tuple[str, str]]]:
     """The records whose images decode (at 1/8 scale where the format allows: a truncated or
-    mislabelled file still fails), and (path, reason) for the others: the advice counts what
-    fine-tuning and train-head will use."""
+    mislabelled file still fails) or whose texts read, and (path, reason) for the others: the
+    advice counts what fine-tuning and train-head will use."""
+    if modality != "image":
+        return _readable_texts(records)
     from embedsvc.errors import ImageDecodeError
     from embedsvc.images import load_upright
 
@@ -178,22 +212,43 @@ def readable(records: list, progress: bool = False) -> tuple[list, list[tuple[st
     return ok, bad
 
 
-def advise(data: str, target: str | None = None, backbone: str = DEFAULT_BACKBONE,
+def advise(data: str, target: str | None = None, backbone: str | None = None,
            progress: bool = True, difference: str | None = None) -> tuple[Recommendation, Adaptation | None]:
+    """The strategy for ``data`` (images or texts; ``backbone`` None: the default encoder of
+    its modality), and how to adapt to ``target`` if given."""
     from classifiers.heads.features import TWO_CLASSES
+    from embedsvc.encoders import check_source, default_encoder, modality_of_records
     from embedsvc.errors import InvalidInputError
 
     from .data import labelled_records
 
-    records, unreadable = readable([r for r in labelled_records(data)
-                                    if r.split in (None, "train")], progress)
+    records = [r for r in labelled_records(data) if r.split in (None, "train")]
+    modality = modality_of_records(records)
+    backbone = backbone or default_encoder(modality)
+    check_source(backbone, records, data)
+    records, unreadable = readable(records, progress, modality)
     per_class = dict(sorted(Counter(r.label for r in records).items()))
     if len(per_class) < 2:
         raise InvalidInputError(f"{data}: {TWO_CLASSES}; it has "
-                                f"{', '.join(map(repr, per_class)) or 'no readable image'}")
+                                f"{', '.join(map(repr, per_class)) or f'no readable {UNITS[modality]}'}")
     gap = domain_gap(data, target, backbone, progress=progress) if target else None
-    rec = recommend(len(records), len(per_class), gap, per_class, unreadable)
+    rec = recommend(len(records), len(per_class), gap, per_class, unreadable, modality)
     if target is None and difference is None:
         return rec, None
     labels = target_labels_per_class(target, list(per_class)) if target else 0
     return rec, recommend_adaptation(gap, labels, difference)
+
+
+def _readable_texts(records: list) -> tuple[list, list[tuple[str, str]]]:
+    """Text records with a text to embed: a manifest's cell, or a .txt file that reads as UTF-8
+    (what embed-dataset reads)."""
+    from embedsvc.text.encoder import read_text_record
+
+    ok, bad = [], []
+    for r in records:
+        error = read_text_record(r.to_dict()).get("error")
+        if error:
+            bad.append((r.path, error))
+        else:
+            ok.append(r)
+    return ok, bad

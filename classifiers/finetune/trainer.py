@@ -17,7 +17,6 @@ resumed ends with the weights an uninterrupted run would have (bitwise on CPU).
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from embedsvc.backbones import create_backbone
 from embedsvc.backbones.base import PRE_LOGITS
 from embedsvc.backbones.run_format import HEAD_DIR, WEIGHTS, canonical_name, save_weights, write_run
 from embedsvc.fingerprint import sha256_file
-from embedsvc.embeddings import check_weights
+from embedsvc.provenance import Provenance, check_weights, read_artifact, write_artifact
 from embedsvc.wording import count
 from embedsvc.errors import InvalidInputError
 from embedsvc.runtime import plan_device
@@ -126,7 +125,7 @@ class FinetuneJob:
             path = self.run_dir / CONFIG_JSON
             if not path.is_file():
                 raise InvalidInputError(f"nothing to resume in {str(self.run_dir)!r} ({CONFIG_JSON} missing)")
-            saved = json.loads(path.read_text())
+            saved = read_artifact(path, "fine-tuning run's settings")
             self.config = FinetuneConfig.from_dict(saved["config"])
             self.data_source = saved["data"]
             self.saved_strategy = saved["strategy"]
@@ -192,9 +191,9 @@ class FinetuneJob:
                   if self.target else None)
         strategy = self._resolve_strategy(len(train), len(train.classes))
         if not self.resume:
-            atomic_write_bytes(self.run_dir / CONFIG_JSON, json.dumps(
-                {"config": cfg.to_dict(), "data": self.data_source, "strategy": strategy,
-                 "classes": train.classes, "parent": parent, "target": self.target}, indent=2).encode())
+            write_artifact(self.run_dir / CONFIG_JSON, {
+                "config": cfg.to_dict(), "data": self.data_source, "strategy": strategy,
+                "classes": train.classes, "parent": parent, "target": self.target})
 
         plan = plan_device(cfg.device, cfg.amp)
         torch.manual_seed(cfg.seed)  # the new classifier's initial weights
@@ -363,9 +362,9 @@ class FinetuneJob:
         metrics = {"best_epoch": state["best_epoch"] + 1, "val_acc": best.get("val_acc"),
                    "val_loss": best.get("val_loss"), "train_acc": best.get("train_acc"),
                    "epochs_run": len(state["history"]), "stopped_early": state["stopped_early"]}
-        provenance = {"backbone": name, "weights_sha256": sha256_file(self.run_dir / WEIGHTS),
-                      "preprocess": pre.to_dict(), "dim": net.backbone.cfg.dim, "tap": PRE_LOGITS,
-                      "normalized": False}
+        # what the finetuned: backbone's extractor will stamp on its vectors (build_finetuned)
+        made_by = net.backbone.cfg.replace(name=name, weights_sha256=sha256_file(self.run_dir / WEIGHTS))
+        provenance = Provenance.of_encoder(made_by.provenance(), PRE_LOGITS, False).to_dict()
         head = Head(LogRegHead.from_linear(classes, net.classifier.weight.detach().numpy(),
                                            net.classifier.bias.detach().numpy()),
                     provenance, metrics={"accuracy": metrics["val_acc"]} if metrics["val_acc"] is not None else {},

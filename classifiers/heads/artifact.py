@@ -11,7 +11,6 @@ features whose provenance differs from its own.
 from __future__ import annotations
 
 import io
-import json
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -21,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from embedsvc.atomic import atomic_write_bytes
-from embedsvc.embeddings import BINDING_KEYS, Embeddings, check_compatible
-from embedsvc.errors import IncompatibleError, InvalidInputError, NotFoundError
-from embedsvc.versions import require_same_version, written_by
+from embedsvc.embeddings import Embeddings
+from embedsvc.provenance import check_compatible, read_artifact, write_artifact
+from embedsvc.errors import InvalidInputError, NotFoundError
+from embedsvc.versions import require_same_version
 
 from classifiers.adapt.align import Alignment
 
@@ -33,6 +33,7 @@ from .ood import OODReference
 OWN_ARRAYS = ("ood_", "align_")  # params.npz prefixes that are not the estimator's
 
 FORMAT_VERSION = 1
+HEAD_JSON = "head.json"
 
 
 @dataclass
@@ -96,29 +97,20 @@ class Head:
             "kind": self.kind,
             "classes": self.classes,
             "params": params,
-            "provenance": {k: self.provenance.get(k) for k in BINDING_KEYS},
             "metrics": self.metrics,
             "training": self.training,
             "ood": {"method": self.ood_method,
                     **(self.ood.describe() if self.ood is not None else {})},
             "alignment": self.alignment.method if self.alignment is not None else None,
-            "written_by": written_by(),
         }
         atomic_write_bytes(d / "params.npz", buf.getvalue())
-        atomic_write_bytes(d / "head.json", json.dumps(meta, indent=2).encode())  # last: commit
+        write_artifact(d / HEAD_JSON, meta, self.provenance)  # last: commit
         return d
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Head":
         d = Path(directory)
-        if not (d / "head.json").is_file():
-            raise NotFoundError(f"no head at {str(d)!r} (head.json missing)")
-        try:
-            meta = json.loads((d / "head.json").read_text())
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"{d / 'head.json'} is not valid JSON: {exc.msg}") from None
-        if meta.get("format") != FORMAT_VERSION:
-            raise IncompatibleError(f"head {str(d)!r} has format {meta.get('format')!r}")
+        meta = read_artifact(d / HEAD_JSON, "head", FORMAT_VERSION)
         kind = meta.get("kind")
         if kind not in HEAD_KINDS:
             raise InvalidInputError(f"head {str(d)!r} has unknown kind {kind!r}")

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from embedsvc.backbones.base import PRE_LOGITS, Backbone
-from embedsvc.embeddings import Embeddings, check_compatible
+from embedsvc.embeddings import Embeddings
+from embedsvc.provenance import Provenance, check_compatible
 from embedsvc.errors import IncompatibleError, InvalidInputError, NotFoundError
 
 NAME = "imagenet"
@@ -53,7 +54,7 @@ class ImageNetHead:
             raise NotFoundError(
                 f"backbone {backbone.name!r} has no ImageNet classifier, so no {NAME!r} head"
             )
-        provenance = {**backbone.cfg.provenance(), "tap": PRE_LOGITS, "normalized": False}
+        provenance = Provenance.of_encoder(backbone.cfg.provenance(), PRE_LOGITS, False).to_dict()
         return cls(
             weight=layer.weight.detach().cpu().numpy().astype(np.float32),
             bias=layer.bias.detach().cpu().numpy().astype(np.float32),

@@ -10,7 +10,7 @@ import numpy as np
 
 from classifiers.adapt.align import check_alignment, fit_alignment
 from embedsvc.atomic import atomic_write_bytes
-from embedsvc.embeddings import check_compatible
+from embedsvc.provenance import check_compatible
 from embedsvc.wording import count
 from embedsvc.errors import InvalidInputError
 from embedsvc.store import EmbeddingStore

@@ -21,7 +21,7 @@ from ..fingerprint import sha256_file
 
 def load_parent(meta: dict[str, Any], run_dir: str | Path) -> Backbone:
     """The pretrained backbone a run started from, refused if this machine's weights differ."""
-    from ..embeddings import check_weights
+    from ..provenance import check_weights
 
     parent = create_backbone(meta["parent"]["backbone"])
     check_weights(parent.cfg, meta["parent"], f"the fine-tuning run {run_dir}")

@@ -13,12 +13,12 @@ backbone and the server's data dir.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_bytes
 from ..errors import IncompatibleError, InvalidInputError, NotFoundError
+from ..provenance import read_artifact, write_artifact
 
 PREFIX = "finetuned"
 RUN_JSON = "finetuned.json"
@@ -47,13 +47,7 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise NotFoundError(f"{str(run_dir)!r} is not a finished fine-tuning run ({RUN_JSON} missing; "
                             f"a run writes it when training ends)")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{path} is not valid JSON: {exc.msg}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise IncompatibleError(f"{path} has format {found!r}, expected {FORMAT_VERSION}")
+    meta = read_artifact(path, "fine-tuning run", FORMAT_VERSION)
     for key in ("parent", "preprocess"):
         if not isinstance(meta.get(key), dict):
             raise IncompatibleError(f"{path} has no {key!r} section")
@@ -62,10 +56,9 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
 
 def write_run(run_dir: str | Path, meta: dict[str, Any]) -> Path:
     """Commit a run: the description, stamped with format and library versions, written last."""
-    from ..versions import written_by
-
-    meta = {**meta, "format": FORMAT_VERSION, "written_by": written_by()}
-    return atomic_write_bytes(Path(run_dir) / RUN_JSON, json.dumps(meta, indent=2).encode())
+    path = Path(run_dir) / RUN_JSON
+    write_artifact(path, {**meta, "format": FORMAT_VERSION})
+    return path
 
 
 def save_weights(state: dict[str, Any], path: str | Path) -> Path:

@@ -82,11 +82,15 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 def cmd_advise(args: argparse.Namespace) -> int:
     from classifiers.finetune import advise
+    from classifiers.finetune.advisor import head_command
+
+    from ..encoders import default_encoder
 
     rec, adaptation = advise(args.data, args.target, args.backbone, progress=not args.quiet,
                              difference=args.difference)
     counts = rec.per_class
-    print(f"{count(sum(counts.values()), 'labelled image')} in {count(len(counts), 'class')} "
+    backbone = args.backbone or default_encoder(rec.modality)
+    print(f"{count(sum(counts.values()), 'labelled ' + rec.unit)} in {count(len(counts), 'class')} "
           f"({min(counts.values())}..{max(counts.values())} per class)"
           + (f"; {len(rec.unreadable)} could not be read and are not counted"
              if rec.unreadable else ""))
@@ -95,24 +99,23 @@ def cmd_advise(args: argparse.Namespace) -> int:
     if rec.gap is not None:
         g = rec.gap
         print(f"domain gap to {args.target}: {g.verdict}, proxy A-distance {g.proxy_a_distance:.2f}, "
-              f"MMD² {g.mmd2:.4f} (p={g.mmd_p_value:.3f}), on {g.n_a} + {g.n_b} images "
+              f"MMD² {g.mmd2:.4f} (p={g.mmd_p_value:.3f}), on {g.n_a} + {g.n_b} {rec.unit}s "
               f"(embedsvc gap draws it)")
     print(f"recommended strategy: {rec.strategy}")
     for reason in rec.reasons:
         print(f"  - {reason}")
     print("run it:")
-    print(f"  {rec.command(args.data, args.backbone)}")
-    if rec.strategy == "linear":
+    print(f"  {rec.command(args.data, backbone)}")
+    if rec.strategy == "linear" and rec.modality == "image":
         print("  or, cheaper, a head on stored embeddings:")
-        print(f"  embedsvc embed-dataset {args.data} --backbone {args.backbone} --out store && "
-              f"embedsvc train-head store --out head")
+        print(f"  {head_command(args.data, backbone)}")
     if adaptation is not None:
         print(f"recommended adaptation: {adaptation.method}"
               + (f" ({adaptation.da} loss)" if adaptation.da else "")
               + (f", {adaptation.preset} augmentation" if adaptation.preset else ""))
         for reason in adaptation.reasons:
             print(f"  - {reason}")
-        commands = adaptation.commands(args.data, args.target or "TARGET_DIR", rec, args.backbone)
+        commands = adaptation.commands(args.data, args.target or "TARGET_DIR", rec, backbone)
         if commands:
             print("run it" + (", in this order:" if len(commands) > 1 else ":"))
             for c in commands:
@@ -203,13 +206,16 @@ def register(sub) -> None:
     p.add_argument("--register", metavar="DATA_DIR", help="also install it into a server's data dir")
 
     p = command(sub, "advise", "which fine-tuning strategy for this data (and target domain)",
-                ["embedsvc advise data/fmnist", "embedsvc advise data/photos --target data/sketches"],
+                ["embedsvc advise data/fmnist", "embedsvc advise data/photos --target data/sketches",
+                 "embedsvc advise data/movies/manifest.jsonl --target data/tweets/manifest.jsonl"],
                 cmd_advise)
-    p.add_argument("data", help="labelled images: class folders or a manifest")
+    p.add_argument("data", help="labelled images or texts: class folders or a manifest")
     p.add_argument("--target", help="target-domain images (labelled or not): measures the domain gap "
                                     "on embeddings and recommends how to adapt")
     p.add_argument("--difference", choices=PRESETS,
                    help="what differs in the target, if you know: lighting, camera, background or "
                         "style (picks the matching augmentation preset)")
-    p.add_argument("--backbone", "-b", default=d.backbone, help="backbone the strategy is for")
+    p.add_argument("--backbone", "-b", default=None,
+                   help="encoder the strategy is for (default: the default encoder of the data's "
+                        "modality, see 'embedsvc models')")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -9,14 +9,15 @@ from classifiers.heads import KIND_NAMES
 
 from ..wording import count
 from . import output
-from .common import (EXIT_ERROR, EXIT_OK, MAX_OOD_HELP, UsageError, command, device, err, existing_images, inputs_given, text_options,
+from .common import (EXIT_ERROR, EXIT_OK, MAX_OOD_HELP, UsageError, command, device, err, inputs_given, text_options,
                      non_negative_int, positive_int, probability, refuse_existing, warn)
 
 
 def cmd_train_head(args: argparse.Namespace) -> int:
+    from classifiers.heads.artifact import HEAD_JSON
     from classifiers.heads.train import TrainHeadConfig, train_head
 
-    refuse_existing(Path(args.out) / "head.json", "a head", args.overwrite)
+    refuse_existing(Path(args.out) / HEAD_JSON, "a head", args.overwrite)
     if args.align and not args.target:
         raise UsageError(f"--align {args.align} needs --target TARGET_STORE to align to")
     config = TrainHeadConfig(kind=args.kind, shots=args.shots, seed=args.seed,

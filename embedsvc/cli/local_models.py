@@ -132,7 +132,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(report)
     else:
-        print(f"int8 {report['backbone']} ({report['tap']}): calibrated on "
+        print(f"int8 {report['provenance']['backbone']} ({report['provenance']['tap']}): calibrated on "
               f"{report['calibrated_on']} images, measured on {report['held_out']} held out")
         print(f"  embedding cosine to fp32   mean {report['cosine_mean']:.4f}  "
               f"min {report['cosine_min']:.4f}  (threshold {report['min_cosine']})")

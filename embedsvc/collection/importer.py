@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_bytes, fsync_dir
-from ..embeddings import check_compatible
+from ..provenance import check_compatible
 from ..errors import IncompatibleError, InvalidInputError
 from ..names import valid_name
 from ..store.store import EmbeddingStore, StoreLock

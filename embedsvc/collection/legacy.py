@@ -10,14 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..index.vector_index import VectorIndex
+from ..index.vector_index import INFOS_JSON, VectorIndex, has_index
+from .snapshot import MANIFEST
 
 log = logging.getLogger("embedsvc.collections")
-OLD_FILES = ("index.faiss", "index_infos.json", "removed.npy", "metadata.json")
+OLD_FILES = ("index.faiss", INFOS_JSON, "removed.npy", "metadata.json")
 
 
 def is_legacy(root: Path) -> bool:
-    return (root / "index_infos.json").is_file() and not (root / "MANIFEST.json").exists()
+    return has_index(root) and not (root / MANIFEST).exists()
 
 
 def convert(root: Path, settings) -> None:
@@ -42,7 +43,7 @@ def convert(root: Path, settings) -> None:
     c.close()
     # the new files join the old ones (the manifest last: until it is there, the old files are
     # what a restart reads), then the old ones go
-    for p in sorted(staged.iterdir(), key=lambda p: p.name == "MANIFEST.json"):
+    for p in sorted(staged.iterdir(), key=lambda p: p.name == MANIFEST):
         p.rename(root / p.name)
     staged.rmdir()
     for name in OLD_FILES:

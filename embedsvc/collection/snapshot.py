@@ -6,7 +6,9 @@
         vectors.npy ids.npy alive.npy   the rows (row r of each)
         metadata.jsonl                  one JSON object per row
         index.faiss                     the approximate index over rows [0, indexed), if any
-        index_infos.json                kind, factory, tuned parameter, measured recall, binding
+        ann_infos.json                  kind, factory, tuned parameter, measured recall, the
+                                        provenance of the vectors (index_infos.json until
+                                        text encoders came: still read)
         snapshot.json                   seq, rows, indexed, next id, time: written last
     NAME/wal-<first seq>.log    writes after the snapshot (see index/wal.py)
 
@@ -30,14 +32,15 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes, fsync_dir, fsync_file
+from ..atomic import fsync_dir, fsync_file
 from ..errors import IncompatibleError, NotFoundError
-from ..versions import written_by
+from ..provenance import PROVENANCE, parse_artifact, read_artifact, write_artifact
 from .rows import NEVER, View
 
 MANIFEST = "MANIFEST.json"
 SNAPSHOT_JSON = "snapshot.json"
-INFOS_JSON = "index_infos.json"
+INFOS_JSON = "ann_infos.json"
+OLD_INFOS_JSON = "index_infos.json"  # the same file, as snapshots named it before
 FORMAT = 1
 
 
@@ -50,15 +53,15 @@ def wal_files(root: Path) -> list[tuple[int, Path]]:
 
 
 def read_manifest(root: Path) -> dict[str, Any] | None:
+    """The collection's manifest, or None where there is none (not a collection, or not yet)."""
     try:
-        return json.loads((root / MANIFEST).read_text())
-    except FileNotFoundError:
+        return read_artifact(root / MANIFEST, "collection")
+    except NotFoundError:
         return None
 
 
 def write_manifest(root: Path, snapshot: str, seq: int) -> None:
-    atomic_write_bytes(root / MANIFEST, json.dumps(
-        {"format": FORMAT, "snapshot": snapshot, "seq": seq, "written_by": written_by()}).encode())
+    write_artifact(root / MANIFEST, {"format": FORMAT, "snapshot": snapshot, "seq": seq}, indent=None)
 
 
 def write_snapshot(root: Path, view: View, next_id: int, binding: dict[str, Any],
@@ -82,13 +85,12 @@ def write_snapshot(root: Path, view: View, next_id: int, binding: dict[str, Any]
             write_index(tmp / "index.faiss")
             fsync_file(tmp / "index.faiss")
         saved_at = time.time()
-        stamp = {"format": FORMAT, "written_by": written_by(),
-                 "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(saved_at))}
-        infos = {**(view.infos or {}), "count": int(alive.sum()), "binding": binding, **stamp}
-        atomic_write_bytes(tmp / INFOS_JSON, json.dumps(infos, indent=2).encode())
-        atomic_write_bytes(tmp / SNAPSHOT_JSON, json.dumps(
-            {**stamp, "saved_at": saved_at, "seq": view.seq, "rows": n,
-             "indexed": view.indexed if view.ann is not None else 0, "next_id": next_id}).encode())
+        stamp = {"format": FORMAT, "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(saved_at))}
+        write_artifact(tmp / INFOS_JSON, {**(view.infos or {}), "count": int(alive.sum()), **stamp},
+                       binding)
+        write_artifact(tmp / SNAPSHOT_JSON, {
+            **stamp, "saved_at": saved_at, "seq": view.seq, "rows": n,
+            "indexed": view.indexed if view.ann is not None else 0, "next_id": next_id}, indent=None)
         os.replace(tmp, root / name)
         fsync_dir(root)
         return Published(name, view.seq, saved_at)
@@ -123,18 +125,18 @@ def read_snapshot(path: str | os.PathLike, mmap: bool = False) -> Loaded:
 def _opened_first(d: Path) -> list[str]:
     """The files of a snapshot, snapshot.json first: it is written last, so a folder that has it
     is whole; once all are open, removing the folder changes nothing that is read."""
-    names = [SNAPSHOT_JSON, INFOS_JSON, "vectors.npy", "ids.npy", "alive.npy", "metadata.jsonl"]
+    infos = INFOS_JSON if (d / INFOS_JSON).is_file() or not (d / OLD_INFOS_JSON).is_file() \
+        else OLD_INFOS_JSON
+    names = [SNAPSHOT_JSON, infos, "vectors.npy", "ids.npy", "alive.npy", "metadata.jsonl"]
     return names + ["index.faiss"] if (d / "index.faiss").is_file() else names
 
 
 def _read_opened(name: str, files: dict, mmap: bool) -> Loaded:
     import faiss
 
-    meta = json.load(files[SNAPSHOT_JSON])
-    if meta.get("format") != FORMAT:
-        raise IncompatibleError(f"snapshot {name!r} has format {meta.get('format')!r}; this "
-                                f"version reads format {FORMAT}")
-    infos = json.load(files[INFOS_JSON])
+    meta = parse_artifact(files[SNAPSHOT_JSON].read(), f"snapshot {name!r}", FORMAT)
+    infos = parse_artifact(files.get(INFOS_JSON, files.get(OLD_INFOS_JSON)).read(),
+                           f"snapshot {name!r}'s index infos")
     seq, n = int(meta["seq"]), int(meta["rows"])
     vectors = _mapped(files["vectors.npy"]) if mmap else np.load(files["vectors.npy"])
     ids = np.load(files["ids.npy"])
@@ -149,7 +151,7 @@ def _read_opened(name: str, files: dict, mmap: bool) -> Loaded:
             raise IncompatibleError(f"snapshot {name!r} names an index but has no index.faiss")
         # streamed from the open file: no second copy of the index in memory while it loads
         ann = faiss.read_index(faiss.PyCallbackIOReader(files["index.faiss"].read))
-    binding = infos.pop("binding")
+    binding = infos.pop(PROVENANCE, None) or {}
     ended = np.where(alive, NEVER, seq).astype(np.int64)
     view = View(n, seq, vectors, ids, ended, metadata, ann, int(meta["indexed"]), infos)
     return Loaded(view, int(meta["next_id"]), binding, float(meta.get("saved_at", 0.0)))

@@ -10,7 +10,7 @@ from ..errors import InvalidInputError, NotFoundError
 from ..store import EmbeddingStore, StoreLock
 from .ondisk import build_ondisk, remove_build_leftovers, update_ondisk
 from .planner import index_memory, plan_index
-from .vector_index import VectorIndex, build_index
+from .vector_index import VectorIndex, build_index, has_index
 
 DEFAULT_INDEX = "default"
 
@@ -57,7 +57,7 @@ def update_store_index(store: EmbeddingStore, name: str = DEFAULT_INDEX, workers
                        progress: bool = False) -> tuple[VectorIndex, int]:
     """Add the rows appended to the store since the index was built, without a rebuild."""
     d = index_dir(store, name)
-    if not (d / "index_infos.json").is_file():
+    if not has_index(d):
         raise NotFoundError(f"store has no index {name!r}; run 'embedsvc index build' first")
     with StoreLock(store.root / ".lock"), _no_trace_on_failure(d):
         vi = VectorIndex.load(d, mmap=False, expect_binding=store.binding, rows=store.take)

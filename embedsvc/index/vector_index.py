@@ -2,7 +2,7 @@
 
     STORE/indexes/NAME/index.faiss        faiss.write_index
     STORE/indexes/NAME/index_infos.json   plan, tuned search parameter, measured recall, the
-                                          store binding (backbone, weights sha256, dim, ...)
+                                          store's provenance (embedsvc.provenance)
     STORE/indexes/NAME/removed.npy        ids removed from an index type that cannot drop them
 
 Index ids are store row ids, so results map straight to the store's metadata.
@@ -10,7 +10,6 @@ Index ids are store row ids, so results map straight to the store's metadata.
 from __future__ import annotations
 
 import io
-import json
 import os
 import time
 from dataclasses import asdict
@@ -20,15 +19,15 @@ from typing import Any, Callable
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..embeddings import check_compatible
-from ..errors import IncompatibleError, InvalidInputError, NotFoundError
-from ..versions import written_by
+from ..provenance import PROVENANCE, check_compatible, read_artifact, write_artifact
+from ..errors import InvalidInputError
 from .chatter import faiss_chatter_silenced
 from .planner import IndexPlan, plan_index
 from .refine import Refiner, shortlist, train_sq
 from .tuning import exact_neighbors, held_out_queries, tune
 
 FORMAT_VERSION = 1
+INFOS_JSON = "index_infos.json"
 
 
 def _faiss():
@@ -184,12 +183,10 @@ class VectorIndex:
         np.save(buf, np.array(sorted(self.removed), dtype=np.int64))
         atomic_write_bytes(d / "removed.npy", buf.getvalue())
         infos = {**self.infos, "format": FORMAT_VERSION, "plan": asdict(self.plan),
-                 "binding": self.binding, "ntotal": self.ntotal, "written_by": written_by(),
-                 "generation": generation, "refine_files": refine_files,
+                 "ntotal": self.ntotal, "generation": generation, "refine_files": refine_files,
                  "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         # written last: a reader trusts index.faiss only when index_infos.json describes it
-        atomic_write_bytes(d / "index_infos.json", json.dumps(infos, indent=2).encode())
-        self.infos = infos
+        self.infos = write_artifact(d / INFOS_JSON, infos, self.binding or None)
         remove_unnamed_generations(d)
         return d
 
@@ -214,10 +211,8 @@ class VectorIndex:
     @classmethod
     def _load(cls, d: Path, infos: dict, mmap: bool, expect_binding, rows) -> "VectorIndex":
         faiss = _faiss()
-        if infos.get("format") != FORMAT_VERSION:
-            raise IncompatibleError(f"index {str(d)!r} has format {infos.get('format')!r}")
         if expect_binding is not None:
-            check_compatible(infos["binding"], expect_binding, f"index {str(d)!r}")
+            check_compatible(infos.get(PROVENANCE) or {}, expect_binding, f"index {str(d)!r}")
         if infos.get("lists"):
             # inverted lists on disk, memory-mapped by OnDiskInvertedLists itself, beside
             # index.faiss wherever the store moved (IO_FLAG_MMAP on top of it crashes FAISS 1.15)
@@ -232,7 +227,7 @@ class VectorIndex:
                 index = faiss.read_index(str(d / "index.faiss"))
         removed = set(np.load(d / "removed.npy").tolist()) if (d / "removed.npy").is_file() else set()
         plan = IndexPlan(**infos["plan"])
-        vi = cls(index, plan, infos["binding"], infos, removed, Refiner.load(d, infos, rows))
+        vi = cls(index, plan, infos.get(PROVENANCE) or {}, infos, removed, Refiner.load(d, infos, rows))
         if infos.get("search_param_value") is not None:
             vi.set_search_param(infos["search_param_value"])
         return vi
@@ -240,17 +235,20 @@ class VectorIndex:
 
 def remove_unnamed_generations(d: Path) -> None:
     """Generation files the info file does not name: replaced ones, or a failed build's."""
-    infos = json.loads((d / "index_infos.json").read_text()) if (d / "index_infos.json").is_file() else {}
+    infos = _read_infos(d) if has_index(d) else {}
     keep = {infos.get("lists"), *infos.get("refine_files", {}).values()}
     for old in [*d.glob("lists-*.ivfdata"), *d.glob("refine-*.*")]:
         if old.name not in keep:
             old.unlink(missing_ok=True)
 
 
+def has_index(d: str | os.PathLike) -> bool:
+    """Whether ``d`` holds a saved index (its info file is written last)."""
+    return (Path(d) / INFOS_JSON).is_file()
+
+
 def _read_infos(d: Path) -> dict[str, Any]:
-    if not (d / "index_infos.json").is_file():
-        raise NotFoundError(f"no index at {str(d)!r} (index_infos.json missing)")
-    return json.loads((d / "index_infos.json").read_text())
+    return read_artifact(d / INFOS_JSON, "index", FORMAT_VERSION)
 
 
 def build_index(vectors: np.ndarray, ids: np.ndarray | None = None, binding: dict | None = None,

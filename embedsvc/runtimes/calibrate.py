@@ -16,7 +16,6 @@ it before an int8 runtime runs.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,11 +26,12 @@ import torch
 
 from ..errors import InvalidInputError
 from ..embeddings import l2_normalize
+from ..provenance import write_artifact
 from ..extract import ExtractConfig, FeatureExtractor
 from ..preprocess import normalize
 from ..versions import library_version
 from .cache import fp32_graph, graph_dir, writing
-from .gate import MIN_COSINE
+from .gate import MIN_COSINE, REPORT_JSON
 from .runners import OnnxRunner
 
 MAX_CALIBRATION_IMAGES = 256
@@ -64,8 +64,8 @@ def calibrate(backbone, images: Sequence[str], tap: str = "pre_logits", decode: 
         fp32 = _batched(lambda b: fe.embed_tensor(torch.from_numpy(b), normalize_output=False), x[held])
         q = _batched(int8, x[held])
         report = {
-            "backbone": backbone.name, "weights_sha256": backbone.cfg.weights_sha256, "tap": tap,
-            "input_size": list(backbone.cfg.preprocess.input_size), "decode": decode,
+            # the fp32 vectors the int8 graph is measured against
+            "provenance": fe.provenance_for(tap, False, int(fp32.shape[1])),
             "images": len(tensors), "unreadable": skipped, "calibrated_on": len(calib),
             "held_out": int(held.sum()), **_cosines(fp32, q),
             "imagenet_top1_agreement": _top1_agreement(backbone, tap, fp32, q),
@@ -75,10 +75,7 @@ def calibrate(backbone, images: Sequence[str], tap: str = "pre_logits", decode: 
             "seconds": round(time.perf_counter() - t0, 1),
         }
         report["passed"] = report["cosine_mean"] >= min_cosine
-    from ..atomic import atomic_write_bytes
-
-    atomic_write_bytes(folder / "calibration.json", json.dumps(report, indent=2).encode())
-    return report
+    return write_artifact(folder / REPORT_JSON, report, report["provenance"])
 
 
 def _quantize(src: Path, dst: Path, calib: np.ndarray, folder: Path) -> None:
@@ -127,7 +124,7 @@ def _probe(store_path: str, fe, int8) -> dict:
     fp32 vectors and with their images re-embedded in int8."""
     from sklearn.linear_model import LogisticRegression
 
-    from ..embeddings import check_compatible
+    from ..provenance import check_compatible
     from ..store import EmbeddingStore
 
     store = EmbeddingStore.open(store_path)

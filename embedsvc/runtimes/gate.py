@@ -7,24 +7,25 @@ serve worse vectors.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import InvalidInputError
+from ..provenance import read_artifact
 from .cache import graph_dir
 
 MIN_COSINE = 0.97
+REPORT_JSON = "calibration.json"
 
 
 def check_gate(backbone, tap: str, runtime: str) -> Path:
     """The int8 graph of ``backbone``/``tap`` if its calibration passed; else one clear error."""
     folder = graph_dir(backbone.cfg, tap)
-    report_path, graph = folder / "calibration.json", folder / "int8.onnx"
+    report_path, graph = folder / REPORT_JSON, folder / "int8.onnx"
     if not report_path.exists() or not graph.exists():
         raise InvalidInputError(
             f"runtime {runtime!r} needs a calibration of {backbone.name!r} (tap {tap}) on your "
             f"images first: embedsvc calibrate {backbone.name} --images DIR")
-    report = json.loads(report_path.read_text())
+    report = read_artifact(report_path, "int8 calibration report")
     if not report["passed"]:
         raise InvalidInputError(
             f"runtime {runtime!r} refused for {backbone.name!r}: its int8 calibration gave embedding "

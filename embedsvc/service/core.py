@@ -20,7 +20,8 @@ import numpy as np
 
 from .. import __version__
 from ..collection.rows import unit_vectors, valid_ids
-from ..embeddings import Embeddings, check_compatible
+from ..embeddings import Embeddings
+from ..provenance import check_compatible
 from ..encoders import check_encoder, listing, modality_of
 from ..collection.metadata import MAX_TEXT_ID_BYTES, readable, valid_text
 from ..errors import (DeadlineExceededError, FailedPreconditionError, InvalidInputError,

@@ -39,8 +39,9 @@ class HeadRegistry:
 
     def entries(self) -> dict[str, HeadEntry]:
         from classifiers.heads import Head
+        from classifiers.heads.artifact import HEAD_JSON
 
-        files = sorted(self.root.glob("*/head.json")) if self.root.is_dir() else []
+        files = sorted(self.root.glob(f"*/{HEAD_JSON}")) if self.root.is_dir() else []
         try:
             stamp = tuple((str(p), p.stat().st_mtime_ns) for p in files)
         except FileNotFoundError:  # a head being replaced right now: use what we have

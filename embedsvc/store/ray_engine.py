@@ -1,8 +1,10 @@
 """``embed-dataset --engine ray``: the same store, made on a Ray cluster.
 
-Ray Data carries the work: the pending records, cut into the batches a local run would form,
-are decoded and preprocessed in CPU tasks (``extract.read_image_record``, as locally) and embedded in an
-actor pool (one actor per GPU, or N CPU actors, each loading the backbone once). The driver,
+Ray Data carries the work: the pending records, cut into the encoder's units of work (an image
+batch; a text window sorted by length, as a local run sorts it), are read in CPU tasks (the
+encoder's ``dataset_reader``: images decoded and preprocessed as locally, texts read) and
+embedded in an actor pool (one actor per GPU, or N CPU actors, each loading the encoder once;
+``embed_read``). The driver,
 this process, holds the store's lock and commits the batches through ``store.append``, in input
 order, as they stream back (``ShardAssembler``, as locally). So a store made on Ray and one made
 locally are interchangeable: the same batches give the same vectors (bitwise on the CPU), the
@@ -52,9 +54,6 @@ def embed_dataset_ray(src: str | Path, out: str | Path,
         raise InvalidInputError(f"actors must be >= 1, got {actors}")
 
     def embed_on_ray(fe, pending, store, report):
-        if fe.modality != "image":
-            raise InvalidInputError(f"--engine ray embeds images; embed {fe.modality} with the "
-                                    f"local engine (leave out --engine)")
         with ray_session(address):  # the actors load the encoder this run chose
             _run(ray, pending, dataclasses.replace(config, backbone=fe.name), fe, store, report,
                  actors, progress)
@@ -95,20 +94,24 @@ def _run(ray, pending, config: EmbedDatasetConfig, fe, store: EmbeddingStore,
     size = actors or gpus or max(1, cpus // 4)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # shards are committed in input order
-    ctx.enable_progress_bars = False  # ours below counts images and their rate
+    ctx.enable_progress_bars = False  # ours below counts inputs and their rate
     with warnings.catch_warnings():  # max_restarts goes through Ray's deprecated remote args
         warnings.simplefilter("ignore", DeprecationWarning)
         ds = _pipeline(ray, pending, config, fe, size, max(1, cpus // size), gpus > 0)
     assembler = ShardAssembler(store, config, fe.row_keys)
-    bar = progress_bar(len(pending), f"{fe.name} on ray ({size} actors)", progress)
+    bar = progress_bar(len(pending), f"{fe.name} on ray ({size} actors)", progress, fe.unit)
     try:
         with interrupt_after_batch() as interrupted:
             for row in ds.iter_rows():
-                infos = json.loads(row["infos"])
+                pieces = json.loads(row["infos"])  # the unit's batches, in order
                 vectors = np.frombuffer(row["vectors"], np.float32).reshape(-1, store.dim)
-                if bar is not None:
-                    bar.update(len(infos))
-                commit_unit(store, assembler.add(infos, vectors), report)
+                at = 0
+                for infos in pieces:
+                    good = sum("error" not in i for i in infos)
+                    commit_unit(store, assembler.add(infos, vectors[at:at + good]), report)
+                    at += good
+                    if bar is not None:
+                        bar.update(len(infos))
                 if interrupted.is_set():
                     break
             commit_unit(store, assembler.flush(), report)
@@ -118,16 +121,14 @@ def _run(ray, pending, config: EmbedDatasetConfig, fe, store: EmbeddingStore,
 
 
 def _pipeline(ray, pending, config: EmbedDatasetConfig, fe, size: int, threads: int, on_gpu: bool):
-    """Batches of records → decode tasks → an actor pool of ``size`` embedders. ``threads``:
+    """Units of records → read tasks → an actor pool of ``size`` embedders. ``threads``:
     torch's thread count changes the CPU kernels' summation order, so each actor gets its share
     of the cores, which on one machine with one actor is what a local run uses (bitwise equal)."""
-    bs = config.batch_size
-    batches = [{"records": json.dumps([r.to_dict() for r in pending[i:i + bs]])}
-               for i in range(0, len(pending), bs)]
-    return (ray.data.from_items(batches, override_num_blocks=min(len(batches), 200))
-            .map(_decode_batch, num_cpus=1,
-                 fn_kwargs={"preprocess": fe.backbone.cfg.preprocess, "decode": fe.config.decode,
-                            "max_pixels": fe.config.max_pixels})
+    n = fe.dataset_window
+    units = [{"records": json.dumps([r.to_dict() for r in pending[i:i + n]])}
+             for i in range(0, len(pending), n)]
+    return (ray.data.from_items(units, override_num_blocks=min(len(units), 200))
+            .map(_read_unit, num_cpus=1, fn_kwargs={"read": fe.dataset_reader()})
             # max_restarts=0: a lost actor fails the run, which then resumes at the first
             # uncommitted batch (and Ray logs no error line about restarting actors)
             .map_batches(_Embedder, batch_size=1, max_restarts=0,
@@ -136,21 +137,14 @@ def _pipeline(ray, pending, config: EmbedDatasetConfig, fe, size: int, threads: 
                          num_gpus=1 if on_gpu else 0, num_cpus=0 if on_gpu else 1))
 
 
-def _decode_batch(item: dict[str, Any], preprocess, decode: str, max_pixels: int) -> dict[str, Any]:
-    """A Ray task: one batch of records → its uint8 model inputs (as bytes) and rows."""
-    from ..extract import read_image_record
-    from ..preprocess import build_transform
-
-    transform = build_transform(preprocess, decode)
-    decoded = [read_image_record(info, transform, max_pixels) for info in json.loads(item["records"])]
-    tensors = [t.numpy() for t, _ in decoded if t is not None]
-    stacked = np.stack(tensors) if tensors else np.zeros((0, 3, 1, 1), np.uint8)
-    return {"infos": json.dumps([info for _, info in decoded]), "inputs": stacked.tobytes(),
-            "shape": json.dumps(stacked.shape)}
+def _read_unit(item: dict[str, Any], read) -> dict[str, Any]:
+    """A Ray task: one unit of records → their rows and the encoder's inputs (as bytes)."""
+    infos, payload = read(json.loads(item["records"]))
+    return {"infos": json.dumps(infos), "payload": payload}
 
 
 class _Embedder:
-    """A Ray actor: loads the backbone once, then embeds one batch per call."""
+    """A Ray actor: loads the encoder once, then embeds one unit per call."""
 
     def __init__(self, config: EmbedDatasetConfig, threads: int):
         import torch
@@ -159,12 +153,11 @@ class _Embedder:
         self.fe = open_extractor(config)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
-        out = []
-        for blob, shape in zip(batch["inputs"], batch["shape"]):
-            x = np.frombuffer(blob, np.uint8).reshape(json.loads(shape))
-            vectors = (self.fe.embed_tensor(torch.from_numpy(x.copy())) if len(x)
-                       else np.zeros((0, self.fe.provenance["dim"]), np.float32))
-            out.append(np.ascontiguousarray(vectors, np.float32).tobytes())
-        return {"infos": batch["infos"], "vectors": np.array(out, dtype=object)}
+        infos_out, vectors_out = [], []
+        for infos, payload in zip(batch["infos"], batch["payload"]):
+            pieces = self.fe.embed_read(json.loads(infos), bytes(payload))
+            infos_out.append(json.dumps([i for i, _ in pieces]))
+            vectors_out.append(b"".join(np.ascontiguousarray(v, np.float32).tobytes()
+                                        for _, v in pieces))
+        return {"infos": np.array(infos_out, dtype=object),
+                "vectors": np.array(vectors_out, dtype=object)}

@@ -28,13 +28,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes, fsync_dir
-from ..embeddings import BINDING_KEYS, check_compatible
+from ..atomic import fsync_dir
+from ..provenance import (BINDING_KEYS, check_compatible, normalized_provenance, read_artifact,
+                          write_artifact)
 from ..errors import IncompatibleError, InvalidInputError, NotFoundError, StoreLockedError
-from ..versions import written_by
 from . import shard_files
 
 FORMAT_VERSION = 1
+MANIFEST_JSON = "manifest.json"
 DTYPES = ("float32", "float16")
 MAX_MAPS = 512
 
@@ -58,15 +59,7 @@ class EmbeddingStore:
     @classmethod
     def open(cls, path: str | os.PathLike) -> "EmbeddingStore":
         root = Path(path)
-        mf = root / "manifest.json"
-        if not mf.is_file():
-            raise NotFoundError(f"no embedding store at {str(root)!r} (manifest.json missing)")
-        manifest = json.loads(mf.read_text())
-        if manifest.get("format") != FORMAT_VERSION:
-            raise IncompatibleError(
-                f"store {str(root)!r} has format {manifest.get('format')!r}; "
-                f"this embedsvc reads format {FORMAT_VERSION}"
-            )
+        manifest = read_artifact(root / MANIFEST_JSON, "embedding store", FORMAT_VERSION)
         return cls(root, manifest)
 
     @classmethod
@@ -76,7 +69,7 @@ class EmbeddingStore:
         root = Path(path)
         if dtype not in DTYPES:
             raise InvalidInputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-        if (root / "manifest.json").is_file():
+        if (root / MANIFEST_JSON).is_file():
             store = cls.open(root)
             store._remove_leftovers()
             check_compatible(store.provenance, provenance, f"store {str(root)!r}")
@@ -89,7 +82,7 @@ class EmbeddingStore:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         manifest = {
             "format": FORMAT_VERSION,
-            "provenance": {k: provenance[k] for k in provenance},
+            "provenance": normalized_provenance(provenance, f"store {str(root)!r}"),
             "dtype": dtype,
             "count": 0,
             "shards": [],
@@ -262,8 +255,8 @@ class EmbeddingStore:
                                        last.inputs - last.count)
 
     def _write_manifest(self) -> None:
-        self.manifest["written_by"] = written_by()  # of the last write
-        atomic_write_bytes(self.root / "manifest.json", json.dumps(self.manifest, indent=2).encode())
+        # stamped with written_by of the last write
+        self.manifest = write_artifact(self.root / MANIFEST_JSON, self.manifest, self.provenance)
 
 
 def jsonl_bytes(rows: list[dict]) -> bytes:

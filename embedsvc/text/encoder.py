@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from ..embeddings import Embeddings, l2_normalize
 from ..errors import IncompatibleError, InvalidInputError
+from ..provenance import Provenance
 from .folder import FINAL_TAP, TextEncoderConfig
 
 
@@ -88,7 +89,7 @@ class TextEncoder:
         return self.provenance_for(FINAL_TAP, True)
 
     def provenance_for(self, tap: str, normalized: bool, dim: int | None = None) -> dict:
-        return {**self.cfg.provenance(tap), "normalized": normalized, "runtime": "torch"}
+        return Provenance.of_encoder(self.cfg.provenance(tap), tap, normalized).to_dict()
 
     # -- stages ----------------------------------------------------------------------------
     def prepare(self, text: str, name: str | None = None) -> Tokens:
@@ -174,6 +175,22 @@ class TextEncoder:
                 part = range(b, min(b + batch_size, len(chunk)))
                 yield [chunk[n] for n in part], vectors[[row_of[n] for n in part if n in row_of]]
 
+    # -- a dataset on another engine (store/ray_engine.py): read in CPU tasks, embedded apart --
+    @property
+    def dataset_window(self) -> int:
+        """Records per unit of work: the window ``dataset_batches`` sorts by length, so the
+        batches, and the vectors, are those of a local run."""
+        return self.batch_size * self.SORT_WINDOW
+
+    def dataset_reader(self) -> Callable[[list[dict]], tuple[list[dict], bytes]]:
+        """A picklable function, run where the records are read: records → their rows with
+        their texts (nothing else to carry)."""
+        return read_text_batch
+
+    def embed_read(self, infos: list[dict], payload: bytes) -> list[tuple[list[dict], np.ndarray]]:
+        """What ``dataset_reader`` made → (infos, vectors as configured) per batch."""
+        return list(self.dataset_batches(infos))
+
     # -- all stages --------------------------------------------------------------------------
     def encode_sorted(self, tokens: Sequence[Tokens], tap: str | None = None,
                       batch_size: int | None = None) -> np.ndarray:
@@ -219,6 +236,10 @@ def read_text_record(info: dict) -> dict:
             return info
     info["sha256"] = hashlib.sha256(info["text"].encode("utf-8", "surrogatepass")).hexdigest()
     return info
+
+
+def read_text_batch(infos: list[dict]) -> tuple[list[dict], bytes]:
+    return [read_text_record(info) for info in infos], b""
 
 
 def _pool(hidden, mask, pooling: str):
