@@ -64,6 +64,7 @@ class FeatureExtractor:
     default_tap = PRE_LOGITS
     row_keys = ("width", "height")  # what a store's row says of an image beyond its file
     unit = "img"
+    packs_inputs = False  # a batch of images is one stacked tensor
 
     def __init__(self, backbone: Backbone, config: ExtractConfig = ExtractConfig(),
                  net: torch.nn.Module | None = None, transform: Transform | None = None):

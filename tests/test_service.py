@@ -434,6 +434,30 @@ def test_batcher_bounds_a_batch_by_its_padded_tokens_and_runs_it_as_length_group
     assert sorted(c for p in passes[1:] for c in p) == sorted(costs)
 
 
+def test_a_packing_batcher_runs_its_whole_pool_bounded_by_the_tokens_themselves():
+    """For an encoder that packs its inputs (no padding), a pass holds texts of any lengths
+    together, up to max_batch_tokens of their own tokens."""
+    release, passes = threading.Event(), []
+
+    def run(costs):
+        release.wait(10)
+        passes.append(list(costs))
+        return np.array(costs, np.float32)[:, None]
+
+    b = DynamicBatcher(run, list, BatchingConfig(max_batch_size=8, max_queue_delay_ms=0,
+                                                 max_batch_tokens=600), packed=True)
+    first = b.submit(1, cost=1)
+    wait_for(lambda: b.queue_depth == 0, what="the worker took the first input")
+    costs = [20, 250, 30, 250, 25, 250, 22, 24]
+    futures = [b.submit(c, cost=c) for c in costs]
+    release.set()
+    assert [f.result(10)[0] for f in futures] == costs and first.result(10)[0] == 1
+    b.close()
+    assert all(sum(p) <= 600 for p in passes), passes
+    assert passes[1] == [20, 250, 30, 250, 25], passes  # mixed lengths, up to the budget
+    assert sorted(c for p in passes[1:] for c in p) == sorted(costs)
+
+
 def test_batcher_keeps_short_texts_pooled_behind_long_ones_but_never_starves_them():
     """A short text waiting beside a stream of long ones (each pass brings another, always the
     better-filled group) runs within MAX_PASSED_OVER passes, and on its own (never padded to

@@ -131,6 +131,26 @@ def test_topic_datasets_keep_their_official_splits(cli, tmp_path, name, train, t
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
+def test_texts_packed_into_rows_get_the_vectors_they_get_alone(pooling):
+    """The server packs the texts it gathers end to end in rows (text/packing.py): each keeps
+    its own positions and attends to itself only, so every tap's vectors are the ones the text
+    gets in a batch of its own, whatever shares its row."""
+    import dataclasses
+
+    from embedsvc.encoders import EncodeOptions, open_encoder
+
+    enc = open_encoder("tiny-text", options=EncodeOptions(normalize=False, device="cpu"))
+    enc.cfg = dataclasses.replace(enc.cfg, pooling=pooling)
+    tokens = enc.prepare_many(TEXTS + ["word " * n for n in (1, 5, 40, 90)])
+    assert enc.packs_inputs
+    packed = enc.collate_packed(tokens)
+    assert packed.ids.shape[0] < len(tokens)  # rows shared
+    for tap in enc.taps:
+        alone = np.stack([enc.encode(enc.collate([t]), tap)[0] for t in tokens])
+        np.testing.assert_allclose(enc.encode(packed, tap), alone, atol=2e-5, rtol=0)
+
+
 def test_length_sorted_batches_give_each_text_its_own_vector_in_input_order(minilm):
     together = minilm.embed(TEXTS, batch_size=3).vectors  # batches of similar lengths
     alone = np.concatenate([minilm.embed([t]).vectors for t in TEXTS])  # no padding at all

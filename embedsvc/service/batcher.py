@@ -3,12 +3,14 @@
 Requests put single prepared inputs (an image's tensor, a text's tokens) on a bounded queue; one
 worker thread per model keeps a pool of waiting inputs. It fills the pool from the queue until
 ``max_batch_size`` inputs, ``max_batch_tokens`` (the pool's cost padded to its costliest input:
-tokens for text, 1 per image), or ``max_queue_delay_ms`` from the oldest input's arrival, drops
-those whose caller gave up or whose deadline has expired, and runs one length group of the pool
-as a pass (``collate``, then ``run_batch``; see ``next_group``); the rest wait for the next pass
-with the inputs that arrive meanwhile. Inputs of equal cost (images) are one group: the whole
-pool runs, as a plain dynamic batcher would. A full queue is refused at once
-(ResourceExhaustedError) instead of growing. The batcher knows nothing of modality.
+tokens for text, 1 per image; for an encoder that packs its inputs, their sum), or
+``max_queue_delay_ms`` from the oldest input's arrival; drops those whose caller gave up or whose
+deadline has expired; and runs one length group of the pool as a pass (``collate``, then
+``run_batch``; see ``next_group``). The rest wait for the next pass with the inputs that arrive
+meanwhile. Inputs of equal cost (images) are one group, so the whole pool runs, as a plain
+dynamic batcher would; so does the pool of an encoder that packs its inputs (texts end to end in
+rows, ``text/packing.py``: no padding, nothing to gain by splitting). A full queue is refused at
+once (ResourceExhaustedError) instead of growing. The batcher knows nothing of modality.
 """
 from __future__ import annotations
 
@@ -39,9 +41,13 @@ class _Item:
 class DynamicBatcher:
     def __init__(self, run_batch: Callable[[Any], np.ndarray],
                  collate: Callable[[Sequence[Any]], Any], config: BatchingConfig,
-                 name: str = "model", on_batch: Callable[[str, int], None] | None = None):
+                 name: str = "model", on_batch: Callable[[str, int], None] | None = None,
+                 packed: bool = False):
+        """``packed``: ``collate`` packs its inputs without padding (``text/packing.py``), so a
+        pass costs the sum of its inputs' costs and the whole pool runs as one pass."""
         self.run_batch = run_batch
         self.collate = collate
+        self.packed = packed
         self.on_batch = on_batch
         self.config = config
         self.name = name
@@ -115,6 +121,8 @@ class DynamicBatcher:
         return False, None
 
     def _fits(self, pool: list[_Item], item: _Item) -> bool:
+        if self.packed:
+            return not pool or sum(i.cost for i in pool) + item.cost <= self.config.max_batch_tokens
         # padded to its costliest input, the pool would cost (n + 1) * widest
         widest = max([item.cost] + [i.cost for i in pool])
         return not pool or (len(pool) + 1) * widest <= self.config.max_batch_tokens
@@ -152,7 +160,7 @@ class DynamicBatcher:
             pool = self._prune(pool)
             if not pool:
                 continue
-            group = next_group(pool)
+            group = list(pool) if self.packed else next_group(pool)
             self._run_group([i for i in group if i.future.set_running_or_notify_cancel()])
             ran = {id(i) for i in group}
             pool = [i for i in pool if id(i) not in ran]

@@ -51,10 +51,12 @@ class ModelRunner:
                                     f"available: {', '.join(self.encoder.taps)}")
         with self._lock:
             if tap not in self._batchers:
+                packs = self.encoder.packs_inputs  # inputs of mixed lengths without padding
                 self._batchers[tap] = DynamicBatcher(
-                    lambda x, tap=tap: self.encoder.encode(x, tap), self.encoder.collate,
+                    lambda x, tap=tap: self.encoder.encode(x, tap),
+                    self.encoder.collate_packed if packs else self.encoder.collate,
                     self.config.batching, name=f"{self.name}/{tap}",
-                    on_batch=self.metrics.observe_batch)
+                    on_batch=self.metrics.observe_batch, packed=packs)
             return self._batchers[tap]
 
     def stats(self) -> dict[str, int]:

@@ -22,6 +22,7 @@ from ..embeddings import Embeddings, l2_normalize
 from ..errors import IncompatibleError, InvalidInputError
 from ..provenance import Provenance
 from .folder import FINAL_TAP, TextEncoderConfig
+from .packing import Packed, pack, pool_packed
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ class TextEncoder:
             raise IncompatibleError(f"text encoder {cfg.name!r}: its weights file lacks "
                                     f"{len(missing)} of the model's weights ({missing[0]}, ...)")
         self.model = model.eval().to(self.plan.device)
+        # BERT's positions are plain 0..n-1, so texts packed into one row keep their own
+        # (models that offset them, as RoBERTa does, are served padded)
+        self.packs_inputs = model.config.model_type == "bert"
         self._torch = torch
         self.provenance = self.provenance_for(tap, normalize)
 
@@ -118,21 +122,32 @@ class TextEncoder:
             mask[row, :len(t.ids)] = 1
         return ids.to(self.plan.device), mask.to(self.plan.device)
 
+    def collate_packed(self, items: Sequence[Tokens]) -> Packed:
+        """``items`` packed into rows of at most ``max_length`` tokens (``packing.pack``): no
+        padding between texts, so a batch of mixed lengths costs its tokens, not its longest
+        text times its size. Only for encoders that ``packs_inputs``."""
+        return pack(self._torch, [t.ids for t in items], self.cfg.max_length, self.pad_id,
+                    self.plan.device)
+
     def encode(self, batch, tap: str | None = None) -> np.ndarray:
-        """Pooled, un-normalised features of a collated batch at ``tap`` (float32 rows)."""
+        """Pooled, un-normalised features of a collated (or packed) batch at ``tap`` (float32
+        rows, one per input)."""
         tap = tap or self.tap
         if tap not in self.cfg.taps:
             raise InvalidInputError(f"text encoder {self.name!r} has no tap {tap!r}; "
                                     f"its taps: {', '.join(self.cfg.taps)}")
-        ids, mask = batch
         torch = self._torch
+        packed = isinstance(batch, Packed)
+        ids, mask = (batch.ids, batch.mask) if packed else batch
         with torch.inference_mode(), self.plan.autocast():
             out = self.model(input_ids=ids, attention_mask=mask,
                              token_type_ids=torch.zeros_like(ids),
+                             position_ids=batch.positions if packed else None,
                              output_hidden_states=tap != FINAL_TAP)
             hidden = out.last_hidden_state if tap == FINAL_TAP else \
                 out.hidden_states[int(tap.removeprefix("block"))]
-            pooled = _pool(hidden.float(), mask, self.cfg.pooling)
+            pooled = (pool_packed(torch, hidden.float(), batch, self.cfg.pooling) if packed
+                      else _pool(hidden.float(), mask, self.cfg.pooling))
         return pooled.cpu().numpy().astype(np.float32, copy=False)
 
     def finish(self, ids: Sequence[str], rows: Sequence[np.ndarray], tap: str,
