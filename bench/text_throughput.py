@@ -10,8 +10,9 @@ the packages `make test` fetches (nothing downloaded).
 2. Length-bucketed batches (TextEncoder.encode_sorted: sorted by length, then batched) against
    batches in arrival order, same encoder, same batch size. Target: >= 1.3x.
 3. gRPC served: `embedsvc serve` in its own process, C concurrent clients each sending
-   single-text Embed requests back to back, against the same texts embedded in this process in
-   length-bucketed batches of the server's max_batch_size. Target: >= 0.8x.
+   single-text Embed requests back to back (the server packs what it gathers into rows), against
+   the same texts embedded in this process in length-bucketed batches of the server's
+   max_batch_size. Target: >= 0.8x.
 
 Each pair is measured in the order A, B, B, A, and each side's rate is its total texts over its
 total time, so a drift of the machine's speed during the run falls on both sides alike.
@@ -143,7 +144,7 @@ def served_vs_in_process(enc, texts, clients: int, max_batch: int, root: Path,
         with Client(target) as c:
             after = c.info(timeout=30).batching
         print(f"served: {after.images - before.images} texts in {after.batches - before.batches} "
-              f"forward passes (length groups of the batches formed); CPU cores busy: server "
+              f"forward passes (packed rows); CPU cores busy: server "
               f"{busy['server'] / busy['wall']:.2f}, clients {busy['clients'] / busy['wall']:.2f}")
         return rates
     finally:

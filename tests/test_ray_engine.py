@@ -77,6 +77,7 @@ def test_ray_options_belong_to_the_ray_engine(source, tmp_path, cli):
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data's own, at its first use here
 def test_texts_on_ray_make_the_local_engine_s_store(tmp_path):
     """Texts of mixed lengths, in more than one length-sorted window: the same rows, truncation
     notes and vectors (bitwise: the same sorted batches) as the local engine."""

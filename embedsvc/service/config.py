@@ -62,8 +62,8 @@ class BatchingConfig:
     max_batch_size: int = 32
     max_queue_delay_ms: float = 5.0
     max_queue_size: int = 1024
-    # a text batch also stops growing before its tokens (padded to its longest text) pass this,
-    # as TEI's --max-batch-tokens: a batch of long texts costs what its padded tokens cost
+    # a text batch also stops growing before its tokens pass this, as TEI's --max-batch-tokens
+    # (its texts' own tokens when the encoder packs them; else padded to its longest text)
     max_batch_tokens: int = 16384
 
     def __post_init__(self) -> None:
