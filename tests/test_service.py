@@ -409,53 +409,43 @@ def test_oversized_message_is_refused_and_the_server_lives_on(tmp_path, photos):
         srv.stop(grace=5)
 
 
-def test_batcher_bounds_a_batch_by_its_padded_tokens_and_runs_it_as_length_groups():
-    """Texts of 20-30 and 250 tokens queued behind a busy model: no pass holds more than
-    max_batch_tokens once padded to its longest input, short and long texts run apart (a
-    batch padded to 250 would cost each short text 250), and every answer reaches its caller."""
+def _passes_behind_a_busy_model(costs: list[int], packed: bool) -> list[list[int]]:
+    """The passes a batcher (budget 600 tokens, 8 inputs) runs for ``costs`` queued behind a
+    busy model; every answer is checked to reach its caller."""
     release, passes = threading.Event(), []
 
-    def run(costs):
+    def run(batch):
         release.wait(10)
-        passes.append(list(costs))
-        return np.array(costs, np.float32)[:, None]
+        passes.append(list(batch))
+        return np.array(batch, np.float32)[:, None]
 
     b = DynamicBatcher(run, list, BatchingConfig(max_batch_size=8, max_queue_delay_ms=0,
-                                                 max_batch_tokens=600))
+                                                 max_batch_tokens=600), packed=packed)
     first = b.submit(1, cost=1)  # the model is busy with it while the rest queue up
     wait_for(lambda: b.queue_depth == 0, what="the worker took the first input")
-    costs = [20, 250, 30, 250, 25, 250, 22, 24]
     futures = [b.submit(c, cost=c) for c in costs]
     release.set()
     assert [f.result(10)[0] for f in futures] == costs and first.result(10)[0] == 1
     b.close()
+    assert sorted(c for p in passes[1:] for c in p) == sorted(costs)
+    return passes[1:]
+
+
+def test_batcher_bounds_a_batch_by_its_padded_tokens_and_runs_it_as_length_groups():
+    """Texts of 20-30 and 250 tokens queued behind a busy model: no pass holds more than
+    max_batch_tokens once padded to its longest input, short and long texts run apart (a
+    batch padded to 250 would cost each short text 250), and every answer reaches its caller."""
+    passes = _passes_behind_a_busy_model([20, 250, 30, 250, 25, 250, 22, 24], packed=False)
     assert all(len(p) * max(p) <= 600 for p in passes), passes
     assert all(max(p) < 100 or min(p) == 250 for p in passes), passes  # never mixed
-    assert sorted(c for p in passes[1:] for c in p) == sorted(costs)
 
 
 def test_a_packing_batcher_runs_its_whole_pool_bounded_by_the_tokens_themselves():
     """For an encoder that packs its inputs (no padding), a pass holds texts of any lengths
     together, up to max_batch_tokens of their own tokens."""
-    release, passes = threading.Event(), []
-
-    def run(costs):
-        release.wait(10)
-        passes.append(list(costs))
-        return np.array(costs, np.float32)[:, None]
-
-    b = DynamicBatcher(run, list, BatchingConfig(max_batch_size=8, max_queue_delay_ms=0,
-                                                 max_batch_tokens=600), packed=True)
-    first = b.submit(1, cost=1)
-    wait_for(lambda: b.queue_depth == 0, what="the worker took the first input")
-    costs = [20, 250, 30, 250, 25, 250, 22, 24]
-    futures = [b.submit(c, cost=c) for c in costs]
-    release.set()
-    assert [f.result(10)[0] for f in futures] == costs and first.result(10)[0] == 1
-    b.close()
+    passes = _passes_behind_a_busy_model([20, 250, 30, 250, 25, 250, 22, 24], packed=True)
     assert all(sum(p) <= 600 for p in passes), passes
-    assert passes[1] == [20, 250, 30, 250, 25], passes  # mixed lengths, up to the budget
-    assert sorted(c for p in passes[1:] for c in p) == sorted(costs)
+    assert passes[0] == [20, 250, 30, 250, 25], passes  # mixed lengths, up to the budget
 
 
 def test_batcher_keeps_short_texts_pooled_behind_long_ones_but_never_starves_them():
