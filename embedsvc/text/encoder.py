@@ -75,8 +75,10 @@ class TextEncoder:
                                     f"{len(missing)} of the model's weights ({missing[0]}, ...)")
         self.model = model.eval().to(self.plan.device)
         # BERT's positions are plain 0..n-1, so texts packed into one row keep their own
-        # (models that offset them, as RoBERTa does, are served padded)
-        self.packs_inputs = model.config.model_type == "bert"
+        # (models that offset them, as RoBERTa does, are served padded); the packed mask is a
+        # boolean one, which SDPA attention takes as it is (eager attention wants another form)
+        self.packs_inputs = (model.config.model_type == "bert"
+                             and getattr(model.config, "_attn_implementation", None) == "sdpa")
         self._torch = torch
         self.provenance = self.provenance_for(tap, normalize)
 
