@@ -32,7 +32,6 @@ from embedsvc.backbones.registry import DEFAULT_BACKBONE
 SMALL, LARGE = 500, 5000  # the guide's boundaries, in labelled images
 MIN_TARGET_LABELS = 5  # labelled target images per class worth a target fine-tune
 LADDER = ("linear", "partial", "full")
-UNITS = {"image": "image", "text": "text"}
 EPOCHS = {"linear": 10, "partial": 15, "full": 10}
 
 
@@ -49,7 +48,8 @@ class Recommendation:
 
     @property
     def unit(self) -> str:
-        return UNITS[self.modality]
+        """What the data is counted in: its modality (an image, a text)."""
+        return self.modality
 
     def command(self, data: str, backbone: str = DEFAULT_BACKBONE, out: str = "runs/finetuned") -> str:
         if self.modality != "image":  # no fine-tuning of text encoders yet: a head on embeddings
@@ -72,13 +72,13 @@ class Adaptation:
     def commands(self, data: str, target: str, rec: Recommendation,
                  backbone: str = DEFAULT_BACKBONE) -> list[str]:
         if rec.modality != "image":  # what runs on text today: heads, CORAL-aligned when unlabelled
-            return [coral_head_commands(data, target, backbone)] if self.method == "da" else []
+            return [coral_head_command(data, target, backbone)] if self.method == "da" else []
         base = rec.command(data, backbone, out="runs/adapted")
         aug = f" --augment {self.preset}" if self.preset else ""
         if self.method == "target-finetune":
             return [f"{base} --target-labelled {target}{aug}"]
         if self.method == "da":
-            return [coral_head_commands(data, target, backbone),
+            return [coral_head_command(data, target, backbone),
                     f"{base} --target-data {target} --da {self.da}{aug}"]
         return [f"{base}{aug}"] if aug else []
 
@@ -89,7 +89,7 @@ def head_command(data: str, backbone: str) -> str:
             f"embedsvc train-head store --out head")
 
 
-def coral_head_commands(data: str, target: str, backbone: str) -> str:
+def coral_head_command(data: str, target: str, backbone: str) -> str:
     return (f"embedsvc embed-dataset {data} --backbone {backbone} --out stores/source && "
             f"embedsvc embed-dataset {target} --backbone {backbone} --out stores/target && "
             f"embedsvc train-head stores/source --target stores/target --align coral "
@@ -126,7 +126,7 @@ def recommend(n_images: int, n_classes: int, gap: Gap | None = None,
               per_class: dict[str, int] | None = None,
               unreadable: list[tuple[str, str]] | tuple = (), modality: str = "image") -> Recommendation:
     """``n_images``: labelled training inputs (images, or texts when ``modality`` is text)."""
-    unit = UNITS[modality]
+    unit = modality
     if n_images < SMALL:
         step, why = 0, (f"{n_images} labelled {unit}s is under {SMALL}: too few to move the backbone "
                         f"without overfitting, so keep it frozen and train only a classifier on its "
@@ -230,7 +230,7 @@ def advise(data: str, target: str | None = None, backbone: str | None = None,
     per_class = dict(sorted(Counter(r.label for r in records).items()))
     if len(per_class) < 2:
         raise InvalidInputError(f"{data}: {TWO_CLASSES}; it has "
-                                f"{', '.join(map(repr, per_class)) or f'no readable {UNITS[modality]}'}")
+                                f"{', '.join(map(repr, per_class)) or f'no readable {modality}'}")
     gap = domain_gap(data, target, backbone, progress=progress) if target else None
     rec = recommend(len(records), len(per_class), gap, per_class, unreadable, modality)
     if target is None and difference is None:

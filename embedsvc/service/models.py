@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
@@ -85,21 +86,8 @@ def _in_passing_thread(fn, *args):
     past one thread per core libgomp stops spinning between regions, so the batcher's own team
     sleeps and wakes around every op: minilm-l6 served to 16 clients kept 1.65 of 2 cores busy,
     1.94 once models loaded here (bench/text_throughput.py)."""
-    out: list = []
-
-    def run():
-        try:
-            out.append((True, fn(*args)))
-        except BaseException as exc:  # raised again in the caller's thread
-            out.append((False, exc))
-
-    t = threading.Thread(target=run, name="model-load")
-    t.start()
-    t.join()
-    ok, value = out[0]
-    if not ok:
-        raise value
-    return value
+    with ThreadPoolExecutor(1, thread_name_prefix="model-load") as once:  # its thread ends here
+        return once.submit(fn, *args).result()
 
 
 class ModelPool:
