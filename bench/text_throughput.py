@@ -10,7 +10,7 @@ the packages `make test` fetches (nothing downloaded).
 2. Length-bucketed batches (TextEncoder.encode_sorted: sorted by length, then batched) against
    batches in arrival order, same encoder, same batch size. Target: >= 1.3x.
 3. gRPC served: `embedsvc serve` in its own process, C concurrent clients each sending
-   single-text Embed requests back to back (the server packs what it gathers into rows), against
+   single-text Embed requests back to back (the server packs what it gathers end to end), against
    the same texts embedded in this process in length-bucketed batches of the server's
    max_batch_size. Target: >= 0.8x.
 
@@ -144,7 +144,7 @@ def served_vs_in_process(enc, texts, clients: int, max_batch: int, root: Path,
         with Client(target) as c:
             after = c.info(timeout=30).batching
         print(f"served: {after.images - before.images} texts in {after.batches - before.batches} "
-              f"forward passes (packed rows); CPU cores busy: server "
+              f"packed forward passes; CPU cores busy: server "
               f"{busy['server'] / busy['wall']:.2f}, clients {busy['clients'] / busy['wall']:.2f}")
         return rates
     finally:

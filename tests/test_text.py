@@ -132,10 +132,10 @@ def test_topic_datasets_keep_their_official_splits(cli, tmp_path, name, train, t
 
 @pytest.mark.slow
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
-def test_texts_packed_into_rows_get_the_vectors_they_get_alone(pooling):
-    """The server packs the texts it gathers end to end in rows (text/packing.py): each keeps
-    its own positions and attends to itself only, so every tap's vectors are the ones the text
-    gets in a batch of its own, whatever shares its row."""
+def test_texts_packed_end_to_end_get_the_vectors_they_get_alone(pooling):
+    """The server packs the texts it gathers end to end (text/packing.py): each keeps its own
+    positions and attends to itself only, so every tap's vectors are the ones the text gets in
+    a batch of its own, whatever it is packed with; padded batches are served as before."""
     import dataclasses
 
     from embedsvc.encoders import EncodeOptions, open_encoder
@@ -145,10 +145,12 @@ def test_texts_packed_into_rows_get_the_vectors_they_get_alone(pooling):
     tokens = enc.prepare_many(TEXTS + ["word " * n for n in (1, 5, 40, 90)])
     assert enc.packs_inputs
     packed = enc.collate_packed(tokens)
-    assert packed.ids.shape[0] < len(tokens)  # rows shared
+    assert packed.ids.shape == (1, sum(len(t.ids) for t in tokens))  # no padding
     for tap in enc.taps:
         alone = np.stack([enc.encode(enc.collate([t]), tap)[0] for t in tokens])
         np.testing.assert_allclose(enc.encode(packed, tap), alone, atol=2e-5, rtol=0)
+        padded = enc.encode(enc.collate(tokens), tap)
+        np.testing.assert_allclose(padded, alone, atol=2e-5, rtol=0)
 
 
 def test_length_sorted_batches_give_each_text_its_own_vector_in_input_order(minilm):

@@ -8,8 +8,8 @@ tokens for text, 1 per image; for an encoder that packs its inputs, their sum), 
 deadline has expired; and runs one length group of the pool as a pass (``collate``, then
 ``run_batch``; see ``next_group``). The rest wait for the next pass with the inputs that arrive
 meanwhile. Inputs of equal cost (images) are one group, so the whole pool runs, as a plain
-dynamic batcher would; so does the pool of an encoder that packs its inputs (texts end to end in
-rows, ``text/packing.py``: no padding, nothing to gain by splitting). A full queue is refused at
+dynamic batcher would; so does the pool of an encoder that packs its inputs (texts end to
+end, ``text/packing.py``: no padding, nothing to gain by splitting). A full queue is refused at
 once (ResourceExhaustedError) instead of growing. The batcher knows nothing of modality.
 """
 from __future__ import annotations

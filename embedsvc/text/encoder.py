@@ -22,7 +22,7 @@ from ..embeddings import Embeddings, l2_normalize
 from ..errors import IncompatibleError, InvalidInputError
 from ..provenance import Provenance
 from .folder import FINAL_TAP, TextEncoderConfig
-from .packing import Packed, pack, pool_packed
+from .packing import Packed, pack, pool_packed, use_segment_attention
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,12 @@ class TextEncoder:
             raise IncompatibleError(f"text encoder {cfg.name!r}: its weights file lacks "
                                     f"{len(missing)} of the model's weights ({missing[0]}, ...)")
         self.model = model.eval().to(self.plan.device)
-        # BERT's positions are plain 0..n-1, so texts packed into one row keep their own
-        # (models that offset them, as RoBERTa does, are served padded); the packed mask is a
-        # boolean one, which SDPA attention takes as it is (eager attention wants another form)
+        # BERT's positions are plain 0..n-1, so packed texts keep their own (models that offset
+        # them, as RoBERTa does, are served padded); segment attention stands in for SDPA's
         self.packs_inputs = (model.config.model_type == "bert"
                              and getattr(model.config, "_attn_implementation", None) == "sdpa")
+        if self.packs_inputs:
+            use_segment_attention(self.model)
         self._torch = torch
         self.provenance = self.provenance_for(tap, normalize)
 
@@ -125,11 +126,10 @@ class TextEncoder:
         return ids.to(self.plan.device), mask.to(self.plan.device)
 
     def collate_packed(self, items: Sequence[Tokens]) -> Packed:
-        """``items`` packed into rows of at most ``max_length`` tokens (``packing.pack``): no
-        padding between texts, so a batch of mixed lengths costs its tokens, not its longest
-        text times its size. Only for encoders that ``packs_inputs``."""
-        return pack(self._torch, [t.ids for t in items], self.cfg.max_length, self.pad_id,
-                    self.plan.device)
+        """``items`` end to end, with no padding (``packing.pack``), so a batch of mixed lengths
+        costs its tokens, not its longest text times its size. Only for encoders that
+        ``packs_inputs``."""
+        return pack(self._torch, [t.ids for t in items], self.plan.device)
 
     def encode(self, batch, tap: str | None = None) -> np.ndarray:
         """Pooled, un-normalised features of a collated (or packed) batch at ``tap`` (float32
@@ -140,12 +140,12 @@ class TextEncoder:
                                     f"its taps: {', '.join(self.cfg.taps)}")
         torch = self._torch
         packed = isinstance(batch, Packed)
-        ids, mask = (batch.ids, batch.mask) if packed else batch
+        ids, mask = (batch.ids, None) if packed else batch
+        along = dict(position_ids=batch.positions, segment_lengths=batch.lengths) if packed else {}
         with torch.inference_mode(), self.plan.autocast():
             out = self.model(input_ids=ids, attention_mask=mask,
                              token_type_ids=torch.zeros_like(ids),
-                             position_ids=batch.positions if packed else None,
-                             output_hidden_states=tap != FINAL_TAP)
+                             output_hidden_states=tap != FINAL_TAP, **along)
             hidden = out.last_hidden_state if tap == FINAL_TAP else \
                 out.hidden_states[int(tap.removeprefix("block"))]
             pooled = (pool_packed(torch, hidden.float(), batch, self.cfg.pooling) if packed
