@@ -12,6 +12,7 @@ concurrent requests, whose lengths it cannot choose (``service/batcher.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Sequence
 
 # the name under which transformers' attention registry holds ``segment_attention``
@@ -27,11 +28,15 @@ class Packed:
 
 
 def pack(torch, id_lists: Sequence[Sequence[int]], device) -> Packed:
-    lengths = tuple(len(ids) for ids in id_lists)
-    ids = torch.tensor([i for one in id_lists for i in one], dtype=torch.long)
-    positions = torch.cat([torch.arange(n) for n in lengths])
-    owner = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
-    return Packed(ids[None].to(device), positions[None].to(device), lengths, owner.to(device))
+    import numpy as np
+
+    lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
+    ids = np.fromiter(chain.from_iterable(id_lists), dtype=np.int64, count=int(lengths.sum()))
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    positions = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return Packed(torch.from_numpy(ids)[None].to(device),
+                  torch.from_numpy(positions)[None].to(device), tuple(lengths.tolist()),
+                  torch.from_numpy(owner).to(device))
 
 
 def segment_attention(module, query, key, value, attention_mask, dropout: float = 0.0,
@@ -41,25 +46,33 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
     from torch.nn.functional import scaled_dot_product_attention
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if segment_lengths is None:
+    if segment_lengths is None:  # a padded batch
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
     import torch
 
+    assert attention_mask is None, "a packed sequence has no mask"
     parts = [scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling)
              for q, k, v in zip(query.split(segment_lengths, 2), key.split(segment_lengths, 2),
                                 value.split(segment_lengths, 2))]
     return torch.cat(parts, 2).transpose(1, 2).contiguous(), None
 
 
+def segment_mask(attention_mask=None, **kwargs):
+    """No mask for a packed sequence (given none: ``segment_attention`` needs none, and
+    transformers would build one of tokens squared from its positions); SDPA's otherwise."""
+    from transformers.masking_utils import sdpa_mask
+
+    return None if attention_mask is None else sdpa_mask(attention_mask=attention_mask, **kwargs)
+
+
 def use_segment_attention(model) -> None:
-    """Give ``model`` (an SDPA-attention transformers model) ``segment_attention``; its masks
-    for padded batches stay SDPA's."""
+    """Give ``model`` (an SDPA-attention transformers model) ``segment_attention``."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(SEGMENT_ATTENTION, segment_attention)
-    AttentionMaskInterface.register(SEGMENT_ATTENTION, sdpa_mask)
+    AttentionMaskInterface.register(SEGMENT_ATTENTION, segment_mask)
     model.set_attn_implementation(SEGMENT_ATTENTION)
 
 
