@@ -85,7 +85,7 @@ def frozen_rows(paths: dict, t: str, image_size: int) -> dict[str, float]:
     """Source-only and CORAL heads on frozen embeddings (the head kind train-head uses)."""
     from classifiers.adapt.align import fit_alignment
     from classifiers.finetune.data import labelled_records
-    from classifiers.finetune.trainer import run_preprocess
+    from classifiers.finetune.inputs import run_preprocess
     from classifiers.heads.kinds import LogRegHead
     from embedsvc.backbones import create_backbone
     from embedsvc.extract import ExtractConfig, FeatureExtractor
@@ -171,7 +171,7 @@ def main() -> int:
     from classifiers.finetune import FinetuneConfig
     from classifiers.finetune.data import decode_records, labelled_records
     from classifiers.finetune.evaluate import evaluate_run
-    from classifiers.finetune.trainer import run_preprocess
+    from classifiers.finetune.inputs import run_preprocess
     from embedsvc.backbones import create_backbone
 
     t_start = time.perf_counter()

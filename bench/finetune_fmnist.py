@@ -35,7 +35,7 @@ def write_manifests(fmnist: Path, out: Path, per_class: int) -> tuple[Path, Path
 def frozen_head_accuracy(train_csv: Path, test_csv: Path, image_size: int | None) -> tuple[float, float]:
     """(accuracy, seconds) of the logistic-regression head on frozen embeddings."""
     from classifiers.finetune.data import labelled_records
-    from classifiers.finetune.trainer import run_preprocess
+    from classifiers.finetune.inputs import run_preprocess
     from classifiers.heads.kinds import LogRegHead
     from embedsvc.backbones import create_backbone
     from embedsvc.extract import ExtractConfig, FeatureExtractor
@@ -65,7 +65,7 @@ def main() -> int:
 
     from classifiers.finetune import FinetuneConfig, evaluate_run, finetune
     from classifiers.finetune.data import decode_records, labelled_records
-    from classifiers.finetune.trainer import run_preprocess
+    from classifiers.finetune.inputs import run_preprocess
     from embedsvc.backbones import create_backbone
     from embedsvc.datasets.fetch import fetch_dataset
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from classifiers.adapt.choices import check_da, parse_presets
-from embedsvc.backbones.registry import DEFAULT_BACKBONE
 from embedsvc.errors import InvalidInputError
 
 STRATEGIES = ("linear", "partial", "full", "gradual", "lp-ft", "auto")
@@ -18,16 +17,18 @@ DA_WEIGHTS = {"dann": 1.0, "coral": 30.0, "mmd": 1.0}
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    backbone: str = DEFAULT_BACKBONE
+    backbone: str | None = None  # None: the default encoder of what the data holds
     strategy: str = "partial"
     epochs: int = 10
     batch_size: int = 32
-    image_size: int | None = None  # None: the backbone's own input size
+    image_size: int | None = None  # images: None = the backbone's own input size
+    max_tokens: int | None = None  # texts: cut at this many tokens (None: the encoder's own)
     # optimisation: AdamW, linear warm-up then cosine decay, per step
     lr: float = 1e-3  # the new classifier's peak rate
     # the last backbone stage group gets lr * backbone_lr_ratio: pretrained weights need smaller
-    # steps than a freshly initialised layer
-    backbone_lr_ratio: float = 0.7
+    # steps than a freshly initialised layer (None: the modality's, finetune/inputs.py: 0.7 for
+    # an image backbone's last stage, 0.05 for a transformer's top block)
+    backbone_lr_ratio: float | None = None
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
@@ -63,7 +64,8 @@ class FinetuneConfig:
             raise InvalidInputError(f"unknown strategy {self.strategy!r}; available: {', '.join(STRATEGIES)}")
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
                   "lr": self.lr > 0, "weight_decay": self.weight_decay >= 0,
-                  "backbone_lr_ratio": 0 < self.backbone_lr_ratio <= 10,
+                  "backbone_lr_ratio": self.backbone_lr_ratio is None
+                  or 0 < self.backbone_lr_ratio <= 10,
                   "warmup_epochs": self.warmup_epochs >= 0,
                   "label_smoothing": 0 <= self.label_smoothing < 1,
                   "layer_decay": 0 < self.layer_decay <= 1, "partial_stages": self.partial_stages >= 1,
@@ -71,6 +73,7 @@ class FinetuneConfig:
                   "dropout": 0 <= self.dropout < 1, "val_split": 0 <= self.val_split < 1,
                   "patience": self.patience >= 0,
                   "image_size": self.image_size is None or self.image_size >= 32,
+                  "max_tokens": self.max_tokens is None or self.max_tokens >= 4,
                   "da_weight": self.da_weight is None or self.da_weight >= 0,
                   "entropy_weight": self.entropy_weight >= 0,
                   "target_ratio": 0 < self.target_ratio < 1}

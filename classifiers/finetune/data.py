@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from classifiers.adapt.augment import apply_presets
 from embedsvc.backbones.config import DEFAULT_DECODE, PreprocessConfig
 from embedsvc.datasets.sources import Record, scan_source
 from embedsvc.decode_ahead import decode_threads, decoded_batches
@@ -122,10 +121,10 @@ def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
-def epoch_batches(data: LabelledImages, batch_size: int, seed: int, epoch: int, augmented: bool,
-                  presets: tuple[str, ...] = ()) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled batches for one epoch, a function of (seed, epoch) only, through crop/flip and
-    then the augmentation ``presets`` (adapt/augment.py). A last batch of one image is dropped
+def epoch_batches(data, batch_size: int, seed: int, epoch: int, inputs, augmented: bool,
+                  presets: tuple[str, ...] = ()) -> Iterator[tuple[object, torch.Tensor]]:
+    """Shuffled batches for one epoch, a function of (seed, epoch) only, taken and augmented as
+    the run's ``inputs`` (finetune/inputs.py) do it. A last batch of one input is dropped
     (BatchNorm cannot train on it)."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(len(data), generator=g)
@@ -133,9 +132,7 @@ def epoch_batches(data: LabelledImages, batch_size: int, seed: int, epoch: int, 
         idx = order[start:start + batch_size]
         if len(idx) < 2:
             break
-        x = data.images[idx]
-        x = augment(x, g) if augmented else x
-        yield apply_presets(x, presets, g), data.labels[idx]
+        yield inputs.augment(inputs.take(data, idx), g, augmented, presets), data.labels[idx]
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import torch
 
-from embedsvc.backbones.finetuned import load_parent
-from embedsvc.backbones.run_format import (HEAD_DIR, WEIGHTS, canonical_name, is_finished_run,
-                                          read_run, save_weights, write_run)
+from embedsvc.runs import (HEAD_DIR, WEIGHTS, canonical_name, is_finished_run, read_run,
+                           save_weights, write_run)
 from embedsvc.fingerprint import sha256_file
 from embedsvc.errors import IncompatibleError, InvalidInputError
 
@@ -47,8 +46,13 @@ def interpolate_run(run_dir: str | Path, alpha: float, out: str | Path | None = 
         raise InvalidInputError("--out must differ from the run directory")
     if is_finished_run(out):
         raise InvalidInputError(f"{str(out)!r} already holds a run; choose another --out")
-    parent = load_parent(meta, run_dir)
-    mixed = interpolate_weights(parent.model.state_dict(), load_file(str(run_dir / WEIGHTS)), alpha)
+    from .inputs import parent_weights
+
+    mixed = interpolate_weights(parent_weights(meta, run_dir), load_file(str(run_dir / WEIGHTS)),
+                                alpha)
+    for rel in meta.get("encoder_files", ()):  # a text run's folder files
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / rel, out / rel)
     save_weights(mixed, out / WEIGHTS)
     head = Head.load(run_dir / HEAD_DIR)
     head.provenance = {**head.provenance, "backbone": canonical_name(out),

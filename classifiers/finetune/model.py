@@ -1,18 +1,17 @@
-"""A backbone with a new classifier on its pre-logit features, and its parameters grouped from
-the top (classifier) down to the stem, the order in which strategies unfreeze them."""
+"""An encoder (an image backbone, or a text encoder's ``TextBackbone``) with a new classifier on
+its features, and its parameters grouped from the top (classifier) down to the stem or the
+embeddings, the order in which strategies unfreeze them."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from embedsvc.backbones.base import Backbone
-from embedsvc.preprocess import normalize
 from embedsvc.runtime import DevicePlan
 
 
 class FinetuneNet(nn.Module):
-    def __init__(self, backbone: Backbone, num_classes: int, dropout: float = 0.0):
+    def __init__(self, backbone: nn.Module, num_classes: int, dropout: float = 0.0):
         super().__init__()
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
@@ -26,10 +25,9 @@ class FinetuneNet(nn.Module):
     def groups_from_top(self) -> list[tuple[str, list[nn.Parameter]]]:
         """[("classifier", ...), (last stage group, ...), ..., ("stem", ...)].
 
-        The backbone's own ImageNet classifier is left out (and frozen): it is not on the path
-        to the pre-logit features, so it never gets a gradient."""
-        old_head = self.backbone.imagenet_classifier()
-        unused = {id(p) for p in old_head.parameters()} if old_head is not None else set()
+        Weights off the path to the features (an ImageNet classifier, a text model's pooler)
+        are left out and frozen: they never get a gradient."""
+        unused = {id(p) for p in self.backbone.unused_parameters()}
         params = dict(self.backbone.model.named_parameters())
         groups = []
         for name, names in self.backbone.layer_groups():
@@ -59,19 +57,22 @@ def no_weight_decay(p: nn.Parameter) -> bool:
 
 def to_input(x: torch.Tensor, pre, plan: DevicePlan) -> torch.Tensor:
     """uint8 images → the normalised input on the run's device (channels-last where it helps)."""
+    from embedsvc.preprocess import normalize
+
     x = normalize(x.to(plan.device, non_blocking=True), pre)
     return x.contiguous(memory_format=torch.channels_last) if plan.channels_last else x
 
 
 @torch.inference_mode()
-def predict_outputs(net: FinetuneNet, images: torch.Tensor, plan: DevicePlan, batch_size: int = 128,
+def predict_outputs(net: FinetuneNet, inputs, data, plan: DevicePlan, batch_size: int = 128,
                     progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pooled features, logits) of uint8 images, in eval mode, on the CPU."""
+    """(features, logits) of ``data`` (the run's ``inputs``: finetune/inputs.py), in eval
+    mode, on the CPU."""
     net.eval()
-    pre = net.backbone.cfg.preprocess
     feats, logits = [], []
-    for start in tqdm(range(0, len(images), batch_size), desc="eval", disable=not progress, leave=False):
-        x = to_input(images[start:start + batch_size], pre, plan)
+    for start in tqdm(range(0, len(data), batch_size), desc="eval", disable=not progress, leave=False):
+        x = inputs.to_input(inputs.take(data, torch.arange(start, min(start + batch_size, len(data)))),
+                            plan)
         with plan.autocast():
             f = net.backbone(x)
             logits.append(net.classifier(f).float().cpu())

@@ -9,7 +9,7 @@ from typing import Any
 from embedsvc.atomic import atomic_write_bytes
 
 COLUMNS = ("epoch", "trainable_groups", "trainable_params", "lr", "train_loss", "train_acc",
-           "val_loss", "val_acc", "domain_loss", "a_distance", "bound", "seconds", "images_per_s")
+           "val_loss", "val_acc", "domain_loss", "a_distance", "bound", "seconds", "inputs_per_s")
 
 
 def write_metrics_csv(rows: list[dict[str, Any]], path: Path) -> Path:

@@ -31,20 +31,17 @@ from classifiers.adapt.choices import parse_presets
 from classifiers.adapt.losses import DomainLoss
 from classifiers.adapt.mixstyle import MixStyle, attach_mixstyle
 from embedsvc.atomic import atomic_write_bytes
-from embedsvc.backbones import create_backbone
-from embedsvc.backbones.base import PRE_LOGITS
-from embedsvc.backbones.run_format import HEAD_DIR, WEIGHTS, canonical_name, save_weights, write_run
-from embedsvc.fingerprint import sha256_file
-from embedsvc.provenance import Provenance, check_weights, read_artifact, write_artifact
+from embedsvc.runs import HEAD_DIR, canonical_name, save_weights, write_run
+from embedsvc.provenance import check_weights, read_artifact, write_artifact
 from embedsvc.wording import count
 from embedsvc.errors import InvalidInputError
 from embedsvc.runtime import plan_device
 
 from .config import FinetuneConfig
-from .data import (VAL_SPLITS, LabelledImages, decode_records, epoch_batches, labelled_records,
-                   steps_per_epoch, train_val_split)
+from .data import VAL_SPLITS, epoch_batches, labelled_records, steps_per_epoch, train_val_split
 from .freezing import stage_report, train_mode
-from .model import FinetuneNet, no_weight_decay, predict_outputs, set_trainable_depth, to_input
+from .inputs import inputs_for
+from .model import FinetuneNet, no_weight_decay, predict_outputs, set_trainable_depth
 from .report import curves_png, write_metrics_csv
 from .schedule import lr_factor, lr_multiplier, trainable_depth
 from .target import (adapted_loss, bound_terms, load_target, selection_sample, target_batches,
@@ -67,15 +64,6 @@ class RunResult:
 
 
 # -- pieces ---------------------------------------------------------------------------------------
-def run_preprocess(backbone, image_size: int | None):
-    import dataclasses
-
-    pre = backbone.cfg.preprocess
-    if image_size is None or image_size == pre.image_size:
-        return pre
-    return dataclasses.replace(pre, input_size=(pre.input_size[0], image_size, image_size))
-
-
 def make_optimizer(groups, cfg: FinetuneConfig) -> torch.optim.AdamW:
     """Two AdamW groups per depth (decayed weights, undecayed biases/norms), each remembering
     its depth so the schedule can scale its rate."""
@@ -145,9 +133,8 @@ class FinetuneJob:
         if self.progress:
             print(msg, flush=True)
 
-    def _load_data(self, preprocess) -> tuple[LabelledImages, LabelledImages | None]:
+    def _load_data(self, inputs, records):
         cfg = self.config
-        records = labelled_records(self.data_source)
         train_recs = [r for r in records if r.split in (None, "train")]
         val_recs = [r for r in records if r.split in VAL_SPLITS]
         if not train_recs:
@@ -158,38 +145,46 @@ class FinetuneJob:
         unknown = sorted({r.label for r in val_recs} - set(classes))
         if unknown:
             raise InvalidInputError(f"validation labels {unknown} do not occur in the training split")
-        train = decode_records(train_recs, preprocess, classes, self.progress, cfg.max_images_in_memory)
+        train = inputs.load(train_recs, classes, self.progress, cfg.max_images_in_memory)
         if val_recs:
-            return train, decode_records(val_recs, preprocess, classes, self.progress,
-                                         cfg.max_images_in_memory - len(train_recs))
+            return train, inputs.load(val_recs, classes, self.progress,
+                                      cfg.max_images_in_memory - len(train_recs))
         tr, va = train_val_split(train.labels.numpy(), cfg.val_split, cfg.seed)
         return train.subset(tr), (train.subset(va) if len(va) else None)
 
-    def _resolve_strategy(self, n_train: int, n_classes: int) -> str:
+    def _resolve_strategy(self, n_train: int, n_classes: int, modality: str) -> str:
         if self.resume:
             return self.saved_strategy
         if self.config.strategy != "auto":
             return self.config.strategy
         from .advisor import recommend
 
-        rec = recommend(n_train, n_classes)
+        rec = recommend(n_train, n_classes, modality=modality)
         self._say(f"strategy auto → {rec.strategy}: {rec.reasons[0]}")
         return rec.strategy
 
     def run(self) -> RunResult:
-        cfg = self.config
-        torch.manual_seed(cfg.seed)
-        backbone = create_backbone(cfg.backbone)
+        records = labelled_records(self.data_source)
+        if self.config.backbone is None:  # the default encoder of what the data holds
+            from embedsvc.encoders import default_encoder, modality_of_records
+
+            self.config = self.config.replace(backbone=default_encoder(modality_of_records(records)))
+        torch.manual_seed(self.config.seed)
+        inputs = inputs_for(self.config.backbone, self.config)
+        if self.config.backbone_lr_ratio is None:
+            self.config = self.config.replace(backbone_lr_ratio=inputs.backbone_lr_ratio)
+        cfg, backbone = self.config, inputs.backbone
         parent = {"backbone": backbone.name, "weights_sha256": backbone.cfg.weights_sha256}
         if self.resume:  # a resumed run is the same run only on the same parent weights
             check_weights(backbone.cfg, self.saved_parent, f"the run {self.run_dir}")
-        preprocess = run_preprocess(backbone, cfg.image_size)
-        backbone.cfg = backbone.cfg.replace(preprocess=preprocess)
-        train, val = self._load_data(preprocess)
-        target = (load_target(self.target["path"], self.target["labelled"], preprocess, train.classes,
-                              self.progress, cfg.max_images_in_memory - len(train))
+        if self.target and inputs.modality != "image":
+            raise InvalidInputError(f"target data (--target-data) adapts image backbones only; "
+                                    f"{backbone.name} reads {inputs.modality}")
+        train, val = self._load_data(inputs, records)
+        target = (load_target(self.target["path"], self.target["labelled"], inputs.preprocess,
+                              train.classes, self.progress, cfg.max_images_in_memory - len(train))
                   if self.target else None)
-        strategy = self._resolve_strategy(len(train), len(train.classes))
+        strategy = self._resolve_strategy(len(train), len(train.classes), inputs.modality)
         if not self.resume:
             write_artifact(self.run_dir / CONFIG_JSON, {
                 "config": cfg.to_dict(), "data": self.data_source, "strategy": strategy,
@@ -204,16 +199,15 @@ class FinetuneJob:
             net.mixstyle = MixStyle()  # a submodule, so net.train() / net.eval() switch it
             attach_mixstyle(backbone, net.mixstyle)
         groups = net.groups_from_top()
-        net.to(plan.device)
-        if plan.channels_last:
-            net.to(memory_format=torch.channels_last)
+        inputs.place(net, plan)
         opt = make_optimizer(groups, cfg)
         scaler = torch.amp.GradScaler(plan.device.type, enabled=plan.amp_dtype == torch.float16)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         n_target = target_count(cfg.batch_size, cfg.target_ratio) if target is not None else 0
         spe = steps_per_epoch(len(train), cfg.batch_size - n_target)
         if spe == 0:
-            raise InvalidInputError(f"{len(train)} training images is too few for one batch")
+            raise InvalidInputError(f"{count(len(train), 'training ' + inputs.unit)} is too few "
+                                    f"for one batch")
 
         state = {"epoch": -1, "history": [], "best_score": None, "best_epoch": -1, "best_file": None,
                  "bad_epochs": 0, "stopped_early": False}
@@ -227,9 +221,9 @@ class FinetuneJob:
                 state = ckpt["state"]
                 self._say(f"resuming {self.run_dir} after epoch {state['epoch'] + 1} of {cfg.epochs}")
 
-        self._say(f"fine-tuning {backbone.name} ({strategy}) on {len(train)} images, "
+        self._say(f"fine-tuning {backbone.name} ({strategy}) on {count(len(train), inputs.unit)}, "
                   f"{len(val) if val is not None else 0} for validation, {count(len(train.classes), 'class')}, "
-                  f"{preprocess.image_size} px, {plan.describe()}" + (
+                  f"{inputs.describe()}, {plan.describe()}" + (
                       f"; {len(target)} {'labelled' if target.labelled else 'unlabelled'} target images, "
                       f"{n_target} per step" + (f", {cfg.da} loss" if cfg.da else "") if target else ""))
         selection = selection_sample(target, cfg.seed) if target is not None and val is not None else None
@@ -239,15 +233,15 @@ class FinetuneJob:
         for epoch in range(state["epoch"] + 1, cfg.epochs):
             if state["stopped_early"]:
                 break
-            row = self._train_epoch(net, groups, opt, scaler, loss_fn, train, plan, strategy, epoch, spe,
-                                    target, n_target)
+            row = self._train_epoch(net, groups, opt, scaler, loss_fn, inputs, train, plan, strategy,
+                                    epoch, spe, target, n_target)
             if val is not None:
-                feats, logits = predict_outputs(net, val.images, plan)
+                feats, logits = predict_outputs(net, inputs, val, plan)
                 row["val_loss"] = float(nn.functional.cross_entropy(logits, val.labels))
                 row["val_acc"] = float((logits.argmax(1) == val.labels).float().mean())
             if selection is not None:  # no target labels to select with: target.py's bound
                 row.update(bound_terms(feats, 1 - row["val_acc"],
-                                       predict_outputs(net, selection.images, plan)[0], cfg.seed))
+                                       predict_outputs(net, inputs, selection, plan)[0], cfg.seed))
             # accuracy first, then loss: on a small validation set accuracy often ties, and the
             # later epoch with the lower loss is the better pick
             score = ([-row["bound"], row["val_acc"]] if selection is not None else
@@ -266,33 +260,32 @@ class FinetuneJob:
             self._checkpoint(net, opt, scaler, state)
             write_metrics_csv(state["history"], self.run_dir / "metrics.csv")
             curves_png(state["history"], self.run_dir / "curves.png",
-                       f"{backbone.name} · {strategy} · {len(train)} images")
+                       f"{backbone.name} · {strategy} · {count(len(train), inputs.unit)}")
             self._say(self._epoch_line(row, cfg.epochs))
             if state["stopped_early"]:
                 self._say(f"early stop: no better validation accuracy for {count(cfg.patience, 'epoch')}")
-        return self._finish(net, state, strategy, parent, train.classes, val, plan)
+        return self._finish(net, inputs, state, strategy, parent, train.classes)
 
-    def _train_epoch(self, net, groups, opt, scaler, loss_fn, train, plan, strategy, epoch, spe,
-                     target, n_target):
+    def _train_epoch(self, net, groups, opt, scaler, loss_fn, inputs, train, plan, strategy, epoch,
+                     spe, target, n_target):
         cfg = self.config
         depth = trainable_depth(cfg, strategy, epoch, len(groups) - 1)
         set_trainable_depth(groups, depth)
         net.train()
         train_mode(net.backbone, cfg.update_frozen_bn)
         torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout / drop-path of this epoch
-        pre = net.backbone.cfg.preprocess
         total_loss, domain_total, correct, seen, t0 = 0.0, 0.0, 0, 0, time.perf_counter()
         lr = 0.0
         stream = (target_batches(target, n_target, cfg.seed, epoch, cfg.augment)
                   if target is not None else None)
         adapter = net.adapter
-        bar = tqdm(total=len(train), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img",
+        bar = tqdm(total=len(train), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit=inputs.unit,
                    disable=not self.progress, leave=False)
-        batches = epoch_batches(train, cfg.batch_size - n_target, cfg.seed, epoch, cfg.augment,
-                                parse_presets(cfg.presets))
+        batches = epoch_batches(train, cfg.batch_size - n_target, cfg.seed, epoch, inputs,
+                                cfg.augment, parse_presets(cfg.presets))
         for i, (x, y) in enumerate(batches):
             lr = set_lrs(opt, cfg, lr_factor(cfg, epoch * spe + i, spe))
-            x, y = to_input(x, pre, plan), y.to(plan.device)
+            x, y = inputs.to_input(x, plan), y.to(plan.device)
             with plan.autocast():
                 if stream is None:
                     logits = net(x)
@@ -300,7 +293,7 @@ class FinetuneJob:
                 else:
                     xt, yt = next(stream)
                     loss, logits, d = adapted_loss(
-                        net, x, y, to_input(xt, pre, plan), yt.to(plan.device), target.labelled,
+                        net, x, y, inputs.to_input(xt, plan), yt.to(plan.device), target.labelled,
                         loss_fn, adapter, cfg.domain_weight, cfg.entropy_weight,
                         (epoch * spe + i) / (cfg.epochs * spe))
                     domain_total += d * len(y)
@@ -320,7 +313,7 @@ class FinetuneJob:
                 "train_loss": total_loss / max(1, seen), "train_acc": correct / max(1, seen),
                 "domain_loss": domain_total / max(1, seen) if adapter is not None else None,
                 "val_loss": None, "val_acc": None, "seconds": seconds,
-                "images_per_s": seen / max(seconds, 1e-9)}
+                "inputs_per_s": seen / max(seconds, 1e-9)}
 
     @staticmethod
     def _epoch_line(row: dict[str, Any], epochs: int) -> str:
@@ -331,7 +324,7 @@ class FinetuneJob:
             val += f", A-distance {row['a_distance']:.2f}, bound {row['bound']:.3f}"
         return (f"epoch {row['epoch']}/{epochs}: {row['trainable_groups']} groups training "
                 f"({row['trainable_params']:,} params), train loss {row['train_loss']:.3f} "
-                f"acc {row['train_acc']:.4f}{val}, {row['images_per_s']:.0f} img/s")
+                f"acc {row['train_acc']:.4f}{val}, {row['inputs_per_s']:.0f}/s")
 
     def _checkpoint(self, net, opt, scaler, state) -> None:
         ckpt_dir = self.run_dir / CHECKPOINTS
@@ -346,7 +339,7 @@ class FinetuneJob:
             if old.name != state["best_file"]:
                 old.unlink(missing_ok=True)
 
-    def _finish(self, net, state, strategy, parent, classes, val, plan) -> RunResult:
+    def _finish(self, net, inputs, state, strategy, parent, classes) -> RunResult:
         from safetensors.torch import load_file
 
         from classifiers.heads import Head
@@ -355,23 +348,19 @@ class FinetuneJob:
         if state["best_file"]:
             net.load_state_dict(load_file(str(self.run_dir / CHECKPOINTS / state["best_file"])))
         net.cpu()
-        save_weights(net.backbone.model.state_dict(), self.run_dir / WEIGHTS)
+        files, provenance = inputs.save(net, self.run_dir)
         name = canonical_name(self.run_dir)
-        pre = net.backbone.cfg.preprocess
         best = state["history"][state["best_epoch"]] if state["history"] else {}
         metrics = {"best_epoch": state["best_epoch"] + 1, "val_acc": best.get("val_acc"),
                    "val_loss": best.get("val_loss"), "train_acc": best.get("train_acc"),
                    "epochs_run": len(state["history"]), "stopped_early": state["stopped_early"]}
-        # what the finetuned: backbone's extractor will stamp on its vectors (build_finetuned)
-        made_by = net.backbone.cfg.replace(name=name, weights_sha256=sha256_file(self.run_dir / WEIGHTS))
-        provenance = Provenance.of_encoder(made_by.provenance(), PRE_LOGITS, False).to_dict()
         head = Head(LogRegHead.from_linear(classes, net.classifier.weight.detach().numpy(),
                                            net.classifier.bias.detach().numpy()),
                     provenance, metrics={"accuracy": metrics["val_acc"]} if metrics["val_acc"] is not None else {},
                     training={"source": "finetune", "run_dir": str(self.run_dir.resolve()),
                               "strategy": strategy})
         head.save(self.run_dir / HEAD_DIR)
-        meta = {"parent": parent, "preprocess": pre.to_dict(),
+        meta = {"modality": inputs.modality, "parent": parent, **files,
                 "classes": classes, "strategy": strategy, "config": self.config.to_dict(),
                 "data": self.data_source, "metrics": metrics}
         write_run(self.run_dir, meta)  # commit

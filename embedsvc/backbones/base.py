@@ -61,6 +61,11 @@ class Backbone(nn.Module):
     def _imagenet_classifier(self) -> nn.Linear | None:
         return None
 
+    def unused_parameters(self) -> list[nn.Parameter]:
+        """Weights off the path to the pre-logit features (the ImageNet classifier)."""
+        head = self.imagenet_classifier()
+        return list(head.parameters()) if head is not None else []
+
     def layer_groups(self) -> list[tuple[str, list[str]]]:
         """Parameter names of ``self.model`` in groups from input to output (stem, ..., head).
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 
 from .effnet_lite_weights import EFFNET_LITE, EMBED_DIM, weights_file
-from .run_format import PREFIX as PREFIX_FINETUNED
+from ..runs import PREFIX as PREFIX_FINETUNED
 from .registry import BackboneEntry, register_backbone, register_family
 
 

@@ -1,6 +1,6 @@
 """``finetuned:RUN_DIR``: a backbone adapted by a fine-tuning job, usable wherever a name is.
 
-A run directory (``run_format``) describes itself, so nothing else is needed to load it. The
+A run directory (``embedsvc/runs.py``) describes itself, so nothing else is needed to load it. The
 parent is built first (its architecture and registry code), then the fine-tuned weights are
 loaded into it strictly. The name is canonicalised to the run's absolute path, so embeddings and
 heads made from a run refer to one thing however the path was typed; the weights hash in their
@@ -15,7 +15,7 @@ from ..errors import IncompatibleError, NotFoundError
 from .base import Backbone
 from .config import PreprocessConfig
 from .registry import create_backbone
-from .run_format import WEIGHTS, canonical_name, read_run, run_dir_of
+from ..runs import WEIGHTS, canonical_name, read_run, run_dir_of
 from ..fingerprint import sha256_file
 
 

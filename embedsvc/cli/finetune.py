@@ -40,7 +40,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         with settings_from_flags():
             config = FinetuneConfig(
                 backbone=args.backbone, strategy=args.strategy, epochs=args.epochs,
-                batch_size=args.batch_size, image_size=args.image_size, lr=args.lr,
+                batch_size=args.batch_size, image_size=args.image_size,
+                max_tokens=args.max_tokens, lr=args.lr,
                 backbone_lr_ratio=args.backbone_lr_ratio, layer_decay=args.layer_decay,
                 partial_stages=args.partial_stages, unfreeze_every=args.unfreeze_every,
                 probe_epochs=args.probe_epochs, label_smoothing=args.label_smoothing,
@@ -135,27 +136,35 @@ def presets(text: str) -> str:
 
 def register(sub) -> None:
     d = FinetuneConfig()
-    p = command(sub, "finetune", "fine-tune a backbone on labelled images (a resumable run)",
+    p = command(sub, "finetune", "fine-tune an encoder on labelled images or texts (a resumable run)",
                 ["embedsvc finetune data/fmnist --out runs/fmnist --strategy partial --epochs 5",
+                 "embedsvc finetune data/movies --out runs/movies --strategy full --max-tokens 64",
                  "embedsvc finetune --resume runs/fmnist",
                  "embedsvc finetune data/fmnist --out runs/fm --strategy lp-ft --register /srv/embedsvc",
                  "embedsvc finetune data/fmnist --out runs/dark --augment lighting",
                  "embedsvc finetune data/fmnist --out runs/cam --target-data data/phone --da dann",
                  "embedsvc finetune data/fmnist --out runs/few --target-labelled data/phone-10"],
                 cmd_finetune)
-    p.add_argument("data", nargs="?", help="class folders or a manifest with labels")
+    p.add_argument("data", nargs="?", help="class folders or a manifest with labels (images or "
+                                           "texts)")
     p.add_argument("--out", "-o", help="run directory to write")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly")
-    p.add_argument("--backbone", "-b", default=d.backbone, help="backbone to start from")
+    p.add_argument("--backbone", "-b", default=None,
+                   help="encoder to start from (default: the default encoder of what DATA holds, "
+                        "see 'embedsvc models')")
     p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy,
                    help="which layers train (see 'embedsvc advise')")
     p.add_argument("--epochs", type=positive_int, default=d.epochs, help="passes over the data")
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="images per step")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="inputs per step")
     p.add_argument("--image-size", type=positive_int,
-                   help="train at this input size in pixels, at least 32 (default: the backbone's)")
+                   help="images: train at this input size in pixels, at least 32 (default: the "
+                        "backbone's)")
+    p.add_argument("--max-tokens", type=positive_int,
+                   help="texts: cut at this many tokens, at least 4 (default: the encoder's)")
     p.add_argument("--lr", type=positive_float, default=d.lr, help="the classifier's peak learning rate")
     p.add_argument("--backbone-lr-ratio", type=in_range(0, 10, lo_open=True),
-                   default=d.backbone_lr_ratio, help="the last backbone stage's rate relative to --lr")
+                   help="the last backbone stage's rate relative to --lr (default 0.7 for "
+                        "images, 0.05 for a transformer's top block)")
     p.add_argument("--layer-decay", type=in_range(0, 1, lo_open=True), default=d.layer_decay,
                    help="learning-rate factor per stage group towards the input (1 = one rate)")
     p.add_argument("--partial-stages", type=positive_int, default=d.partial_stages,

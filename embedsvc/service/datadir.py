@@ -43,7 +43,7 @@ class DataDir:
             f"--role reader to serve it read-only")).acquire()
 
     def runs(self) -> list[str]:
-        from ..backbones.run_format import RUN_JSON
+        from ..runs import RUN_JSON
 
         d = self.backbones
         return sorted(p.parent.name for p in d.glob(f"*/{RUN_JSON}")) if d.is_dir() else []
@@ -64,14 +64,15 @@ class DataDir:
     def register_run(self, run_dir: str | Path, name: str) -> Path:
         """Install a fine-tuning run as backbones/NAME and its head as heads/NAME, so a server
         serves backbone finetuned:NAME and head NAME."""
-        from ..backbones.run_format import HEAD_DIR, PREFIX, RUN_JSON, WEIGHTS
+        from ..runs import HEAD_DIR, PREFIX, encoder_files, read_run
 
         run_dir = Path(run_dir)
         valid_name(name, "run name")
+        keep = {Path(f).parts[0] for f in encoder_files(read_run(run_dir))}
 
         def keep_only_model(staging: Path) -> None:
             for p in staging.iterdir():  # checkpoints and reports stay with the run
-                if p.name not in (RUN_JSON, WEIGHTS):
+                if p.name not in keep:
                     shutil.rmtree(p) if p.is_dir() else p.unlink()
 
         target = _install(run_dir, self.backbones / name, keep_only_model)

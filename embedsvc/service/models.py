@@ -20,7 +20,7 @@ from typing import Iterator
 from ..backbones import Backbone, create_backbone
 from ..encoders import EncodeOptions, modality_of_name, open_encoder
 from ..text.catalog import HF_PREFIX, list_text_encoders
-from ..backbones.run_format import PREFIX as FINETUNED, RUN_JSON, canonical_name
+from ..runs import PREFIX as FINETUNED, RUN_JSON, canonical_name
 from .datadir import DataDir, valid_name
 from ..errors import InvalidInputError, NotFoundError, WeightsNotFoundError
 from ..extract import ExtractConfig, FeatureExtractor
@@ -143,7 +143,7 @@ class ModelPool:
                                     f"{', '.join(e.name for e in list_text_encoders() if not e.family)}"
                                     f"), never a folder")
         if sep and prefix == FINETUNED:
-            return self._image_encoder(self._load_finetuned(rest))
+            return self._load_finetuned(rest)
         try:
             if modality_of_name(name) == "text":  # NotFoundError listing the valid names
                 return open_encoder(name, options=EncodeOptions(normalize=False,
@@ -161,8 +161,9 @@ class ModelPool:
             fe.warm_up(c.batching.max_batch_size)
         return fe
 
-    def _load_finetuned(self, run: str) -> Backbone:
+    def _load_finetuned(self, run: str):
         from ..backbones.finetuned import build_finetuned
+        from ..runs import read_run, run_modality
 
         try:
             valid_name(run, "fine-tuned backbone")
@@ -174,10 +175,16 @@ class ModelPool:
         if not (run_dir / RUN_JSON).is_file():
             raise NotFoundError(f"no fine-tuned backbone named {run!r}; registered: "
                                 f"{', '.join(self.data.runs()) or 'none'}")
-        backbone = build_finetuned(canonical_name(run_dir))
         # the name clients use, not the server's path (provenance is sent back to them)
-        backbone.cfg = backbone.cfg.replace(name=f"{FINETUNED}:{run}", weights_path=Path(run_dir).name)
-        return backbone
+        served = f"{FINETUNED}:{run}"
+        if run_modality(read_run(run_dir)) == "text":
+            from ..text.encoder import TextEncoder
+            from ..text.folder import read_folder
+
+            return TextEncoder(read_folder(served, run_dir), self.config.device, normalize=False)
+        backbone = build_finetuned(canonical_name(run_dir))
+        backbone.cfg = backbone.cfg.replace(name=served, weights_path=Path(run_dir).name)
+        return self._image_encoder(backbone)
 
     def loaded(self) -> list[str]:
         with self._lock:

