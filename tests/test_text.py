@@ -253,13 +253,15 @@ def test_a_text_store_is_indexed_searched_classified_and_gapped(cli, tmp_path):
     assert a.returncode == 0, a.stderr
     assert "90 labelled texts in 2 classes" in a.stdout, a.stdout
     assert "recommended strategy: linear" in a.stdout
+    assert ("finetune " + str(tmp_path / "m.jsonl") + " --backbone minilm-l6 --strategy linear"
+            in a.stdout)
     assert "embed-dataset " + str(tmp_path / "m.jsonl") + " --backbone minilm-l6" in a.stdout
     a = cli("advise", tmp_path / "m.jsonl", "--target", tmp_path / "other", "--backbone",
             "tiny-text", "--quiet")
     assert a.returncode == 0, a.stderr
     assert "domain gap to" in a.stdout and "texts (embedsvc gap draws it)" in a.stdout
     assert "train-head stores/source --target stores/target --align coral" in a.stdout
-    assert "finetune" not in a.stdout  # text encoders are not fine-tuned in this version
+    assert "--target-data" not in a.stdout  # fine-tuning towards a target is for images yet
     wrong = cli("advise", tmp_path / "m.jsonl", "--backbone", "tiny-random", "--quiet")
     assert wrong.returncode == 1 and "holds texts, but tiny-random encodes images" in wrong.stderr
 

@@ -14,10 +14,10 @@ training), then domain-invariant fine-tuning (DANN when the domains are very dif
 CORAL when merely shifted: matching covariances is enough for a moderate shift, and cheaper to
 get right than an adversary); a named kind of difference → its augmentation preset, on top.
 
-Text follows the same guide, counted in labelled texts (the seeds' BERT-for-sentiment case). This
-version fine-tunes image backbones only, so for text the advice names the strategy the guide
-gives and the commands that run today: a head on the frozen encoder's embeddings, CORAL-aligned
-to an unlabelled target.
+Text follows the same guide, counted in labelled texts (the seeds' BERT-for-sentiment case), with
+a transformer's blocks as its stages. Fine-tuning towards a target domain is for image backbones
+in this version, so towards a text target the advice names what runs today: a head on the frozen
+encoder's embeddings, CORAL-aligned to the unlabelled target.
 """
 from __future__ import annotations
 
@@ -52,8 +52,6 @@ class Recommendation:
         return self.modality
 
     def command(self, data: str, backbone: str = DEFAULT_BACKBONE, out: str = "runs/finetuned") -> str:
-        if self.modality != "image":  # no fine-tuning of text encoders yet: a head on embeddings
-            return head_command(data, backbone)
         extra = f" --partial-stages {self.partial_stages}" if self.strategy == "partial" else ""
         return (f"embedsvc finetune {data} --backbone {backbone} --strategy {self.strategy}{extra} "
                 f"--epochs {self.epochs} --val-split 0.1 --out {out}")
@@ -71,7 +69,7 @@ class Adaptation:
 
     def commands(self, data: str, target: str, rec: Recommendation,
                  backbone: str = DEFAULT_BACKBONE) -> list[str]:
-        if rec.modality != "image":  # what runs on text today: heads, CORAL-aligned when unlabelled
+        if rec.modality != "image":  # towards a text target today: a CORAL-aligned head
             return [coral_head_command(data, target, backbone)] if self.method == "da" else []
         base = rec.command(data, backbone, out="runs/adapted")
         aug = f" --augment {self.preset}" if self.preset else ""
@@ -162,10 +160,6 @@ def recommend(n_images: int, n_classes: int, gap: Gap | None = None,
             reasons.append(f"class {smallest!r} has only {per_class[smallest]} {unit}s: collect more, or "
                            f"use --class-weight balanced with a head")
     strategy = LADDER[step]
-    if modality != "image" and strategy != "linear":
-        reasons.append(f"this version fine-tunes image backbones only: until text encoders can be "
-                       f"fine-tuned ({strategy}), a head on the frozen encoder's embeddings is the "
-                       f"strongest thing to run")
     return Recommendation(strategy, tuple(reasons), EPOCHS[strategy], stages, gap,
                           dict(per_class or {}), tuple(unreadable), modality)
 

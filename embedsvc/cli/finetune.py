@@ -107,7 +107,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
         print(f"  - {reason}")
     print("run it:")
     print(f"  {rec.command(args.data, backbone)}")
-    if rec.strategy == "linear" and rec.modality == "image":
+    if rec.strategy == "linear":
         print("  or, cheaper, a head on stored embeddings:")
         print(f"  {head_command(args.data, backbone)}")
     if adaptation is not None:
