@@ -4,6 +4,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +151,38 @@ def run_cli(*args, timeout: int = 300) -> subprocess.CompletedProcess:
     """``python -m embedsvc ARGS`` in a fresh process, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "embedsvc", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout)
+
+
+def kill_and_resume_run(data, args: list[str], run: Path) -> subprocess.CompletedProcess:
+    """``finetune DATA ARGS --out RUN`` in a fresh process, SIGKILLed as soon as its first
+    epoch's checkpoint is on disk, then ``finetune --resume RUN``: the resumption's outcome."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "embedsvc", "finetune", str(data), *args,
+                             "--out", str(run), "--quiet"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list((run / "checkpoints").glob("epoch_*.pt")) and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert not (run / "finetuned.json").exists()  # it really was interrupted
+    resumed = run_cli("finetune", "--resume", run, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    return resumed
+
+
+def assert_same_run_weights(a: Path, b: Path) -> None:
+    """Two finished runs hold bitwise the same encoder and classifier weights."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    wa, wb = (load_file(str(p / "model.safetensors")) for p in (a, b))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    ha, hb = (np.load(p / "head" / "params.npz") for p in (a, b))
+    assert np.array_equal(ha["coef"], hb["coef"]) and np.array_equal(ha["intercept"], hb["intercept"])
 
 
 def run_importtime(*args) -> tuple[Ran, set[str]]:

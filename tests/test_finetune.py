@@ -3,10 +3,6 @@ frozen weights stay bitwise, gradual unfreezing follows its order, a killed run 
 same weights, and a run plugs into embed / classify / the gRPC server as finetuned:RUN_DIR."""
 import json
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -15,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import run_cli
+from conftest import assert_same_run_weights, kill_and_resume_run, run_cli
 from classifiers.finetune import FinetuneConfig, finetune, interpolate_run, recommend
 from classifiers.finetune.schedule import lr_factor, lr_multiplier, trainable_depth
 from embedsvc.backbones import create_backbone
@@ -132,22 +128,8 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(ft_data, ft
                     timeout=600)
     assert whole.returncode == 0, whole.stderr
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "embedsvc", "finetune", str(ft_data), *args,
-                             "--out", str(run), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not list((run / "checkpoints").glob("epoch_*.pt")) and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
-    assert not (run / "finetuned.json").exists()  # it really was interrupted
-    resumed = run_cli("finetune", "--resume", run, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming" in resumed.stdout
-    a = load_file(str(tmp_path / "whole" / "model.safetensors"))
-    b = load_file(str(run / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    ha, hb = (np.load(p / "head" / "params.npz") for p in (tmp_path / "whole", run))
-    assert np.array_equal(ha["coef"], hb["coef"]) and np.array_equal(ha["intercept"], hb["intercept"])
+    kill_and_resume_run(ft_data, args, run)
+    assert_same_run_weights(tmp_path / "whole", run)
     assert (tmp_path / "whole" / "metrics.csv").read_text().splitlines()[0] == (run / "metrics.csv").read_text().splitlines()[0]
     if towards_target:  # every epoch was scored by the selection bound
         rows = [r.split(",") for r in (run / "metrics.csv").read_text().splitlines()]

@@ -4,10 +4,6 @@ a killed run resumes to bitwise the weights of an uninterrupted one, frozen bloc
 and the finished run is a text encoder everywhere one is accepted (CLI, heads, the server)."""
 import json
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import run_cli
+from conftest import assert_same_run_weights, kill_and_resume_run, run_cli
 from classifiers.finetune import FinetuneConfig, finetune
 
 WORDS = {"pos": ["good", "great", "lovely", "superb", "fine", "happy"],
@@ -77,24 +73,8 @@ def test_a_killed_text_run_resumes_to_the_weights_of_an_uninterrupted_one(snippe
     whole = run_cli("finetune", snippets, *args, "--out", tmp_path / "whole", "--quiet",
                     timeout=600)
     assert whole.returncode == 0, whole.stderr
-    run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "embedsvc", "finetune", str(snippets), *args,
-                             "--out", str(run), "--quiet"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not list((run / "checkpoints").glob("epoch_*.pt")) and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
-    assert not (run / "finetuned.json").exists()  # it really was interrupted
-    resumed = run_cli("finetune", "--resume", run, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming" in resumed.stdout
-    a = load_file(str(tmp_path / "whole" / "model.safetensors"))
-    b = load_file(str(run / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    ha, hb = (np.load(p / "head" / "params.npz") for p in (tmp_path / "whole", run))
-    assert np.array_equal(ha["coef"], hb["coef"]) and np.array_equal(ha["intercept"], hb["intercept"])
+    kill_and_resume_run(snippets, args, tmp_path / "killed")
+    assert_same_run_weights(tmp_path / "whole", tmp_path / "killed")
 
 
 def test_a_text_run_is_a_text_encoder_in_the_cli_and_the_server(cli, text_run, tmp_path):
