@@ -127,3 +127,19 @@ def test_wise_ft_of_a_text_run_is_a_text_encoder_between_both(text_run, tmp_path
     assert enc.modality == "text" and enc.embed(["a good film"]).vectors.shape == (1, 32)
     head = json.loads((out / "head" / "head.json").read_text())
     assert head["provenance"]["weights_sha256"] == enc.cfg.weights_sha256
+
+
+def test_bad_text_finetune_requests_exit_with_one_line(cli, snippets, tmp_path):
+    cases = [
+        (["--backbone", "tiny-random"], "holds texts, but tiny-random encodes images"),
+        (["--backbone", "tiny-text", "--image-size", "64"], "--image-size is for image backbones"),
+        (["--backbone", "tiny-text", "--augment", "lighting"], "the presets augment images"),
+        (["--backbone", "tiny-text", "--target-data", str(snippets)],
+         "adapts image backbones only"),
+    ]
+    usage = [(["--backbone", "tiny-text", "--max-tokens", "2"], "max_tokens=2")]  # exit 2
+    for n, (args, message) in enumerate(cases + usage):
+        r = cli("finetune", snippets, *args, "--out", tmp_path / f"r{n}", "--quiet")
+        assert r.returncode == (1 if n < len(cases) else 2) and message in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not (tmp_path / f"r{n}" / "finetuned.json").exists()

@@ -47,10 +47,10 @@ def labelled_records(source: str, splits: Sequence[str | None] | None = None) ->
     if splits is not None:
         records = [r for r in records if r.split in splits]
     if not records:
-        raise InvalidInputError(f"{source}: no images{' in splits ' + ', '.join(map(str, splits)) if splits else ''}")
+        raise InvalidInputError(f"{source}: no images or texts{' in splits ' + ', '.join(map(str, splits)) if splits else ''}")
     unlabelled = [r.path for r in records if not r.label]
     if unlabelled:
-        raise InvalidInputError(f"{source}: {len(unlabelled)} images have no label (e.g. {unlabelled[0]}); "
+        raise InvalidInputError(f"{source}: {len(unlabelled)} inputs have no label (e.g. {unlabelled[0]}); "
                                 f"fine-tuning needs class folders or a manifest with a label column")
     return records
 

@@ -118,6 +118,9 @@ class TextInputs:
         if cfg.image_size is not None:
             raise InvalidInputError(f"--image-size is for image backbones; {name} reads text "
                                     f"(--max-tokens cuts texts)")
+        if cfg.presets:
+            raise InvalidInputError(f"--augment {cfg.presets}: the presets augment images; "
+                                    f"{name} reads text")
         enc = text_encoder_config(name)
         self.backbone = text_backbone(enc)
         self.max_tokens = min(cfg.max_tokens or enc.max_length, enc.max_length)

@@ -164,11 +164,12 @@ class FinetuneJob:
         return rec.strategy
 
     def run(self) -> RunResult:
+        from embedsvc.encoders import check_source, default_encoder, modality_of_records
+
         records = labelled_records(self.data_source)
         if self.config.backbone is None:  # the default encoder of what the data holds
-            from embedsvc.encoders import default_encoder, modality_of_records
-
             self.config = self.config.replace(backbone=default_encoder(modality_of_records(records)))
+        check_source(self.config.backbone, records, self.data_source)  # one of its modality
         torch.manual_seed(self.config.seed)
         inputs = inputs_for(self.config.backbone, self.config)
         if self.config.backbone_lr_ratio is None:
