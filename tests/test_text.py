@@ -261,7 +261,7 @@ def test_a_text_store_is_indexed_searched_classified_and_gapped(cli, tmp_path):
     assert a.returncode == 0, a.stderr
     assert "domain gap to" in a.stdout and "texts (embedsvc gap draws it)" in a.stdout
     assert "train-head stores/source --target stores/target --align coral" in a.stdout
-    assert "--target-data" not in a.stdout  # fine-tuning towards a target is for images yet
+    assert "--target-data " + str(tmp_path / "other") + " --da" in a.stdout
     wrong = cli("advise", tmp_path / "m.jsonl", "--backbone", "tiny-random", "--quiet")
     assert wrong.returncode == 1 and "holds texts, but tiny-random encodes images" in wrong.stderr
 

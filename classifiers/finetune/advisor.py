@@ -15,9 +15,8 @@ CORAL when merely shifted: matching covariances is enough for a moderate shift, 
 get right than an adversary); a named kind of difference → its augmentation preset, on top.
 
 Text follows the same guide, counted in labelled texts (the seeds' BERT-for-sentiment case), with
-a transformer's blocks as its stages. Fine-tuning towards a target domain is for image backbones
-in this version, so towards a text target the advice names what runs today: a head on the frozen
-encoder's embeddings, CORAL-aligned to the unlabelled target.
+a transformer's blocks as its stages, and the same adaptation methods, with text's own
+augmentation presets.
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 
-from classifiers.adapt.choices import PRESETS
+from classifiers.adapt.choices import PRESETS_OF
 from classifiers.adapt.gap import Gap, measure_gap
 from embedsvc.backbones.registry import DEFAULT_BACKBONE
 
@@ -69,10 +68,8 @@ class Adaptation:
 
     def commands(self, data: str, target: str, rec: Recommendation,
                  backbone: str = DEFAULT_BACKBONE) -> list[str]:
-        if rec.modality != "image":  # towards a text target today: a CORAL-aligned head
-            return [coral_head_command(data, target, backbone)] if self.method == "da" else []
         base = rec.command(data, backbone, out="runs/adapted")
-        aug = f" --augment {self.preset}" if self.preset else ""
+        aug = (f" --augment {self.preset}" if self.preset in PRESETS_OF[rec.modality] else "")
         if self.method == "target-finetune":
             return [f"{base} --target-labelled {target}{aug}"]
         if self.method == "da":
@@ -97,13 +94,13 @@ def coral_head_command(data: str, target: str, backbone: str) -> str:
 def recommend_adaptation(gap: Gap | None, target_labels_per_class: int = 0,
                          difference: str | None = None) -> Adaptation:
     """The adaptation method for the data at hand (see the module docstring)."""
-    preset = difference if difference in PRESETS else None
+    preset = difference if any(difference in ps for ps in PRESETS_OF.values()) else None
     why_preset = ([f"the domains differ in {difference}: the {difference!r} augmentation preset "
-                   f"makes source images look like that (embedsvc augment-preview shows it)"]
+                   f"makes source inputs look like that"]
                   if preset else [])
     if target_labels_per_class >= MIN_TARGET_LABELS:
         return Adaptation("target-finetune", (
-            f"the target has {target_labels_per_class}+ labelled images per class: fine-tune on them "
+            f"the target has {target_labels_per_class}+ labelled inputs per class: fine-tune on them "
             f"mixed into every source batch (the guide's first strategy; labels beat any "
             f"unsupervised alignment)",) + tuple(why_preset), preset=preset)
     if gap is None or gap.verdict == "similar":
@@ -114,7 +111,7 @@ def recommend_adaptation(gap: Gap | None, target_labels_per_class: int = 0,
     return Adaptation("da", (
         f"the target is {gap.verdict} and has no labels (fewer than {MIN_TARGET_LABELS} per class): "
         f"first a CORAL-aligned head (seconds, no backbone training); if that is not enough, "
-        f"fine-tune with the {da} loss on the unlabelled target images "
+        f"fine-tune with the {da} loss on the unlabelled target inputs "
         + ("(an adversary aligns whole distributions, needed for a large gap)" if da == "dann" else
            "(matching feature covariances is enough for a moderate shift)"),) + tuple(why_preset),
         da=da, preset=preset)

@@ -51,10 +51,10 @@ class FinetuneConfig:
     max_images_in_memory: int = 200_000  # decoded once and kept (uint8); beyond that, refuse
     # towards a target domain (adapt/augment.py, adapt/losses.py, finetune/target.py)
     presets: str = ""  # augmentation presets, comma-separated: "lighting,camera"
-    da: str | None = None  # a domain loss on unlabelled target images: dann, coral or mmd
+    da: str | None = None  # a domain loss on unlabelled target inputs: dann, coral or mmd
     da_weight: float | None = None  # None: DA_WEIGHTS[da]
     entropy_weight: float = 0.0  # entropy minimisation on unlabelled target predictions
-    target_ratio: float = 0.5  # fraction of each step's batch taken from the target images
+    target_ratio: float = 0.5  # fraction of each step's batch taken from the target inputs
 
     def __post_init__(self) -> None:
         parse_presets(self.presets)

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from classifiers.adapt.choices import parse_presets
 from embedsvc.errors import InvalidInputError
 from embedsvc.provenance import Provenance
 from embedsvc.runs import WEIGHTS, canonical_name, save_weights
@@ -44,6 +45,7 @@ class ImageInputs:
         if cfg.max_tokens is not None:
             raise InvalidInputError(f"--max-tokens is for text encoders; {name} reads images "
                                     f"(--image-size sets their size)")
+        parse_presets(cfg.presets, self.modality)
         self.backbone = create_backbone(name)
         self.preprocess = run_preprocess(self.backbone, cfg.image_size)
         self.backbone.cfg = self.backbone.cfg.replace(preprocess=self.preprocess)
@@ -57,6 +59,11 @@ class ImageInputs:
     @staticmethod
     def take(data, idx) -> torch.Tensor:
         return data.images[idx]
+
+    @staticmethod
+    def join(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """One batch of two (source, then target)."""
+        return torch.cat([a, b])
 
     @staticmethod
     def augment(x: torch.Tensor, g: torch.Generator, cropped: bool,
@@ -93,7 +100,7 @@ class ImageInputs:
 
 @dataclass
 class LabelledTexts:
-    tokens: list[tuple[int, ...]]  # each text's token ids, cut at the run's max_tokens
+    texts: list[str]  # stripped, as the encoder reads them
     labels: torch.Tensor  # int64 (N,), indices into classes; -1 when unlabelled
     classes: list[str]
     paths: list[str]
@@ -103,7 +110,7 @@ class LabelledTexts:
 
     def subset(self, index) -> "LabelledTexts":
         idx = np.asarray(index, dtype=np.int64)
-        return LabelledTexts([self.tokens[i] for i in idx], self.labels[torch.as_tensor(idx)],
+        return LabelledTexts([self.texts[i] for i in idx], self.labels[torch.as_tensor(idx)],
                              self.classes, [self.paths[i] for i in idx])
 
 
@@ -118,20 +125,23 @@ class TextInputs:
         if cfg.image_size is not None:
             raise InvalidInputError(f"--image-size is for image backbones; {name} reads text "
                                     f"(--max-tokens cuts texts)")
-        if cfg.presets:
-            raise InvalidInputError(f"--augment {cfg.presets}: the presets augment images; "
-                                    f"{name} reads text")
+        parse_presets(cfg.presets, self.modality)
         enc = text_encoder_config(name)
         self.backbone = text_backbone(enc)
         self.max_tokens = min(cfg.max_tokens or enc.max_length, enc.max_length)
         self.tokenizer, self.pad_id = load_tokenizer(enc, self.max_tokens)
+        # what a masked span becomes (text_augment.py): the tokenizer's own mask token
+        self.mask = next((t for t in ("[MASK]", "<mask>") if self.tokenizer.token_to_id(t)
+                          is not None), None)
 
     def describe(self) -> str:
         return f"at most {self.max_tokens} tokens"
 
     def load(self, records, classes: Sequence[str], progress: bool, max_items: int) -> LabelledTexts:
-        """Tokenise every record once; one whose text cannot be read is skipped and counted.
-        Records without a label (unlabelled target texts) get label -1."""
+        """Read every record once (batches are tokenised as they are drawn: the fast tokenizer
+        takes about a millisecond a batch, and augmentation works on words); one whose text
+        cannot be read is skipped and counted. Records without a label (unlabelled target
+        texts) get label -1."""
         from embedsvc.text.encoder import read_text_record
 
         if len(records) > max_items:
@@ -146,23 +156,32 @@ class TextInputs:
             bad = next(x for _, x in read if "error" in x)
             print(f"skipped {len(read) - len(ok)} unreadable texts (first: {bad['path']}: "
                   f"{bad['error']})")
-        encoded = self.tokenizer.encode_batch([x["text"].strip() for _, x in ok])
         labels = [index[r.label] if r.label is not None else -1 for r, _ in ok]
-        return LabelledTexts([tuple(e.ids) for e in encoded], torch.tensor(labels, dtype=torch.int64),
-                             list(classes), [r.path for r, _ in ok])
+        return LabelledTexts([x["text"].strip() for _, x in ok],
+                             torch.tensor(labels, dtype=torch.int64), list(classes),
+                             [r.path for r, _ in ok])
 
     @staticmethod
-    def take(data: LabelledTexts, idx) -> list[tuple[int, ...]]:
-        return [data.tokens[i] for i in torch.as_tensor(idx).tolist()]
+    def take(data: LabelledTexts, idx) -> list[str]:
+        return [data.texts[i] for i in torch.as_tensor(idx).tolist()]
 
     @staticmethod
-    def augment(x, g: torch.Generator, cropped: bool, presets: tuple[str, ...]):
-        return x
+    def join(a: list, b: list) -> list:
+        """One batch of two (source, then target), padded together by ``to_input``."""
+        return a + b
 
-    def to_input(self, x, plan):
+    def augment(self, x: list[str], g: torch.Generator, cropped: bool,
+                presets: tuple[str, ...]) -> list[str]:
+        """The text augmentation ``presets`` (adapt/text_augment.py); texts are not cropped."""
+        from classifiers.adapt.text_augment import apply_text_presets
+
+        return apply_text_presets(x, presets, g, self.mask)
+
+    def to_input(self, x: list[str], plan):
         from embedsvc.text.model import pad_batch
 
-        return pad_batch(torch, x, self.pad_id, plan.device)
+        ids = [e.ids for e in self.tokenizer.encode_batch(x)]
+        return pad_batch(torch, ids, self.pad_id, plan.device)
 
     @staticmethod
     def place(net, plan) -> None:

@@ -127,7 +127,7 @@ class FinetuneJob:
             self.data_source = _resolved(data)
             self.target = {"path": _resolved(target), "labelled": target_labelled} if target else {}
         if self.config.da and not self.target:
-            raise InvalidInputError(f"--da {self.config.da} needs target images (--target-data DIR)")
+            raise InvalidInputError(f"--da {self.config.da} needs target data (--target-data DIR)")
 
     def _say(self, msg: str) -> None:
         if self.progress:
@@ -178,12 +178,9 @@ class FinetuneJob:
         parent = {"backbone": backbone.name, "weights_sha256": backbone.cfg.weights_sha256}
         if self.resume:  # a resumed run is the same run only on the same parent weights
             check_weights(backbone.cfg, self.saved_parent, f"the run {self.run_dir}")
-        if self.target and inputs.modality != "image":
-            raise InvalidInputError(f"target data (--target-data) adapts image backbones only; "
-                                    f"{backbone.name} reads {inputs.modality}")
         train, val = self._load_data(inputs, records)
-        target = (load_target(self.target["path"], self.target["labelled"], inputs.preprocess,
-                              train.classes, self.progress, cfg.max_images_in_memory - len(train))
+        target = (load_target(self.target["path"], self.target["labelled"], inputs, train.classes,
+                              self.progress, cfg.max_images_in_memory - len(train))
                   if self.target else None)
         strategy = self._resolve_strategy(len(train), len(train.classes), inputs.modality)
         if not self.resume:
@@ -225,7 +222,7 @@ class FinetuneJob:
         self._say(f"fine-tuning {backbone.name} ({strategy}) on {count(len(train), inputs.unit)}, "
                   f"{len(val) if val is not None else 0} for validation, {count(len(train.classes), 'class')}, "
                   f"{inputs.describe()}, {plan.describe()}" + (
-                      f"; {len(target)} {'labelled' if target.labelled else 'unlabelled'} target images, "
+                      f"; {len(target)} {'labelled' if target.labelled else 'unlabelled'} target {inputs.unit}s, "
                       f"{n_target} per step" + (f", {cfg.da} loss" if cfg.da else "") if target else ""))
         selection = selection_sample(target, cfg.seed) if target is not None and val is not None else None
         if state["epoch"] + 1 < cfg.epochs:  # what trains first, stage by stage
@@ -277,7 +274,7 @@ class FinetuneJob:
         torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout / drop-path of this epoch
         total_loss, domain_total, correct, seen, t0 = 0.0, 0.0, 0, 0, time.perf_counter()
         lr = 0.0
-        stream = (target_batches(target, n_target, cfg.seed, epoch, cfg.augment)
+        stream = (target_batches(target, n_target, cfg.seed, epoch, inputs, cfg.augment)
                   if target is not None else None)
         adapter = net.adapter
         bar = tqdm(total=len(train), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit=inputs.unit,
@@ -286,15 +283,17 @@ class FinetuneJob:
                                 cfg.augment, parse_presets(cfg.presets))
         for i, (x, y) in enumerate(batches):
             lr = set_lrs(opt, cfg, lr_factor(cfg, epoch * spe + i, spe))
-            x, y = inputs.to_input(x, plan), y.to(plan.device)
+            xt, yt = next(stream) if stream is not None else (None, None)
+            # source and target in one forward pass
+            x = inputs.to_input(x if xt is None else inputs.join(x, xt), plan)
+            y = y.to(plan.device)
             with plan.autocast():
                 if stream is None:
                     logits = net(x)
                     loss = loss_fn(logits.float(), y)
                 else:
-                    xt, yt = next(stream)
                     loss, logits, d = adapted_loss(
-                        net, x, y, inputs.to_input(xt, plan), yt.to(plan.device), target.labelled,
+                        net, x, len(y), y, yt.to(plan.device), target.labelled,
                         loss_fn, adapter, cfg.domain_weight, cfg.entropy_weight,
                         (epoch * spe + i) / (cfg.epochs * spe))
                     domain_total += d * len(y)

@@ -45,7 +45,7 @@ def cmd_augment_preview(args: argparse.Namespace) -> int:
     from ..extract import prepare_image
     from ..preprocess import build_transform
 
-    presets = parse_presets(args.augment)
+    presets = parse_presets(args.augment, "image")
     pre = PreprocessConfig(input_size=(3, args.size, args.size), crop_pct=1.0)
     image, _ = prepare_image(args.image, build_transform(pre))
     grid = preview_grid(image, presets, args.n, args.seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from classifiers.adapt.choices import DA_METHODS, PRESETS
+from classifiers.adapt.choices import DA_METHODS, PRESETS, TEXT_PRESETS
 from classifiers.finetune.config import STRATEGIES, FinetuneConfig
 
 from ..wording import count
@@ -36,7 +36,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         if args.target_data and args.target_labelled:
             raise UsageError("give one target: --target-data DIR (unlabelled) or --target-labelled DIR")
         if args.da and not (args.target_data or args.target_labelled):
-            raise UsageError(f"--da {args.da} needs target images: --target-data DIR")
+            raise UsageError(f"--da {args.da} needs target data: --target-data DIR")
         with settings_from_flags():
             config = FinetuneConfig(
                 backbone=args.backbone, strategy=args.strategy, epochs=args.epochs,
@@ -181,12 +181,13 @@ def register(sub) -> None:
                    help="early stopping after this many epochs without improvement; 0 = off")
     p.add_argument("--no-augment", action="store_true", help="no random crops and flips")
     p.add_argument("--augment", metavar="PRESET[,PRESET]", type=presets,
-                   help=f"augment the source to look like the target: {', '.join(PRESETS)} "
-                        f"(embedsvc augment-preview shows them)")
+                   help=f"augment the source to look like the target: images "
+                        f"{', '.join(PRESETS)}; texts {', '.join(TEXT_PRESETS)} "
+                        f"(embedsvc augment-preview shows the image ones)")
     p.add_argument("--target-data", metavar="DIR",
-                   help="unlabelled target-domain images, for --da and --entropy-weight")
+                   help="unlabelled target-domain images or texts, for --da and --entropy-weight")
     p.add_argument("--target-labelled", metavar="DIR",
-                   help="a few labelled target images (class folders or a manifest), mixed into "
+                   help="a few labelled target inputs (class folders or a manifest), mixed into "
                         "every batch")
     p.add_argument("--target-ratio", type=in_range(0, 1, lo_open=True, hi_open=True),
                    default=d.target_ratio, help="fraction of each batch from the target, in (0, 1)")
@@ -219,11 +220,12 @@ def register(sub) -> None:
                  "embedsvc advise data/movies/manifest.jsonl --target data/tweets/manifest.jsonl"],
                 cmd_advise)
     p.add_argument("data", help="labelled images or texts: class folders or a manifest")
-    p.add_argument("--target", help="target-domain images (labelled or not): measures the domain gap "
+    p.add_argument("--target", help="target-domain images or texts (labelled or not): measures the domain gap "
                                     "on embeddings and recommends how to adapt")
-    p.add_argument("--difference", choices=PRESETS,
-                   help="what differs in the target, if you know: lighting, camera, background or "
-                        "style (picks the matching augmentation preset)")
+    p.add_argument("--difference", choices=PRESETS + TEXT_PRESETS,
+                   help="what differs in the target, if you know: for images lighting, camera, "
+                        "background or style; for texts dropout, swap, mask or typos (picks the "
+                        "matching augmentation preset)")
     p.add_argument("--backbone", "-b", default=None,
                    help="encoder the strategy is for (default: the default encoder of the data's "
                         "modality, see 'embedsvc models')")
