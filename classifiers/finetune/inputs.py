@@ -1,5 +1,5 @@
 """What a fine-tuning run trains on, per modality: the encoder as a trainable module, its labelled
-inputs held in memory once (images decoded, texts tokenised: every epoch after the first costs
+inputs held in memory once (images decoded, texts read: every epoch after the first costs
 only the network), batches of them, and the files that make a finished run an encoder. The
 trainer asks only these calls; ``inputs_for`` is the one place that picks a modality.
 """

@@ -73,7 +73,7 @@ def find(name: str) -> TextEncoderEntry | None:
     if name in _ENTRIES:
         return _ENTRIES[name]
     prefix, sep, rest = name.partition(":")
-    if prefix == FINETUNED_TEXT.name.partition(":")[0]:
+    if prefix == RUN_PREFIX:  # a run of a text encoder, or none of this catalog's
         return FINETUNED_TEXT if sep and rest and _text_run(name) is not None else None
     return _FAMILIES.get(prefix) if sep and rest else None
 
