@@ -44,6 +44,6 @@ register_family("open_clip", BackboneEntry(
     _lazy("open_clip_backbone", "build_open_clip")))
 register_family(PREFIX_FINETUNED, BackboneEntry(
     f"{PREFIX_FINETUNED}:RUN_DIR", "embedsvc",
-    "a backbone adapted by `embedsvc finetune` (or `interpolate`), from its run directory; "
+    "an image backbone adapted by `embedsvc finetune` (or `interpolate`), from its run directory; "
     "a server loads only runs registered in its data dir, as finetuned:NAME",
     _lazy("finetuned", "build_finetuned")))

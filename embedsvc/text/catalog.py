@@ -121,8 +121,10 @@ def _text_run(name: str) -> Path | None:
     return run_dir if run_modality(read_run(run_dir)) == "text" else None
 
 
-FINETUNED_TEXT = TextEncoderEntry(f"{RUN_PREFIX}:<run>", "a text encoder fine-tuned by "
-                                  "'embedsvc finetune' (its run folder)", _text_run, family=True)
+FINETUNED_TEXT = TextEncoderEntry(f"{RUN_PREFIX}:RUN_DIR", "a text encoder adapted by `embedsvc "
+                                  "finetune` (or `interpolate`): its run directory is an encoder "
+                                  "folder; a server serves registered runs as finetuned:NAME",
+                                  _text_run, family=True)
 
 TINY_LAYERS, TINY_DIM, TINY_LENGTH = 3, 32, 128
 
@@ -174,3 +176,4 @@ register_text_encoder(TextEncoderEntry(
 register_text_encoder(TextEncoderEntry(
     f"{HF_PREFIX}:<folder>", "a local sentence-transformers or transformers encoder folder; its "
     "pooling, length and normalisation read from the folder", _local_folder), prefix=HF_PREFIX)
+register_text_encoder(FINETUNED_TEXT, prefix=RUN_PREFIX)  # listed; found by find()
