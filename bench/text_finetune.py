@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -54,13 +53,11 @@ def random_minilm(root: Path, seed: int = 0) -> str:
     from transformers import BertConfig, BertModel
 
     from embedsvc.text.catalog import text_encoder_config
+    from embedsvc.text.folder import copy_settings
 
     src = Path(text_encoder_config("minilm-l6").folder)
     out = root / "minilm-random"
-    for p in src.rglob("*"):
-        if p.is_file() and p.suffix in (".json", ".txt"):
-            (out / p.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(p, out / p.relative_to(src))
+    copy_settings(src, out)
     torch.manual_seed(seed)
     BertModel(BertConfig.from_pretrained(src)).save_pretrained(out, safe_serialization=True)
     return f"hf:{out}"

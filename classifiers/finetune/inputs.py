@@ -5,7 +5,6 @@ trainer asks only these calls; ``inputs_for`` is the one place that picks a moda
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -190,14 +189,9 @@ class TextInputs:
     def save(self, net, run_dir: Path) -> tuple[dict, dict]:
         """The run folder becomes a text encoder folder: the trained weights beside the parent
         folder's configuration and tokenizer files (``text/folder.py`` reads it as any other)."""
-        from embedsvc.text.folder import FINAL_TAP, read_folder
+        from embedsvc.text.folder import FINAL_TAP, copy_settings, read_folder
 
-        parent = Path(net.backbone.cfg.folder)
-        files = sorted(str(p.relative_to(parent)) for p in parent.rglob("*")
-                       if p.is_file() and p.suffix in (".json", ".txt") and p.name != "README.md")
-        for rel in files:
-            (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(parent / rel, run_dir / rel)
+        files = copy_settings(net.backbone.cfg.folder, run_dir)
         save_weights(net.backbone.model.state_dict(), run_dir / WEIGHTS)
         made_by = read_folder(canonical_name(run_dir), run_dir)
         provenance = Provenance.of_encoder(made_by.provenance(FINAL_TAP), FINAL_TAP, False).to_dict()

@@ -50,9 +50,10 @@ def interpolate_run(run_dir: str | Path, alpha: float, out: str | Path | None = 
 
     mixed = interpolate_weights(parent_weights(meta, run_dir), load_file(str(run_dir / WEIGHTS)),
                                 alpha)
-    for rel in meta.get("encoder_files", ()):  # a text run's folder files
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_dir / rel, out / rel)
+    if meta.get("encoder_files"):  # a text run's folder files
+        from embedsvc.text.folder import copy_settings
+
+        copy_settings(run_dir, out, meta["encoder_files"])
     save_weights(mixed, out / WEIGHTS)
     head = Head.load(run_dir / HEAD_DIR)
     head.provenance = {**head.provenance, "backbone": canonical_name(out),

@@ -49,6 +49,22 @@ class TextEncoderConfig:
                 "tap": tap, "normalized": self.normalize and tap == FINAL_TAP}
 
 
+def copy_settings(src: str | Path, dst: str | Path, files: list[str] | None = None) -> list[str]:
+    """Copy an encoder folder's configuration and tokenizer files (``files``, relative paths;
+    default: every ``.json`` and ``.txt`` below ``src``, README aside) into ``dst``, so that
+    ``dst`` with its own weights file is an encoder folder; returns the paths copied."""
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    if files is None:
+        files = sorted(str(p.relative_to(src)) for p in src.rglob("*")
+                       if p.is_file() and p.suffix in (".json", ".txt") and p.name != "README.md")
+    for rel in files:
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / rel, dst / rel)
+    return list(files)
+
+
 def _json(path: Path) -> dict | list:
     try:
         return json.loads(path.read_text())
