@@ -94,8 +94,8 @@ def listing() -> list[tuple[str, Any]]:
 
 @dataclass(frozen=True)
 class EncodeOptions:
-    """How to run an encoder; the image-only fields (decode, runtime, pixels, workers) are
-    ignored by text encoders, which refuse another runtime than torch."""
+    """How to run an encoder; the image-only fields (decode, pixels, workers) are ignored by
+    text encoders."""
 
     tap: str | None = None  # None: the encoder's default (pre_logits; embedding)
     normalize: bool = True
@@ -113,13 +113,12 @@ def open_encoder(name: str, weights: str | None = None, options: EncodeOptions =
         from .text.catalog import text_encoder_config
         from .text.encoder import TextEncoder
 
-        _text_only_torch(options.runtime)
         if weights:
             raise IncompatibleError(f"text encoder {name!r} reads its weights from its folder; "
                                     f"--weights is for image backbones (use hf:<folder>)")
         return TextEncoder(text_encoder_config(name), options.device,
                            options.tap or TextEncoder.default_tap, options.normalize,
-                           options.batch_size)
+                           options.batch_size, options.runtime or "torch")
     from .backbones import create_backbone
     from .extract import ExtractConfig, FeatureExtractor
 
@@ -141,7 +140,8 @@ def encoder_for(provenance: dict[str, Any], device: str = "auto"):
 
         cfg = text_encoder_config(provenance["backbone"])
         _check_text_config(cfg, provenance, "the vectors")
-        return TextEncoder(cfg, device, provenance["tap"], provenance["normalized"])
+        return TextEncoder(cfg, device, provenance["tap"], provenance["normalized"],
+                           runtime=provenance.get("runtime") or "torch")
     from .extract import extractor_for
 
     return extractor_for(provenance, device)
@@ -193,9 +193,3 @@ def atypical_vectors(provenance: dict[str, Any], rows: list[dict], n: int, seed:
     if not texts:
         return None
     return encoder_for(provenance, device).embed(texts).vectors
-
-
-def _text_only_torch(runtime: str | None) -> None:
-    if runtime not in (None, "torch"):
-        raise IncompatibleError(f"runtime {runtime!r} is for image backbones; text encoders run "
-                                f"on torch")

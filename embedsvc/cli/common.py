@@ -235,6 +235,21 @@ def text_options(p: argparse.ArgumentParser, what: str = "texts") -> None:
                                                    f"(blank lines skipped; '-' reads stdin)")
 
 
+def read_texts_file(path: str) -> tuple[list[str], list[str]]:
+    """(texts, ids) of a ``--texts`` file: its non-blank lines, each id ``FILE:LINE``; ``-`` reads
+    stdin."""
+    try:
+        content = sys.stdin.read() if path == "-" else Path(path).read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path!r} is not UTF-8 text (byte {exc.start})") from None
+    lines = [(n, line) for n, line in enumerate(content.splitlines(), 1) if line.strip()]
+    if not lines:
+        raise InputError(f"{path!r} holds no text")
+    return [line for _, line in lines], [f"{path}:{n}" for n, _ in lines]
+
+
 def inputs_given(args: argparse.Namespace, image_attr: str = "images") -> tuple[list, list[str], str]:
     """(inputs, ids, modality) from a command's image arguments or its ``--text``/``--texts``,
     exactly one kind. A text's id is the text itself (``--text``) or ``FILE:LINE``."""
@@ -242,19 +257,9 @@ def inputs_given(args: argparse.Namespace, image_attr: str = "images") -> tuple[
     images = [images] if isinstance(images, str) else list(images)
     texts, ids = list(args.text or []), list(args.text or [])
     if args.texts:
-        try:
-            content = sys.stdin.read() if args.texts == "-" else \
-                Path(args.texts).read_bytes().decode("utf-8")
-        except OSError as exc:
-            raise InputError(f"cannot read {args.texts!r}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{args.texts!r} is not UTF-8 text (byte {exc.start})") from None
-        for n, line in enumerate(content.splitlines(), 1):
-            if line.strip():
-                texts.append(line)
-                ids.append(f"{args.texts}:{n}")
-        if not texts:
-            raise InputError(f"{args.texts!r} holds no text")
+        more, more_ids = read_texts_file(args.texts)
+        texts += more
+        ids += more_ids
     if images and texts:
         raise UsageError("give images or texts (--text/--texts), not both")
     if texts:

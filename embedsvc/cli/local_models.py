@@ -9,7 +9,8 @@ from ..text.catalog import DEFAULT_TEXT_ENCODER
 from ..wording import count
 from . import output
 from .common import (EXIT_ERROR, EXIT_OK, InputError, command, decode_option, device, err, existing_images,
-                     in_range, inputs_given, positive_int, runtime_option, text_options, warn)
+                     in_range, inputs_given, positive_int, read_texts_file, runtime_option,
+                     text_options, UsageError, warn)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -92,7 +93,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
             print(f"{output.short(id_)}\tdim={vec.shape[0]}\tnorm={np.linalg.norm(vec):.4f}\t[{head} ...]")
     p = emb.provenance
     how = (f"runtime={p['runtime']} decode={p['decode']}" if modality == "image" else
-           f"max_length={p['max_length']} pooling={p['pooling']}")
+           f"runtime={p['runtime']} max_length={p['max_length']} pooling={p['pooling']}")
     print(f"backbone={p['backbone']} tap={p['tap']} {how} device={fe.plan.describe()} "
           f"weights_sha256={p['weights_sha256'][:12]}", file=sys.stderr)
     return EXIT_OK
@@ -121,32 +122,54 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from ..backbones import create_backbone
-    from ..datasets import scan_source
-    from ..runtimes.calibrate import calibrate
+    from ..encoders import EncodeOptions, modality_of_name, open_encoder
 
-    images = [r.path for r in scan_source(args.images)]
-    backbone = create_backbone(args.backbone, weights=args.weights)
-    report = calibrate(backbone, images, tap=args.tap, decode=args.decode, store=args.store,
-                       min_cosine=args.min_cosine)
+    modality = modality_of_name(args.backbone)
+    given = "text" if args.texts else "image"
+    if given != modality:
+        raise UsageError(f"{args.backbone} encodes {modality}s: calibrate it with "
+                         f"{'--texts FILE' if modality == 'text' else '--images DIR'}")
+    if modality == "text":
+        from ..runtimes.calibrate_text import calibrate_text
+
+        if args.weights:
+            raise UsageError("--weights is for image backbones")
+        encoder = open_encoder(args.backbone, options=EncodeOptions(tap=args.tap, device="cpu"))
+        report = calibrate_text(encoder, read_texts_file(args.texts)[0], store=args.store,
+                                min_cosine=args.min_cosine)
+        runtimes = "onnx-int8"
+    else:
+        from ..backbones import create_backbone
+        from ..datasets import scan_source
+        from ..runtimes.calibrate import calibrate
+
+        images = [r.path for r in scan_source(args.images)]
+        backbone = create_backbone(args.backbone, weights=args.weights)
+        report = calibrate(backbone, images, tap=args.tap or "pre_logits", decode=args.decode,
+                           store=args.store, min_cosine=args.min_cosine)
+        runtimes = "onnx-int8 and openvino-int8"
     if args.json:
         output.print_json(report)
-    else:
-        print(f"int8 {report['provenance']['backbone']} ({report['provenance']['tap']}): calibrated on "
-              f"{report['calibrated_on']} images, measured on {report['held_out']} held out")
+    elif "cosine_mean" in report:
+        unit = f"{modality}s"
+        chosen = f"{report['form']}, chosen on" if "form" in report else "calibrated on"
+        print(f"int8 {report['provenance']['backbone']} ({report['provenance']['tap']}): {chosen} "
+              f"{report['calibrated_on']} {unit}, measured on {report['held_out']} held out")
         print(f"  embedding cosine to fp32   mean {report['cosine_mean']:.4f}  "
               f"min {report['cosine_min']:.4f}  (threshold {report['min_cosine']})")
-        if report["imagenet_top1_agreement"] is not None:
+        if report.get("imagenet_top1_agreement") is not None:
             print(f"  ImageNet top-1 agreement   {report['imagenet_top1_agreement']:.4f}")
         if report["probe"]:
             p = report["probe"]
             print(f"  linear probe ({p['rows']} store rows)  fp32 {p['fp32_accuracy']:.4f}  "
                   f"int8 {p['int8_accuracy']:.4f}  ({p['delta_pt']:+.2f} pt)")
     if not report["passed"]:
-        err(f"int8 refused: cosine mean {report['cosine_mean']:.4f} to fp32 is below "
-            f"{report['min_cosine']}; onnx-int8 / openvino-int8 stay unavailable for this backbone")
+        why = report.get("refusal") or (f"cosine mean {report['cosine_mean']:.4f} to fp32 is "
+                                         f"below {report['min_cosine']}")
+        err(f"int8 refused: {why}; {runtimes} cannot run this {modality} encoder until a "
+            f"calibration passes")
         return EXIT_ERROR
-    print("onnx-int8 and openvino-int8 now serve this backbone and tap (--runtime)", file=sys.stderr)
+    print(f"{runtimes}: ready for this {modality} encoder and tap (--runtime)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -192,17 +215,24 @@ def register(sub) -> None:
     p.add_argument("--no-normalize", action="store_true", help="keep raw (un-normalised) vectors")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
 
-    p = command(sub, "calibrate", "int8 runtimes: quantise a backbone on your images, with a "
-                                  "fidelity report and gate",
+    p = command(sub, "calibrate", "int8 runtimes: quantise an encoder on your images or texts, "
+                                  "with a fidelity report and gate",
                 ["embedsvc calibrate effnet-lite0 --images photos/",
-                 "embedsvc calibrate effnet-lite0 --images photos/ --store my-store --json"],
+                 "embedsvc calibrate effnet-lite0 --images photos/ --store my-store --json",
+                 "embedsvc calibrate minilm-l6 --texts reviews.txt --store review-store"],
                 cmd_calibrate)
-    p.add_argument("backbone", help="backbone name (see 'embedsvc models')")
-    p.add_argument("--images", required=True,
-                   help="folder or manifest of images like the ones you will embed (64-256 is plenty)")
+    p.add_argument("backbone", help="encoder name (see 'embedsvc models')")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--images",
+                       help="folder or manifest of images like the ones you will embed (64-256 is "
+                            "plenty)")
+    given.add_argument("--texts", metavar="FILE",
+                       help="a UTF-8 file of texts like the ones you will embed, one per line "
+                            "(200-2,000 is plenty)")
     p.add_argument("--weights", metavar="PATH", help="weight file instead of the packaged weights")
-    p.add_argument("--tap", default="pre_logits", help="which features (as for embed)")
-    p.add_argument("--store", help="a labelled store of this backbone: adds a linear-probe check")
+    p.add_argument("--tap", help="which features (as for embed; default pre_logits for images, "
+                                 "embedding for text)")
+    p.add_argument("--store", help="a labelled store of this encoder: adds a linear-probe check")
     p.add_argument("--min-cosine", type=in_range(0.0, 1.0, lo_open=True), default=0.97,
                    help="refuse the int8 model below this embedding cosine to fp32 (mean)")
     decode_option(p)

@@ -1,5 +1,5 @@
-"""Where exported graphs live: one folder per (backbone, weights sha256, input size, tap, torch
-version), under ``$EMBEDSVC_CACHE/runtimes`` (default ``~/.cache/embedsvc/runtimes``).
+"""Where exported graphs live: one folder per (encoder, weights sha256, input size, tap, torch
+version; a text graph takes any length, so its folder says ``tokens``), under ``$EMBEDSVC_CACHE/runtimes`` (default ``~/.cache/embedsvc/runtimes``).
 
     fp32.onnx          the exported graph (ONNX Runtime and OpenVINO both read it)
     int8.onnx          static QDQ int8, written by ``embedsvc calibrate``
@@ -38,21 +38,31 @@ def cache_root() -> Path:
 
 
 def graph_dir(cfg, tap: str) -> Path:
-    """The folder of ``cfg``'s (a BackboneConfig) graphs for ``tap``."""
-    _, h, w = cfg.preprocess.input_size
+    """The folder of ``cfg``'s (a BackboneConfig or a TextEncoderConfig) graphs for ``tap``."""
+    if getattr(cfg, "modality", "image") == "text":
+        shape = "tokens"
+    else:
+        _, h, w = cfg.preprocess.input_size
+        shape = f"{h}x{w}"
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.name)
-    key = f"{name}-{cfg.weights_sha256[:16]}-{h}x{w}-{tap}-torch{library_version('torch')}"
+    key = f"{name}-{cfg.weights_sha256[:16]}-{shape}-{tap}-torch{library_version('torch')}"
     return cache_root() / key
 
 
-def fp32_graph(backbone, tap: str) -> Path:
-    """The fp32 ONNX graph of ``backbone``'s ``tap``, exported on first use."""
-    path = graph_dir(backbone.cfg, tap) / "fp32.onnx"
+def fp32_graph(encoder, tap: str) -> Path:
+    """The fp32 ONNX graph of ``encoder``'s ``tap`` (an image Backbone, or a TextEncoder),
+    exported on first use."""
+    path = graph_dir(encoder.cfg, tap) / "fp32.onnx"
     if not path.exists():
-        from .export import export_onnx
-
         with writing(path) as tmp:
-            export_onnx(backbone, tap, tmp)
+            if getattr(encoder, "modality", "image") == "text":
+                from .text_graph import export_text_onnx
+
+                export_text_onnx(encoder.cfg, tap, tmp)
+            else:
+                from .export import export_onnx
+
+                export_onnx(encoder, tap, tmp)
     return path
 
 

@@ -122,8 +122,6 @@ def _top1_agreement(backbone, tap: str, fp32: np.ndarray, q: np.ndarray) -> floa
 def _probe(store_path: str, fe, int8) -> dict:
     """A logistic probe trained on the store's fp32 vectors: accuracy on held-out rows with their
     fp32 vectors and with their images re-embedded in int8."""
-    from sklearn.linear_model import LogisticRegression
-
     from ..provenance import check_compatible
     from ..store import EmbeddingStore
 
@@ -134,18 +132,28 @@ def _probe(store_path: str, fe, int8) -> dict:
     rows = [i for i, m in enumerate(meta) if m.get("label")][:PROBE_ROWS]
     if len(rows) < 20:
         raise InvalidInputError(f"store {store_path!r} has {len(rows)} labelled rows; the probe needs 20")
+
+    def reembed(test_rows: list[int]) -> np.ndarray:
+        x = torch.stack([fe.prepare(meta[i]["path"])[0] for i in test_rows])
+        return _batched(int8, normalize(x, fe.backbone.cfg.preprocess).numpy())
+
+    return probe_report(store, rows, reembed)
+
+
+def probe_report(store, rows: list[int], reembed) -> dict:
+    """A logistic probe trained on the even ``rows`` of ``store`` (fp32 vectors), scored on the
+    odd ones with their stored vectors and with ``reembed(those rows)`` (int8 features)."""
+    from sklearn.linear_model import LogisticRegression
+
+    meta = store.metadata()
     vectors = store.vectors()[rows].astype(np.float32)
     labels = np.array([meta[i]["label"] for i in rows])
     train, test = np.arange(len(rows)) % 2 == 0, np.arange(len(rows)) % 2 == 1
     probe = LogisticRegression(max_iter=2000).fit(vectors[train], labels[train])
-    test_rows = [rows[i] for i in np.flatnonzero(test)]
-    x = torch.stack([fe.prepare(meta[i]["path"])[0] for i in test_rows])
-    q = _batched(int8, normalize(x, fe.backbone.cfg.preprocess).numpy())
+    q = reembed([rows[i] for i in np.flatnonzero(test)])
     if store.provenance["normalized"]:
         q = l2_normalize(q)
     fp32_acc = float(probe.score(vectors[test], labels[test]))
     int8_acc = float(probe.score(q, labels[test]))
     return {"rows": len(rows), "fp32_accuracy": round(fp32_acc, 4),
             "int8_accuracy": round(int8_acc, 4), "delta_pt": round(100 * (int8_acc - fp32_acc), 2)}
-
-

@@ -1,4 +1,5 @@
-"""Run an exported graph: a normalised float32 batch (N, 3, H, W) → (N, D) float32 features.
+"""Run an exported graph: its inputs in order (an image graph: a normalised float32 batch
+(N, 3, H, W); a text graph: token ids and attention mask (N, T)) → (N, D) float32 features.
 
 ``load_runner`` is the one way in: it exports on first use, and for an int8 runtime it checks
 the calibration's fidelity report first (``gate.check_gate``).
@@ -15,19 +16,19 @@ from . import PACKAGES, check_runtime
 from .cache import fp32_graph, graph_dir
 
 
-def load_runner(backbone, tap: str, runtime: str, threads: int):
-    """The runner of ``runtime`` for ``backbone``'s ``tap``."""
-    check_runtime(runtime)
+def load_runner(encoder, tap: str, runtime: str, threads: int):
+    """The runner of ``runtime`` for ``encoder``'s ``tap`` (an image Backbone or a TextEncoder)."""
+    check_runtime(runtime, getattr(encoder, "modality", "image"))
     _require(runtime)
     if runtime.endswith("-int8"):
         from .gate import check_gate
 
-        path = check_gate(backbone, tap, runtime)
+        path = check_gate(encoder, tap, runtime)
     else:
-        path = fp32_graph(backbone, tap)
+        path = fp32_graph(encoder, tap)
     if runtime.startswith("onnx"):
         return OnnxRunner(path, threads)
-    return OpenVinoRunner(path, graph_dir(backbone.cfg, tap), threads)
+    return OpenVinoRunner(path, graph_dir(encoder.cfg, tap), threads)
 
 
 def _require(runtime: str) -> None:
@@ -45,9 +46,12 @@ class OnnxRunner:
         so.inter_op_num_threads = 1
         so.log_severity_level = 3  # its warnings about unused initialisers are noise here
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.inputs = [(i.name, np.int64 if i.type == "tensor(int64)" else np.float32)
+                       for i in self.session.get_inputs()]
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})[0]
+    def __call__(self, *arrays: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {name: np.ascontiguousarray(a, dtype=dtype)
+                                       for (name, dtype), a in zip(self.inputs, arrays)})[0]
 
 
 class OpenVinoRunner:
@@ -68,9 +72,10 @@ class OpenVinoRunner:
         self.queue = ov.AsyncInferQueue(self.compiled, self.requests)
         self.lock = threading.Lock()
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        chunks = [c for c in np.array_split(x, min(self.requests, len(x))) if len(c)]
+    def __call__(self, *arrays: np.ndarray) -> np.ndarray:
+        n = len(arrays[0])
+        bounds = np.array_split(np.arange(n), min(self.requests, n))
+        chunks = [[np.ascontiguousarray(a[b[0]:b[-1] + 1]) for a in arrays] for b in bounds if len(b)]
         out: list[np.ndarray | None] = [None] * len(chunks)
 
         def done(request, i):
@@ -79,6 +84,6 @@ class OpenVinoRunner:
         with self.lock:  # one callback and one set of requests per runner
             self.queue.set_callback(done)
             for i, chunk in enumerate(chunks):
-                self.queue.start_async({0: chunk}, i)
+                self.queue.start_async(dict(enumerate(chunk)), i)
             self.queue.wait_all()
         return np.concatenate(out)

@@ -17,7 +17,7 @@ from ..text.catalog import DEFAULT_TEXT_ENCODER, find as find_text, list_text_en
 from ..collection.settings import CollectionSettings
 from ..errors import InvalidInputError
 from ..backbones.config import DEFAULT_DECODE, check_decode
-from ..runtimes import DEFAULT_RUNTIME, check_runtime
+from ..runtimes import DEFAULT_RUNTIME, TEXT_RUNTIMES, check_runtime
 
 # Servers see bytes from anyone: a lower per-image limit than the library's (64 MP), so that the
 # decode threads together stay within a known amount of memory (see ServeConfig.memory_bound).
@@ -164,7 +164,7 @@ class ServeConfig:
         for name, runtime in self.runtimes.items():
             if not isinstance(runtime, str):
                 raise InvalidInputError(f"runtimes.{name} must be a runtime name, got {runtime!r}")
-            check_runtime(runtime)
+            check_runtime(runtime, "text" if find_text(name) else "image")
         for name in ("metrics_port", "http_port"):
             if getattr(self, name) is not None:
                 check_port(name, getattr(self, name))
@@ -182,8 +182,12 @@ class ServeConfig:
         """The model a request of ``modality`` gets when it names none."""
         return {"image": self.default_backbone, "text": self.default_text_encoder}[modality]
 
-    def runtime_for(self, backbone: str) -> str:
-        return self.runtimes.get(backbone, self.runtime)
+    def runtime_for(self, backbone: str, modality: str = "image") -> str:
+        """The runtime ``backbone`` runs on: its own, else the server's where the modality has
+        it (openvino-int8 has no text form: text encoders then run on torch)."""
+        if backbone in self.runtimes:
+            return self.runtimes[backbone]
+        return self.runtime if modality == "image" or self.runtime in TEXT_RUNTIMES else "torch"
 
     @property
     def memory_bound(self) -> int:

@@ -146,8 +146,9 @@ class ModelPool:
             return self._load_finetuned(rest)
         try:
             if modality_of_name(name) == "text":  # NotFoundError listing the valid names
-                return open_encoder(name, options=EncodeOptions(normalize=False,
-                                                                device=self.config.device))
+                return open_encoder(name, options=EncodeOptions(
+                    normalize=False, device=self.config.device,
+                    runtime=self.config.runtime_for(name, "text")))
             return self._image_encoder(create_backbone(name))
         except WeightsNotFoundError:  # its message names server paths: say less
             raise NotFoundError(f"model {name!r}: its weights are not installed on this server")
@@ -181,7 +182,8 @@ class ModelPool:
             from ..text.encoder import TextEncoder
             from ..text.folder import read_folder
 
-            return TextEncoder(read_folder(served, run_dir), self.config.device, normalize=False)
+            return TextEncoder(read_folder(served, run_dir), self.config.device, normalize=False,
+                               runtime=self.config.runtime_for(served, "text"))
         backbone = build_finetuned(canonical_name(run_dir))
         backbone.cfg = backbone.cfg.replace(name=served, weights_path=Path(run_dir).name)
         return self._image_encoder(backbone)

@@ -45,26 +45,43 @@ class TextEncoder:
     SORT_WINDOW = 16  # batches sorted by length together when a dataset is embedded
 
     def __init__(self, cfg: TextEncoderConfig, device: str = "auto", tap: str = FINAL_TAP,
-                 normalize: bool = True, batch_size: int = 32):
+                 normalize: bool = True, batch_size: int = 32, runtime: str = "torch"):
         import torch
         from ..runtime import plan_device
+        from ..runtimes import check_runtime
 
         if tap not in cfg.taps:
             raise InvalidInputError(f"text encoder {cfg.name!r} has no tap {tap!r}; "
                                     f"its taps: {', '.join(cfg.taps)}")
         self.cfg, self.tap, self.normalize, self.batch_size = cfg, tap, normalize, batch_size
-        self.plan = plan_device(device)
+        self.runtime = check_runtime(runtime, self.modality)
+        # exported graphs run on the CPU: "auto" means the CPU for them, even beside a GPU
+        self.plan = plan_device("cpu" if runtime != "torch" and device == "auto" else device)
+        if runtime != "torch" and self.plan.device.type != "cpu":
+            raise InvalidInputError(f"runtime {runtime!r} runs on the CPU; on "
+                                    f"{self.plan.device} use runtime 'torch'")
         self.tokenizer, self.pad_id = load_tokenizer(cfg)
-        model = load_model(cfg)
-        self.model = model.to(self.plan.device)
-        # BERT's positions are plain 0..n-1, so packed texts keep their own (models that offset
-        # them, as RoBERTa does, are served padded); segment attention stands in for SDPA's
-        self.packs_inputs = (model.config.model_type == "bert"
-                             and getattr(model.config, "_attn_implementation", None) == "sdpa")
-        if self.packs_inputs:
-            use_segment_attention(self.model)
         self._torch = torch
+        self._runners: dict[str, object] = {}  # tap → exported graph runner (runtime != torch)
+        if runtime != "torch":
+            self.model, self.packs_inputs = None, False  # padded batches: what the graph takes
+            self._runners[tap] = self._load_runner(tap)  # refused here, not at the first text
+        else:
+            model = load_model(cfg)
+            self.model = model.to(self.plan.device)
+            # BERT's positions are plain 0..n-1, so packed texts keep their own (models that
+            # offset them, as RoBERTa does, are served padded); segment attention stands in
+            # for SDPA's
+            self.packs_inputs = (model.config.model_type == "bert"
+                                 and getattr(model.config, "_attn_implementation", None) == "sdpa")
+            if self.packs_inputs:
+                use_segment_attention(self.model)
         self.provenance = self.provenance_for(tap, normalize)
+
+    def _load_runner(self, tap: str):
+        from ..runtimes.runners import load_runner
+
+        return load_runner(self, tap, self.runtime, self._torch.get_num_threads())
 
     @property
     def name(self) -> str:
@@ -79,7 +96,8 @@ class TextEncoder:
         return self.provenance_for(FINAL_TAP, True)
 
     def provenance_for(self, tap: str, normalized: bool, dim: int | None = None) -> dict:
-        return Provenance.of_encoder(self.cfg.provenance(tap), tap, normalized).to_dict()
+        return Provenance.of_encoder(self.cfg.provenance(tap), tap, normalized,
+                                     runtime=self.runtime).to_dict()
 
     # -- stages ----------------------------------------------------------------------------
     def prepare(self, text: str, name: str | None = None) -> Tokens:
@@ -115,6 +133,12 @@ class TextEncoder:
             raise InvalidInputError(f"text encoder {self.name!r} has no tap {tap!r}; "
                                     f"its taps: {', '.join(self.cfg.taps)}")
         torch = self._torch
+        if self.runtime != "torch":
+            if tap not in self._runners:
+                self._runners[tap] = self._load_runner(tap)
+            ids, mask = batch
+            return self._runners[tap](ids.cpu().numpy(), mask.cpu().numpy()).astype(
+                np.float32, copy=False)
         packed = isinstance(batch, Packed)
         ids, mask = (batch.ids, None) if packed else batch
         along = dict(position_ids=batch.positions, segment_lengths=batch.lengths) if packed else {}
