@@ -138,8 +138,8 @@ def main() -> int:
         unl = {"target": str(paths[t]["unlabelled"])}
         preset = PRESET_FOR[t]
         rows["fine-tune, source"] = run(f"{tag}-source", work, src, cfg, evaluate)[0]
-        rows[f"augmentation ({preset})"] = run(f"{tag}-{t}-augment", work, src,
-                                               cfg.replace(presets=preset), evaluate)[0]
+        rows["augmentation preset"] = run(f"{tag}-{t}-augment", work, src,
+                                          cfg.replace(presets=preset), evaluate)[0]
         rows["DANN"] = run(f"{tag}-{t}-dann", work, src, cfg.replace(da="dann"), evaluate, **unl)[0]
         rows["Deep CORAL"] = run(f"{tag}-{t}-coral", work, src, cfg.replace(da="coral"), evaluate,
                                  **unl)[0]
@@ -157,7 +157,7 @@ def main() -> int:
                 cfg.replace(da=adaptation.da, presets=adaptation.preset or ""), evaluate, **unl)[0]
             name = "advisor's pick"
         elif adaptation.method == "augment":
-            picked, name = f"augment {preset}", f"augmentation ({preset})"
+            picked, name = f"augment {preset}", "augmentation preset"
         else:
             picked, name = "no adaptation", "fine-tune, source"
         picks[t] = (f"{gap.verdict}, proxy A-distance {gap.proxy_a_distance:.2f}", picked, name)
