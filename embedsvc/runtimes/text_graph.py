@@ -63,14 +63,16 @@ def export_text_onnx(cfg, tap: str, path: Path) -> None:
                           dynamic_axes={"ids": {0: "batch", 1: "tokens"},
                                         "mask": {0: "batch", 1: "tokens"},
                                         "features": {0: "batch"}})
-    from .runners import OnnxRunner
+    import onnxruntime as ort
 
     check = torch.randint(1000, 2000, (2, 29), generator=g)  # another shape than the trace's
     check_mask = torch.ones_like(check)
     check_mask[0, 20:] = 0
     with torch.inference_mode():
         want = graph(check, check_mask).numpy()
-    diff = abs(OnnxRunner(path, 1)(check.numpy(), check_mask.numpy()) - want).max()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"ids": check.numpy(), "mask": check_mask.numpy()})[0]
+    diff = abs(got - want).max()
     if diff > TOLERANCE:
         raise InvalidInputError(f"cannot export {cfg.name!r}: its ONNX graph differs from the "
                                 f"model by {diff:.2g}")
