@@ -38,7 +38,7 @@ def test_fp32_runtimes_give_torch_s_vectors_at_every_length_and_export_once(cach
         assert np.abs(got.vectors - ref.vectors).max() < 1e-5, runtime
         assert got.provenance["runtime"] == runtime and got.truncated == ref.truncated
         check_compatible(ref.provenance, got.provenance, "a torch store")  # fp32 mixes
-    assert graph.parent.name.startswith("tiny-text-") and "-tokens-embedding-" in graph.parent.name
+    assert graph.parent.name.startswith("tiny-text-") and "-tokens-mean-embedding-" in graph.parent.name
     exported = graph.stat().st_mtime_ns
     tiny("onnx")  # a later process reuses the graph
     assert graph.stat().st_mtime_ns == exported

@@ -1,8 +1,9 @@
 """Where exported graphs live: one folder per (encoder, weights sha256, input size, tap, torch
-version; a text graph takes any length, so its folder says ``tokens``), under ``$EMBEDSVC_CACHE/runtimes`` (default ``~/.cache/embedsvc/runtimes``).
+version; a text graph takes any length, so its folder says ``tokens`` and the pooling the graph
+ends with), under ``$EMBEDSVC_CACHE/runtimes`` (default ``~/.cache/embedsvc/runtimes``).
 
     fp32.onnx          the exported graph (ONNX Runtime and OpenVINO both read it)
-    int8.onnx          static QDQ int8, written by ``embedsvc calibrate``
+    int8.onnx          int8 (static QDQ for images, dynamic for text), written by ``calibrate``
     calibration.json   its fidelity report (calibrate.py), read by the gate before serving
     openvino-<ver>/    OpenVINO's compiled-model cache, per OpenVINO version
 
@@ -40,7 +41,7 @@ def cache_root() -> Path:
 def graph_dir(cfg, tap: str) -> Path:
     """The folder of ``cfg``'s (a BackboneConfig or a TextEncoderConfig) graphs for ``tap``."""
     if getattr(cfg, "modality", "image") == "text":
-        shape = "tokens"
+        shape = f"tokens-{cfg.pooling}"
     else:
         _, h, w = cfg.preprocess.input_size
         shape = f"{h}x{w}"
