@@ -331,7 +331,9 @@ def test_load_with_idle_streams_and_bad_clients(tmp_path, photos):
         outcomes, unexpected, peak = [], [], [baseline]
 
         def client(n):
-            ch = grpc.insecure_channel(target)
+            # each client on its own connection, as 64 client processes would be (channels
+            # of one process with equal options share one; the next test loads one of those)
+            ch = grpc.insecure_channel(target, [("grpc.use_local_subchannel_pool", 1)])
             stub = pb_grpc.EmbeddingServiceStub(ch)
             i = 0
             while not stop.is_set():
@@ -383,6 +385,45 @@ def test_load_with_idle_streams_and_bad_clients(tmp_path, photos):
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_client_retries_streams_refused_at_the_connection_limit(tmp_path, photos):
+    """80 threads on one Client, whose one connection is allowed 60 streams: the client keeps 60
+    open, and gRPC's server refuses a new stream (UNAVAILABLE, RST_STREAM REFUSED_STREAM) while
+    the closed ones it is still releasing count against the limit (measured without the retry
+    policy: 258 of 5,678 calls in 12 s). With it every call succeeds or is RESOURCE_EXHAUSTED."""
+    from embedsvc.client import Client
+
+    srv = Server(ServeConfig(port=0, data_dir=str(tmp_path), decode_workers=2, max_concurrent_requests=16,
+                             max_concurrent_streams=60)).start()
+    good = photos["astronaut"].read_bytes()
+    outcomes, lock, stop = {}, threading.Lock(), threading.Event()
+    try:
+        with Client(f"127.0.0.1:{srv.port}") as client:
+            client.embed([good], timeout=120)
+
+            def call():
+                while not stop.is_set():
+                    try:
+                        client.embed([good] * 4, timeout=120)
+                        key = "OK"
+                    except grpc.RpcError as exc:
+                        key = f"{exc.code().name} {exc.details()}"
+                    with lock:
+                        outcomes[key] = outcomes.get(key, 0) + 1
+
+            threads = [threading.Thread(target=call) for _ in range(80)]
+            for t in threads:
+                t.start()
+            time.sleep(8)
+            stop.set()
+            for t in threads:
+                t.join(180)
+    finally:
+        srv.stop(grace=5)
+    print(outcomes)
+    assert outcomes.get("OK", 0) > 0 and sum(outcomes.values()) > 1000, outcomes
+    assert set(outcomes) <= {"OK", *(k for k in outcomes if k.startswith("RESOURCE_EXHAUSTED"))}, outcomes
 
 
 def _peak_since_reset(pid: int) -> int:
