@@ -13,7 +13,6 @@ import functools
 import hashlib
 import io
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -25,6 +24,7 @@ from .backbones.fuse import folded_copy
 from .decode_ahead import decoded_batches
 from .embeddings import Embeddings, l2_normalize
 from .provenance import Provenance, check_weights
+from .datasets.containers import read_input_bytes
 from .errors import ImageDecodeError, InvalidInputError
 from .images import DEFAULT_MAX_PIXELS, ImageSource, describe, load_upright
 from .backbones.config import DEFAULT_DECODE, check_decode
@@ -322,7 +322,7 @@ def read_image_record(info: dict[str, Any], transform: Transform,
     Both engines decode here, so a store made on Ray holds the rows a local run writes."""
     info = dict(info)
     try:
-        data = Path(info["path"]).read_bytes()
+        data = read_input_bytes(info["path"])
     except OSError as exc:
         info["error"] = f"cannot read file ({exc.strerror or exc})"
         return None, info

@@ -16,6 +16,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .datasets.containers import read_input_bytes, split_name
 from .errors import ImageDecodeError
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image]
@@ -126,12 +127,13 @@ def decoded(img: Image.Image, item: str) -> Image.Image:
 def _open(src, item: str) -> Image.Image:
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
-        if not path.exists():
+        member = split_name(str(src))  # a member of a tar shard, parquet or Arrow file
+        if member is None and not path.exists():
             raise ImageDecodeError(item, "no such file")
-        if not path.is_file():
+        if member is None and not path.is_file():
             raise ImageDecodeError(item, "not a regular file")
         try:
-            data = path.read_bytes()
+            data = read_input_bytes(str(src))
         except OSError as exc:
             raise ImageDecodeError(item, f"cannot read file ({exc.strerror or exc})") from None
         if not data:

@@ -171,6 +171,22 @@ def runtime_option(p: argparse.ArgumentParser) -> None:
                         "graph (CPU); onnx-int8 / openvino-int8: after 'embedsvc calibrate'")
 
 
+def columns_options(p: argparse.ArgumentParser) -> None:
+    """Which columns of a parquet file or ``datasets`` folder hold the inputs and labels."""
+    g = p.add_argument_group("columns (parquet files and datasets folders; default: the usual names)")
+    g.add_argument("--image-column", metavar="COL", help="image bytes (jpg, png, image, img, ...)")
+    g.add_argument("--path-column", metavar="COL", help="image file paths (path, file_name, ...)")
+    g.add_argument("--text-column", metavar="COL", help="texts (text, caption, sentence)")
+    g.add_argument("--label-column", metavar="COL", help="labels (label, labels, cls, class)")
+
+
+def columns_from(args: argparse.Namespace):
+    from ..datasets import Columns
+
+    return Columns(image=args.image_column, path=args.path_column, text=args.text_column,
+                   label=args.label_column)
+
+
 def device(text: str) -> str:
     """auto, cpu, cuda or cuda:N; checked here so a typo never waits for a model to load."""
     t = text.strip().lower()

@@ -11,8 +11,9 @@ from ..text.catalog import DEFAULT_TEXT_ENCODER
 from ..datasets.fetch import DATASETS
 from ..index.planner import KINDS, REFINES
 from . import output
-from .common import (EXIT_OK, byte_size, command, decode_option, device, group, inputs_given,
-                     UsageError, in_range, non_negative_int, positive_int, runtime_option, warn)
+from .common import (EXIT_OK, byte_size, columns_from, columns_options, command, decode_option,
+                     device, group, inputs_given, UsageError, in_range, non_negative_int,
+                     positive_int, runtime_option, warn)
 
 
 def cmd_datasets_fetch(args: argparse.Namespace) -> int:
@@ -30,7 +31,7 @@ def cmd_embed_dataset(args: argparse.Namespace) -> int:
         backbone=args.backbone, weights=args.weights, batch_size=args.batch_size,
         workers=args.workers, shard_size=args.shard_size,
         dtype="float16" if args.float16 else "float32", dedup=args.dedup, device=args.device,
-        tap=args.tap, decode=args.decode, runtime=args.runtime)
+        tap=args.tap, decode=args.decode, runtime=args.runtime, columns=columns_from(args))
     args.on_interrupt = lambda: _committed(args.out)
     if args.engine == "ray":
         r = embed_dataset_ray(args.src, args.out, config, progress=not args.quiet,
@@ -193,10 +194,14 @@ def register(sub) -> None:
                 ["embedsvc embed-dataset data/digits --out stores/digits",
                  "embedsvc embed-dataset data/movies/manifest.jsonl --out stores/movies",
                  "embedsvc embed-dataset photos.csv --out stores/photos --float16 --dedup",
-                 "embedsvc embed-dataset big.csv --out stores/big --engine ray --address auto"],
+                 "embedsvc embed-dataset big.csv --out stores/big --engine ray --address auto",
+                 "embedsvc embed-dataset 'shards/{00000..00099}.tar' --out stores/laion",
+                 "embedsvc embed-dataset reviews.parquet --text-column body --out stores/reviews"],
                 cmd_embed_dataset)
-    p.add_argument("src", help="class-folder tree, flat folder, or .csv/.jsonl manifest (a "
-                                "'text' column, or .txt files, for text)")
+    p.add_argument("src", help="class-folder tree, flat folder, .csv/.jsonl manifest (a 'text' "
+                                "column, or .txt files, for text), webdataset .tar shards or "
+                                ".parquet files (one, or a brace pattern or glob), or a folder "
+                                "written by datasets' save_to_disk")
     p.add_argument("--out", "-o", required=True, help="store folder (created, or resumed/appended)")
     p.add_argument("--backbone", "-b", help=f"encoder name (default: {DEFAULT_BACKBONE} for "
                                             f"images, {DEFAULT_TEXT_ENCODER} for text)")
@@ -212,6 +217,7 @@ def register(sub) -> None:
                                  "default; or an earlier layer's (see 'embedsvc models')")
     decode_option(p)
     runtime_option(p)
+    columns_options(p)
     p.add_argument("--max-shards", type=positive_int, help="stop after N shards (resume later)")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local (this process) or ray: Ray Data tasks decode, an actor pool "

@@ -1,4 +1,6 @@
-"""Where images and texts come from: a class-folder tree, a flat folder, or a CSV / JSONL manifest.
+"""Where images and texts come from: a class-folder tree, a flat folder, a CSV / JSONL manifest,
+or the containers of the ecosystem's formats (container_sources.py: webdataset tar shards,
+parquet, ``datasets`` folders).
 
 Every source becomes the same ordered list of ``Record``s, so embedding, training and fine-tuning
 read data one way.
@@ -9,6 +11,10 @@ read data one way.
 - ``manifest.csv`` / ``manifest.jsonl``         columns path,label,split,domain (path required;
                                                 relative paths are relative to the manifest), or
                                                 text,label,split,domain: the text itself
+- ``root/metadata.jsonl`` / ``.csv``            ``datasets``' imagefolder: a manifest whose path
+                                                column is ``file_name`` (also in split folders)
+- ``shards/{00000..00009}.tar``, ``*.parquet``  one container file, or a brace pattern or glob
+- a ``save_to_disk`` folder                     its Arrow files
 A text is a ``text`` cell, or a ``.txt`` file (UTF-8) in any layout above. Which encoder reads
 the records is decided by ``encoders.modality_of_records``.
 """
@@ -17,28 +23,18 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import InvalidInputError, NotFoundError
+from .container_sources import (Columns, is_container, is_datasets_folder, readable,
+                                scan_containers, scan_datasets_folder)
+from .records import IMAGE_SUFFIXES, TEXT_SUFFIXES, Record, cell
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-TEXT_SUFFIXES = {".txt"}
 SPLIT_NAMES = {"train", "test", "val", "valid", "validation"}
 MANIFEST_COLUMNS = ("path", "label", "split", "domain")
 TEXT_COLUMN = "text"
-
-
-@dataclass(frozen=True)
-class Record:
-    path: str  # absolute; a manifest's text row: MANIFEST#LINE (what makes a run resumable)
-    label: str | None = None
-    split: str | None = None
-    domain: str | None = None
-    text: str | None = None  # a manifest's text cell (a .txt file is read when embedded)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+PATH_ALIASES = ("path", "file_name")  # file_name: datasets' imagefolder metadata
+METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 
 
 def _is_input_name(name: str) -> bool:
@@ -63,8 +59,17 @@ def _class_folders(root: Path, split: str | None) -> list[Record]:
     return records
 
 
+def _metadata_file(folder: Path) -> Path | None:
+    return next((folder / m for m in METADATA_FILES if (folder / m).is_file()), None)
+
+
 def scan_folder(root: Path) -> list[Record]:
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if (meta := _metadata_file(root)) is not None:
+        return scan_manifest(meta)
+    if subdirs and all(d.name.lower() in SPLIT_NAMES and _metadata_file(d) for d in subdirs):
+        return [Record(r.path, r.label, r.split or d.name.lower(), r.domain, r.text)
+                for d in subdirs for r in scan_manifest(_metadata_file(d))]
     loose = [p for p in sorted(root.iterdir()) if p.is_file() and _is_input_name(p.name)]
     if not subdirs:
         return [Record(str(p.resolve())) for p in loose]
@@ -90,8 +95,9 @@ def _manifest_rows(path: Path) -> list[dict]:
         return rows
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"path", TEXT_COLUMN} & set(reader.fieldnames):
-            raise InvalidInputError(f"{path}: a manifest needs a 'path' or a 'text' column; "
+        if reader.fieldnames is None or not {*PATH_ALIASES, TEXT_COLUMN} & set(reader.fieldnames):
+            raise InvalidInputError(f"{path}: a manifest needs a 'path' or a 'text' column ('file_name' "
+                                    f"for a path, as datasets' imagefolder names it); "
                                     f"columns: {', '.join(MANIFEST_COLUMNS)}, {TEXT_COLUMN}")
         return list(reader)
 
@@ -99,24 +105,20 @@ def _manifest_rows(path: Path) -> list[dict]:
 def scan_manifest(path: Path) -> list[Record]:
     records = []
     for n, row in enumerate(_manifest_rows(path), 1):
-        if not isinstance(row, dict) or not (row.get("path") or isinstance(row.get(TEXT_COLUMN), str)):
+        file = next((row[k] for k in PATH_ALIASES if row.get(k)), None) if isinstance(row, dict) else None
+        if not isinstance(row, dict) or not (file or isinstance(row.get(TEXT_COLUMN), str)):
             raise InvalidInputError(f"{path}: row {n} has neither a 'path' nor a 'text'")
         text = row.get(TEXT_COLUMN)
         if text is not None and not isinstance(text, str):
             raise InvalidInputError(f"{path}: row {n}: 'text' must be a string, got "
                                     f"{type(text).__name__}")
-        if row.get("path"):
-            p = Path(row["path"])
+        if file:
+            p = Path(str(file))
             name = str((p if p.is_absolute() else path.parent / p).resolve())
         else:
             name = f"{path.resolve()}#{n}"
-        records.append(Record(name, *(_cell(row.get(k)) for k in MANIFEST_COLUMNS[1:]), text))
+        records.append(Record(name, *(cell(row.get(k)) for k in MANIFEST_COLUMNS[1:]), text))
     return records
-
-
-def _cell(value) -> str | None:
-    """A label, split or domain as text (JSONL may hold numbers: digits' label 7)."""
-    return None if value in (None, "") else str(value)
 
 
 def is_store(path: str | os.PathLike) -> bool:
@@ -125,9 +127,15 @@ def is_store(path: str | os.PathLike) -> bool:
     return (path / "manifest.json").is_file() and (path / "shards").is_dir()
 
 
-def scan_source(src: str | os.PathLike) -> list[Record]:
-    """The records of a dataset source, in a stable order."""
+def scan_source(src: str | os.PathLike, columns: Columns = Columns()) -> list[Record]:
+    """The records of a dataset source, in a stable order. ``columns`` chooses the columns of
+    parquet files and ``datasets`` folders (by default, their usual names)."""
     path = Path(src)
+    if is_container(str(src)) and not path.is_dir():
+        records = scan_containers(str(src), columns)
+        if not records:
+            raise InvalidInputError(f"dataset source {str(src)!r} holds no inputs")
+        return records
     if not path.exists():
         raise NotFoundError(f"dataset source {str(path)!r} does not exist")
     if path.is_dir():
@@ -136,12 +144,14 @@ def scan_source(src: str | os.PathLike) -> list[Record]:
             raise InvalidInputError(
                 f"{str(path)!r} is an embedding store, not images or texts; give the folder "
                 f"or manifest it was made from")
-        records = scan_folder(path)
+        records = (readable(str(path), "datasets folder", scan_datasets_folder, columns)
+                   if is_datasets_folder(path) else scan_folder(path))
     elif path.suffix.lower() in (".csv", ".jsonl"):
         records = scan_manifest(path)
     else:
         raise InvalidInputError(
-            f"{str(path)!r} is neither a folder nor a .csv / .jsonl manifest"
+            f"{str(path)!r} is neither a folder, a .csv / .jsonl manifest, .tar shards nor "
+            f".parquet files"
         )
     if not records:
         raise InvalidInputError(f"dataset source {str(path)!r} holds no files")

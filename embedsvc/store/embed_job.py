@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..datasets import Record, scan_source
+from ..datasets import Columns, Record, scan_source
 from ..encoders import EncodeOptions, check_source, default_encoder, modality_of_records, open_encoder
 from ..errors import InvalidInputError
 from ..atomic import atomic_write_bytes
@@ -48,6 +48,7 @@ class EmbedDatasetConfig:
     max_pixels: int | None = None  # images: None is the library's limit
     decode: str | None = None  # images: None is the default decode mode
     runtime: str | None = None  # None: torch
+    columns: Columns = Columns()  # parquet / datasets folders: which columns hold what
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "shard_size"):
@@ -109,7 +110,7 @@ def run_embed_job(src: str | Path, out: str | Path, config: EmbedDatasetConfig,
     """What every engine does around its own embedding: open or create the store under its
     lock, find the pending records, let ``embed_pending`` commit their shards in order, and
     list every skipped input."""
-    records = scan_source(src)
+    records = scan_source(src, config.columns)
     fe = open_extractor(config, records)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

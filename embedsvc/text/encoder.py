@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..datasets.containers import read_input_bytes
 from ..embeddings import Embeddings, l2_normalize
 from ..errors import InvalidInputError
 from ..provenance import Provenance
@@ -244,7 +244,7 @@ def read_text_record(info: dict) -> dict:
     info = dict(info)
     if info.get("text") is None:
         try:
-            info["text"] = Path(info["path"]).read_bytes().decode("utf-8")
+            info["text"] = read_input_bytes(info["path"]).decode("utf-8")
         except OSError as exc:
             info["error"] = f"cannot read file ({exc.strerror or exc})"
             return info
