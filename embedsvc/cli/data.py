@@ -174,6 +174,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..store.export import export_store
+
+    r = export_store(args.store, args.out, args.format)
+    print(f"exported {r['rows']} vectors ({r['dim']}-d) of {r['store']} as {r['format']} to "
+          f"{r['out']}")
+    return EXIT_OK
+
+
 def register(sub) -> None:
     dsub = group(sub, "datasets", "write real labelled datasets from local packages",
                  "datasets_command")
@@ -227,6 +236,18 @@ def register(sub) -> None:
     p.add_argument("--actors", type=positive_int,
                    help="embedding actors on Ray (default: one per GPU, else one per 4 CPUs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    x = command(sub, "export", "write a store in the layouts other tools read",
+                ["embedsvc export stores/photos --format clip-retrieval out/photos-emb",
+                 "autofaiss build_index --embeddings out/photos-emb/img_emb --index_path knn.index",
+                 "embedsvc export stores/movies --format parquet out/movies.parquet"],
+                cmd_export)
+    x.add_argument("store", help="embedding store folder")
+    x.add_argument("out", help="the folder (clip-retrieval) or file (parquet) to write; must not exist")
+    x.add_argument("--format", required=True, choices=("clip-retrieval", "parquet"),
+                   help="clip-retrieval: img_emb/ (or text_emb/) .npy + metadata/ .parquet, as "
+                        "clip-retrieval writes and autofaiss reads; parquet: one file, an "
+                        "'embedding' column plus metadata, provenance in its key-value metadata")
 
     isub = group(sub, "index", "build or update a store's FAISS index", "index_command")
     b = command(isub, "build", "(re)build an index over every row of STORE",

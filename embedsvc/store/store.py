@@ -132,6 +132,14 @@ class EmbeddingStore:
         for s in self.shards:
             yield shard_files.read_vectors(self._shard_path(s.name, "vectors"), s.count)
 
+    def iter_shards(self) -> Iterator[tuple[np.ndarray, list[dict]]]:
+        """Each shard's vectors (memory-mapped) and metadata rows, in row-id order: one pass over
+        a store too large to hold whole."""
+        for s in self.shards:
+            yield (shard_files.read_vectors(self._shard_path(s.name, "vectors"), s.count),
+                   [json.loads(line) for line in
+                    shard_files.read_lines(self._shard_path(s.name, "meta"), s.count)])
+
     def take(self, ids) -> np.ndarray:
         """Rows ``ids`` (any order, repeats allowed) as float32, read from the memory-mapped
         shards: only the pages that hold them are touched, so an index can re-rank its
