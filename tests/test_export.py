@@ -9,9 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
-from embedsvc.store import EmbeddingStore
 
 AUTOFAISS = Path(sys.prefix) / "share" / "embedsvc" / "autofaiss" / "bin"
 K = 5
@@ -106,6 +104,8 @@ def test_export_refuses_an_existing_target_and_leaves_nothing_when_it_fails(cli,
     refused = cli("export", tiny_store.root, out, "--format", "parquet")
     assert refused.returncode != 0 and "exists" in refused.stderr and len(refused.stderr.splitlines()) == 1
     assert (out / "keep.txt").read_text() == "mine"
+    replaced = cli("export", tiny_store.root, out, "--format", "parquet", "--overwrite")
+    assert replaced.returncode == 0 and pq.read_table(out).num_rows == tiny_store.count
 
     missing = cli("export", tmp_path / "no-store", tmp_path / "x.parquet", "--format", "parquet")
     assert missing.returncode != 0 and len(missing.stderr.splitlines()) == 1
@@ -115,5 +115,5 @@ def test_export_refuses_an_existing_target_and_leaves_nothing_when_it_fails(cli,
     blocked.write_text("a file, not a folder")
     failed = cli("export", tiny_store.root, blocked / "out", "--format", "clip-retrieval")
     assert failed.returncode != 0 and len(failed.stderr.splitlines()) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "taken"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "taken"]  # no partial left
     assert blocked.read_text() == "a file, not a folder"

@@ -177,7 +177,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ..store.export import export_store
 
-    r = export_store(args.store, args.out, args.format)
+    r = export_store(args.store, args.out, args.format, args.overwrite)
     print(f"exported {r['rows']} vectors ({r['dim']}-d) of {r['store']} as {r['format']} to "
           f"{r['out']}")
     return EXIT_OK
@@ -243,7 +243,8 @@ def register(sub) -> None:
                  "embedsvc export stores/movies --format parquet out/movies.parquet"],
                 cmd_export)
     x.add_argument("store", help="embedding store folder")
-    x.add_argument("out", help="the folder (clip-retrieval) or file (parquet) to write; must not exist")
+    x.add_argument("out", help="the folder (clip-retrieval) or file (parquet) to write")
+    x.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     x.add_argument("--format", required=True, choices=("clip-retrieval", "parquet"),
                    help="clip-retrieval: img_emb/ (or text_emb/) .npy + metadata/ .parquet, as "
                         "clip-retrieval writes and autofaiss reads; parquet: one file, an "

@@ -28,21 +28,27 @@ SUMMARY_KEY = b"embedsvc.store"
 _TYPED = {"id": "int64", "width": "int64", "height": "int64", "truncated": "bool"}
 
 
-def export_store(store_path: str | os.PathLike, out: str | os.PathLike, fmt: str) -> dict:
-    """Write the store at ``store_path`` to ``out`` in ``fmt``; returns a summary."""
+def export_store(store_path: str | os.PathLike, out: str | os.PathLike, fmt: str,
+                 overwrite: bool = False) -> dict:
+    """Write the store at ``store_path`` to ``out`` in ``fmt``; returns a summary. An ``out``
+    that exists is replaced only with ``overwrite``, and only once the new one is complete."""
     if fmt not in FORMATS:
         raise InvalidInputError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     store = EmbeddingStore.open(store_path)
     out = Path(out)
-    if out.exists():
-        raise InvalidInputError(f"{str(out)!r} exists; export writes a new file or folder")
-    tmp = out.with_name(f".{out.name}.partial")
+    if out.exists() and not overwrite:
+        raise InvalidInputError(f"{str(out)!r} exists; pass --overwrite to replace it")
+    tmp, old = out.with_name(f".{out.name}.partial"), out.with_name(f".{out.name}.replaced")
     _remove(tmp)
     try:
         (write_clip_retrieval if fmt == "clip-retrieval" else write_parquet)(store, tmp)
+        if out.exists():
+            _remove(old)
+            os.replace(out, old)
         os.replace(tmp, out)
     finally:
         _remove(tmp)
+        _remove(old)
     return {"store": str(store.root), "out": str(out), "format": fmt, "rows": store.count,
             "dim": store.dim, "files": sum(1 for _ in out.rglob("*")) if out.is_dir() else 1}
 
