@@ -112,3 +112,47 @@ def test_bad_queries_are_refused(fmnist_store):
         vi.search(np.full((1, 1280), np.nan, np.float32))
     with pytest.raises(InvalidInputError, match="k must be"):
         vi.search(np.zeros((1, 1280), np.float32), k=0)
+
+
+@pytest.mark.parametrize("kind,refine,min_recall", [("int8", "none", 0.9), ("int8", "exact", 0.95),
+                                                    ("binary", "none", 0.5), ("binary", "exact", 0.95)])
+def test_code_kinds_find_true_neighbours_and_survive_reload(fmnist_store, tmp_path, kind, refine, min_recall):
+    """int8 and binary codes of every vector: alone, what they find is measured, not tuned;
+    with the store's exact vectors re-scoring a tuned shortlist they meet the target."""
+    x = fmnist_store.vectors()
+    vi = build_index(x, kind=kind, refine=refine, rows=fmnist_store.take)
+    q = held_out_queries(x, 200, seed=1)  # other queries than the tuning ones
+    truth = exact_neighbors(x, q, 10)
+    recall = recall_at_k(vi.search(q, 10)[1], truth)
+    assert recall >= min_recall and vi.infos["recall_at_k"] >= min_recall, (kind, refine, recall, vi.infos)
+    assert (vi.plan.search_param == "shortlist") == (refine == "exact")
+    vi.save(tmp_path / "i")
+    back = VectorIndex.load(tmp_path / "i", rows=fmnist_store.take)
+    assert np.array_equal(back.search(q, 10)[1], vi.search(q, 10)[1])
+    # grows by the next rows only, and drops removed ids at search time
+    n = len(x)
+    back.add(q[:3], np.arange(n, n + 3)) if refine == "none" else None
+    with pytest.raises(InvalidInputError, match="next rows in order"):
+        back.add(q[:1], np.array([5]))
+    assert back.remove([0]) == 1 and 0 not in back.search(x[:1], 5)[1][0]
+
+
+def test_code_kinds_through_the_command_line(cli, fmnist_store):
+    for kind in ("int8", "binary"):
+        r = cli("index", "build", fmnist_store.root, "--kind", kind, "--name", kind, "--quiet")
+        assert r.returncode == 0, r.stderr
+        infos = json.loads((fmnist_store.root / "indexes" / kind / "index_infos.json").read_text())
+        assert infos["plan"]["refine"] == "exact" and infos["recall_at_k"] >= 0.95
+        ratio = infos["flat_memory_bytes"] / infos["memory_bytes"]
+        assert ratio > (30 if kind == "binary" else 3.9), (kind, ratio)
+        found = []
+        for row in range(0, fmnist_store.count, 125):  # 20 queries: the store's own rows
+            hits = json.loads(cli("search", fmnist_store.root, "--index", kind, "--id", row, "-k",
+                                  "10", "--json").stdout)
+            flat = json.loads(cli("search", fmnist_store.root, "--id", row, "-k", "10", "--json").stdout)
+            assert hits[0]["id"] == row
+            found.append(len({h["id"] for h in hits} & {h["id"] for h in flat}) / 10)
+        print(kind, np.mean(found))
+        assert np.mean(found) >= 0.9, (kind, found)  # tuned to 0.95 on other queries
+    bad = cli("index", "build", fmnist_store.root, "--kind", "binary", "--refine", "sq8", "--name", "x")
+    assert bad.returncode == 1 and "sq8 is for ivfpq" in bad.stderr

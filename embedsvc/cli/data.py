@@ -254,12 +254,15 @@ def register(sub) -> None:
     b = command(isub, "build", "(re)build an index over every row of STORE",
                 ["embedsvc index build stores/digits",
                  "embedsvc index build stores/big --kind ivfpq --recall 0.9 --memory-budget 2G",
+                 "embedsvc index build stores/big --kind binary --name bits",
                  "embedsvc index build stores/huge --memory-budget 8G --engine ray --address auto"],
                 cmd_index_build)
     b.add_argument("store", help="embedding store folder")
     b.add_argument("--kind", choices=KINDS, default="auto",
                    help="auto picks flat, hnsw or ivfpq from the size and the memory budget; "
-                        "ivf and ivfpq are built in blocks into inverted lists on disk")
+                        "ivf and ivfpq are built in blocks into inverted lists on disk; int8 "
+                        "(1 byte a dimension) and binary (1 bit) are compact codes of every "
+                        "vector, re-scored with the store's exact vectors")
     b.add_argument("--name", default="default", help="index name (several may live in a store)")
     b.add_argument("--recall", type=in_range(0.0, 1.0, lo_open=True), default=0.95,
                    help="recall@10 target the search setting is tuned to, in (0, 1]")
@@ -269,7 +272,7 @@ def register(sub) -> None:
     b.add_argument("--refine", choices=REFINES, default="auto",
                    help="ivfpq: re-rank the shortlist with 8-bit codes in memory (sq8) or the "
                         "store's exact vectors read from disk; auto: sq8 when it fits the "
-                        "budget, else exact")
+                        "budget, else exact. int8 and binary: exact (auto) or none")
     _engine_options(b)
     u = command(isub, "update", "add rows appended to STORE since the index was built",
                 ["embedsvc index update stores/digits"], cmd_index_update)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from ..errors import InvalidInputError
 
-KINDS = ("auto", "flat", "hnsw", "ivf", "ivfpq")
+KINDS = ("auto", "flat", "hnsw", "ivf", "ivfpq", "int8", "binary")
+CODE_KINDS = ("int8", "binary")  # compact codes of every vector, scanned whole; ids are positions
 REFINES = ("auto", "none", "sq8", "exact")
 # fewer bits are too coarse: with 6, recall@10 stopped at 0.93 at the widest search on 1M
 # Fashion-MNIST embeddings (bench/index_search.py --on-disk), where exact vectors reach 0.957
@@ -29,16 +30,22 @@ ID_BYTES = 8  # an int64 label beside each code in an inverted list
 
 @dataclass(frozen=True)
 class IndexPlan:
-    kind: str  # flat | hnsw | ivf | ivfpq
-    factory: str  # faiss index_factory string
-    search_param: str | None  # "efSearch" | "nprobe" | None
+    kind: str  # flat | hnsw | ivf | ivfpq | int8 | binary
+    factory: str  # faiss index_factory string (binary: BFlat, a binary index)
+    search_param: str | None  # "efSearch" | "nprobe" | "shortlist" | None
     nlist: int | None = None
-    refine: str | None = None  # sq8 | exact: what re-ranks an ivfpq shortlist
+    refine: str | None = None  # sq8 | exact: what re-ranks an ivfpq, int8 or binary shortlist
 
     @property
     def supports_remove(self) -> bool:
-        # HNSW graphs cannot drop nodes; removed ids are filtered at search time instead
-        return self.kind != "hnsw"
+        # HNSW graphs cannot drop nodes, and code kinds keep no ids: removed ids are filtered
+        # at search time instead
+        return self.kind not in ("hnsw", *CODE_KINDS)
+
+    @property
+    def positional(self) -> bool:
+        """Ids are positions (0..n-1, added in order): no id map, the codes are all it holds."""
+        return self.kind in CODE_KINDS
 
 
 def _nlist(count: int) -> int:
@@ -60,6 +67,10 @@ def bytes_per_vector(kind: str, dim: int, refine: str | None = None) -> int:
         return 4 * dim + 2 * ID_BYTES  # the vector, its id and the id map's reverse entry
     if kind == "hnsw":
         return 4 * dim + HNSW_M * 2 * 4 + 2 * ID_BYTES  # plus 2M neighbour links on level 0
+    if kind == "int8":
+        return dim  # exact refinement reads the store: nothing more in memory
+    if kind == "binary":
+        return (dim + 7) // 8
     if kind == "ivf":
         return 4 * dim + ID_BYTES
     pq = _pq_m(dim) + ID_BYTES
@@ -84,9 +95,12 @@ def plan_index(count: int, dim: int, kind: str = "auto", memory_budget_bytes: in
         raise InvalidInputError(f"index kind must be one of {', '.join(KINDS)}; got {kind!r}")
     if refine not in REFINES:
         raise InvalidInputError(f"refine must be one of {', '.join(REFINES)}; got {refine!r}")
-    if refine not in ("auto", "none") and kind not in ("auto", "ivfpq"):
-        raise InvalidInputError(f"refine {refine} re-ranks an ivfpq shortlist; kind {kind} "
-                                f"needs none (it keeps the vectors themselves)")
+    if refine not in ("auto", "none") and kind not in ("auto", "ivfpq", *CODE_KINDS):
+        raise InvalidInputError(f"refine {refine} re-ranks an ivfpq, int8 or binary shortlist; "
+                                f"kind {kind} needs none (it keeps the vectors themselves)")
+    if kind in CODE_KINDS and refine == "sq8":
+        raise InvalidInputError(f"kind {kind} re-ranks with the exact vectors (refine exact) "
+                                f"or not at all (refine none); sq8 is for ivfpq")
     if count < 1:
         raise InvalidInputError("cannot build an index over an empty store")
 
@@ -102,6 +116,11 @@ def plan_index(count: int, dim: int, kind: str = "auto", memory_budget_bytes: in
             kind = "ivfpq"
     if kind == "flat":
         return IndexPlan("flat", "IDMap2,Flat", None)
+    if kind in CODE_KINDS:
+        # int8: per-dimension ranges calibrated on the vectors (faiss' SQ8); binary: sign bits
+        exact = refine in ("auto", "exact")
+        return IndexPlan(kind, "SQ8" if kind == "int8" else "BFlat",
+                         "shortlist" if exact else None, None, "exact" if exact else None)
     if kind == "hnsw":
         return IndexPlan("hnsw", f"IDMap2,HNSW{HNSW_M},Flat", "efSearch")
     nlist = _nlist(count)

@@ -37,7 +37,8 @@ def build_store_index(store: EmbeddingStore, name: str = DEFAULT_INDEX, kind: st
                               address=address, progress=progress)
         else:
             vi = build_index(store.vectors(), binding=store.binding, kind=plan.kind,
-                             recall_target=recall_target, memory_budget_bytes=memory_budget_bytes)
+                             recall_target=recall_target, memory_budget_bytes=memory_budget_bytes,
+                             refine=plan.refine or "none", rows=store.take)
         vi.infos.update(rows_indexed=store.count, memory_bytes=index_memory(plan, store.dim, store.count),
                         flat_memory_bytes=index_memory(plan_index(store.count, store.dim, "flat"),
                                                        store.dim, store.count))

@@ -11,6 +11,8 @@ from .planner import IndexPlan
 SEARCH_LADDER = {
     "efSearch": (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024),
     "nprobe": (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512, 1024, 2048),
+    # candidates a code index re-ranks with exact vectors, for the k it was tuned at
+    "shortlist": (10, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960, 1280, 2560, 5120),
 }
 
 

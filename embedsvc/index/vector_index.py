@@ -24,7 +24,8 @@ from ..errors import InvalidInputError
 from .chatter import faiss_chatter_silenced
 from .planner import IndexPlan, plan_index
 from .refine import Refiner, shortlist, train_sq
-from .tuning import exact_neighbors, held_out_queries, tune
+from .sign_codes import SignCodes
+from .tuning import exact_neighbors, held_out_queries, recall_at_k, tune
 
 FORMAT_VERSION = 1
 INFOS_JSON = "index_infos.json"
@@ -72,7 +73,15 @@ class VectorIndex:
             faiss.downcast_index(faiss.downcast_index(self.index).index).hnsw.efSearch = int(value)
         elif self.plan.search_param == "nprobe":
             faiss.extract_index_ivf(self.index).nprobe = int(value)
-        self.infos["search_param_value"] = int(value)
+        self.infos["search_param_value"] = int(value)  # "shortlist": read by _candidates
+
+    def _candidates(self, k: int) -> int:
+        """How many results to fetch for ``k`` when a shortlist is re-ranked: a code index's
+        tuned shortlist, scaled from the k it was tuned at; an ivfpq one's fixed rule."""
+        if self.plan.search_param == "shortlist" and self.infos.get("search_param_value"):
+            tuned, at = int(self.infos["search_param_value"]), int(self.infos.get("k") or 10)
+            return max(k, -(-tuned * k // at))
+        return shortlist(k)
 
     # -- search ---------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +89,7 @@ class VectorIndex:
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         q = _as_queries(queries, self.dim)
-        want = k if self.refiner is None else shortlist(k)
+        want = k if self.refiner is None else self._candidates(k)
         fetch = min(int(self.index.ntotal), want + len(self.removed))
         if fetch == 0:
             return (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64))
@@ -130,21 +139,23 @@ class VectorIndex:
         if self.infos.get("lists"):
             raise InvalidInputError("an index with inverted lists on disk grows by a merge "
                                     "(embedsvc index update), not in place")
-        if self.refiner is not None:
-            self._add_refined(x, ids)
+        if self.refiner is not None or self.plan.positional:
+            self._add_in_order(x, ids)
             return
         self.remove(ids[np.isin(ids, self._all_ids())])  # upsert: a re-added id replaces the old
         self.index.add_with_ids(x, ids)
         self.removed.difference_update(int(i) for i in ids)
 
-    def _add_refined(self, x: np.ndarray, ids: np.ndarray) -> None:
-        """Refinement reads row i for id i, so a refined index only grows by the next rows."""
+    def _add_in_order(self, x: np.ndarray, ids: np.ndarray) -> None:
+        """Refinement reads row i for id i, and code kinds keep no ids, so such an index only
+        grows by the next rows."""
         n = int(self.index.ntotal)
         if not np.array_equal(ids, np.arange(n, n + len(ids))):
-            raise InvalidInputError(f"a refined index takes the next rows in order ({n}, "
-                                    f"{n + 1}, ...); it cannot replace or skip ids")
-        self.refiner = self.refiner.extended(x)
-        self.index.add_with_ids(x, ids)
+            raise InvalidInputError(f"a refined or {self.plan.kind} index takes the next rows "
+                                    f"in order ({n}, {n + 1}, ...); it cannot replace or skip ids")
+        if self.refiner is not None:
+            self.refiner = self.refiner.extended(x)
+        _add(self.index, self.plan, x, ids)
 
     def remove(self, ids) -> int:
         ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64).ravel())
@@ -159,6 +170,8 @@ class VectorIndex:
 
     def _all_ids(self) -> np.ndarray:
         faiss = _faiss()
+        if self.plan.positional:
+            return np.arange(int(self.index.ntotal), dtype=np.int64)
         idx = faiss.downcast_index(self.index)
         if hasattr(idx, "id_map"):
             return faiss.vector_to_array(idx.id_map)
@@ -178,7 +191,8 @@ class VectorIndex:
         d.mkdir(parents=True, exist_ok=True)
         generation = int(self.infos.get("generation", 0))  # the on-disk builder counts them
         refine_files = self.refiner.save(d, generation) if self.refiner is not None else {}
-        atomic_write_bytes(d / "index.faiss", faiss.serialize_index(self.index).tobytes())
+        data = self.index.serialize() if isinstance(self.index, SignCodes) else faiss.serialize_index(self.index)
+        atomic_write_bytes(d / "index.faiss", data.tobytes())
         buf = io.BytesIO()
         np.save(buf, np.array(sorted(self.removed), dtype=np.int64))
         atomic_write_bytes(d / "removed.npy", buf.getvalue())
@@ -219,6 +233,8 @@ class VectorIndex:
             with faiss_chatter_silenced():
                 index = faiss.read_index(str(d / "index.faiss"),
                                          faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
+        elif infos["plan"]["kind"] == "binary":
+            index = SignCodes.read(str(d / "index.faiss"))
         else:
             try:
                 index = faiss.read_index(str(d / "index.faiss"),
@@ -262,12 +278,14 @@ def build_index(vectors: np.ndarray, ids: np.ndarray | None = None, binding: dic
     x = _as_queries(vectors, np.asarray(vectors).shape[-1])
     ids = np.arange(len(x), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
     plan = plan_index(len(x), x.shape[1], kind, memory_budget_bytes, refine=refine)
-    if plan.refine and not np.array_equal(ids, np.arange(len(x))):
-        raise InvalidInputError("a refined index reads row i for id i; its ids must be 0..n-1")
+    if (plan.refine or plan.positional) and not np.array_equal(ids, np.arange(len(x))):
+        raise InvalidInputError(f"a refined or {plan.kind} index reads row i for id i; its ids "
+                                f"must be 0..n-1")
     t0 = time.perf_counter()
-    index = faiss.index_factory(x.shape[1], plan.factory, faiss.METRIC_INNER_PRODUCT)
+    index = (SignCodes.new(x.shape[1]) if plan.kind == "binary" else
+             faiss.index_factory(x.shape[1], plan.factory, faiss.METRIC_INNER_PRODUCT))
     sample = train(index, plan, x, seed)
-    index.add_with_ids(x, ids)
+    _add(index, plan, x, ids)
     refiner = None
     if plan.refine == "exact":
         refiner = Refiner("exact", rows) if rows is not None else Refiner.from_vectors(x)
@@ -279,12 +297,26 @@ def build_index(vectors: np.ndarray, ids: np.ndarray | None = None, binding: dic
                              "dim": int(x.shape[1]), "build_seconds": round(build_s, 3),
                              "recall_target": recall_target, "k": k}
     vi = VectorIndex(index, plan, binding or {}, infos, refiner=refiner)
-    if plan.search_param:
+    if plan.search_param or plan.positional:
         queries = held_out_queries(x, tuning_queries, seed)
-        vi.infos.update(tune(vi, queries, ids[exact_neighbors(x, queries, k)], recall_target))
+        truth = ids[exact_neighbors(x, queries, k)]
+        if plan.search_param:
+            vi.infos.update(tune(vi, queries, truth, recall_target))
+        else:  # codes searched alone: nothing to tune, the recall they give is measured
+            recall = recall_at_k(vi.search(queries, k)[1], truth)
+            vi.infos.update(recall_at_k=round(recall, 4), tuning_queries=len(queries),
+                            recall_target_met=recall >= recall_target)
     else:
         vi.infos.update(recall_at_k=1.0, recall_target_met=True)
     return vi
+
+
+def _add(index, plan: IndexPlan, x: np.ndarray, ids: np.ndarray) -> None:
+    """Code kinds keep no ids (row i is id i); the rest map ids."""
+    if plan.positional:
+        index.add(x)
+    else:
+        index.add_with_ids(x, ids)
 
 
 def training_rows(count: int, plan: IndexPlan, seed: int = 0) -> np.ndarray:
@@ -298,8 +330,9 @@ def train(index, plan: IndexPlan, x: np.ndarray, seed: int = 0) -> np.ndarray:
     """Train an index that needs it (IVF) on a sample of ``x``; returns the sample."""
     sample = x[training_rows(len(x), plan, seed)]
     if not index.is_trained:
-        _training_settings(index)
-        index.train(sample)
+        if plan.nlist:
+            _training_settings(index)
+        index.train(sample)  # IVF: k-means; int8: each dimension's range
     return sample
 
 
