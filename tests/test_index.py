@@ -27,7 +27,7 @@ def test_auto_plan_follows_count_and_budget():
     assert index_memory(exact, 1280, 10_000_000) < index_memory(flat, 1280, 10_000_000) / 50
     with pytest.raises(InvalidInputError, match="auto, flat, hnsw, ivf, ivfpq"):
         plan_index(10, 8, kind="lsh")
-    with pytest.raises(InvalidInputError, match="re-ranks an ivfpq shortlist"):
+    with pytest.raises(InvalidInputError, match="re-ranks an ivfpq, int8 or binary shortlist"):
         plan_index(10_000, 8, kind="hnsw", refine="sq8")
 
 
