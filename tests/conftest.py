@@ -153,6 +153,25 @@ def run_cli(*args, timeout: int = 300) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
+def kill_embed_dataset(src, out: Path, *args) -> None:
+    """``embed-dataset SRC --out OUT ARGS`` in a fresh process, SIGKILLed once its manifest has
+    committed two shards."""
+    import json
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "embedsvc", "embed-dataset", str(src), "--out",
+                             str(out), *map(str, args), "--quiet"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        mf = out / "manifest.json"
+        if mf.is_file() and len(json.loads(mf.read_text())["shards"]) >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def kill_and_resume_run(data, args: list[str], run: Path) -> subprocess.CompletedProcess:
     """``finetune DATA ARGS --out RUN`` in a fresh process, SIGKILLed as soon as its first
     epoch's checkpoint is on disk, then ``finetune --resume RUN``: the resumption's outcome."""

@@ -4,14 +4,11 @@ folder (``save_to_disk``) give bitwise the same vectors and the same labels; a r
 shards SIGKILLed part-way resumes with every row once."""
 import json
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
+from conftest import kill_embed_dataset
 from embedsvc.datasets import read_input_bytes, scan_source
 from embedsvc.store import EmbedDatasetConfig, EmbeddingStore, embed_dataset
 
@@ -91,17 +88,7 @@ def test_a_killed_run_over_tar_shards_resumes_with_every_row_once(cli, digits, t
                   progress=False)
     clean = EmbeddingStore.open(tmp_path / "clean")
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "embedsvc", "embed-dataset", src, "--out",
-                             str(killed), "--shard-size", "16", "--batch-size", "16", "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        mf = killed / "manifest.json"
-        if mf.is_file() and len(json.loads(mf.read_text())["shards"]) >= 2:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_embed_dataset(src, killed, "--shard-size", "16", "--batch-size", "16")
     partial = EmbeddingStore.open(killed)
     assert 0 < partial.count < clean.count, "the kill should land part-way"
 

@@ -4,13 +4,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FMNIST_STORE_COUNT, run_cli
+from conftest import FMNIST_STORE_COUNT, kill_embed_dataset, run_cli
 from embedsvc.errors import IncompatibleError
 from embedsvc.store import EmbedDatasetConfig, EmbeddingStore, embed_dataset
 
@@ -53,15 +52,7 @@ def test_killed_run_resumes_with_every_row_exactly_once(cli, digits_manifest, tm
     embed_dataset(digits_manifest, clean, EmbedDatasetConfig(shard_size=64), progress=False)
 
     killed = tmp_path / "killed"
-    proc = _run_cli("embed-dataset", digits_manifest, "--out", killed, "--shard-size", "64", "--quiet")
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        mf = killed / "manifest.json"
-        if mf.is_file() and len(json.loads(mf.read_text())["shards"]) >= 2:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_embed_dataset(digits_manifest, killed, "--shard-size", "64")
     partial = EmbeddingStore.open(killed)
     assert 0 < partial.count < 320, "the kill should land part-way"
 

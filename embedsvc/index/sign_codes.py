@@ -43,6 +43,11 @@ class SignCodes:
         return int(self.index.ntotal)
 
     @property
+    def code_size(self) -> int:
+        """Bytes a vector's code takes."""
+        return int(self.index.code_size)
+
+    @property
     def is_trained(self) -> bool:
         return self.center is not None
 
