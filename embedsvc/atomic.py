@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -47,3 +48,35 @@ def fsync_dir(directory: Path) -> None:
     finally:
         os.close(fd)
 
+
+
+def remove_path(path: Path) -> None:
+    """A file or a folder, gone (nothing when absent)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def written_beside(out: Path, overwrite: bool = False):
+    """A path beside ``out`` to write a file or folder at; when the block ends without an error
+    it takes ``out``'s place (an existing ``out`` only with ``overwrite``, and only then).
+    Whatever happens, nothing of a failed write is left."""
+    from .errors import InvalidInputError
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InvalidInputError(f"{str(out)!r} exists; pass --overwrite to replace it")
+    tmp, old = out.with_name(f".{out.name}.partial"), out.with_name(f".{out.name}.replaced")
+    for leftover in (tmp, old):
+        remove_path(leftover)
+    try:
+        yield tmp
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+        fsync_dir(out.parent)
+    finally:
+        remove_path(tmp)
+        remove_path(old)

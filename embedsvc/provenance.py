@@ -32,7 +32,8 @@ _OLD_PROVENANCE = "binding"  # index_infos.json and snapshots before text encode
 # The provenance keys that must agree for two sets of vectors to be comparable; ``decode`` and
 # ``runtime`` up to MIXABLE.
 BINDING_KEYS = ("backbone", "modality", "weights_sha256", "preprocess", "tokenizer_sha256",
-                "max_length", "pooling", "dim", "tap", "normalized", "decode", "runtime")
+                "max_length", "pooling", "dim", "tap", "normalized", "decode", "runtime",
+                "projection")
 
 # key → (values that may be mixed, the value of a provenance without the key). Mixable values make
 # vectors close enough that no store, index or head can tell:
@@ -71,6 +72,7 @@ class Provenance:
     max_length: int | None = None
     pooling: str | None = None
     runtime: str = "torch"
+    projection: dict | None = None  # fewer dimensions: kind, from_dim, dim, sha256 (projection.py)
 
     @classmethod
     def of_encoder(cls, encoder_fields: Mapping[str, Any], tap: str | None, normalized: bool,
@@ -98,7 +100,10 @@ class Provenance:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: the fields of its modality (an image provenance has no pooling)."""
         drop = _TEXT_ONLY if self.modality != "text" else _IMAGE_ONLY
-        return {k: v for k, v in asdict(self).items() if k not in drop}
+        out = {k: v for k, v in asdict(self).items() if k not in drop}
+        if out["projection"] is None:  # unprojected vectors' provenance reads as it always did
+            del out["projection"]
+        return out
 
     def binding(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in BINDING_KEYS}

@@ -16,6 +16,7 @@ import numpy as np
 from .errors import InvalidInputError
 from .index.store_index import DEFAULT_INDEX, index_dir, load_store_index
 from .index.vector_index import build_index, has_index
+from .projection import source_provenance
 from .store import EmbeddingStore
 
 FILTER_KEYS = ("label", "split", "domain")
@@ -62,7 +63,8 @@ class StoreSearcher:
         if self._extractor is None:
             from .encoders import query_encoder
 
-            self._extractor = query_encoder(self.store.provenance)
+            # a projected store's queries are embedded as its source's were, then projected
+            self._extractor = query_encoder(source_provenance(self.store.provenance))
         return self._extractor
 
     def search_vectors(self, queries: np.ndarray, k: int = 10,
@@ -106,8 +108,10 @@ class StoreSearcher:
     def search_inputs(self, inputs: Sequence, k: int = 10,
                       where: dict[str, str] | None = None) -> list[list[Hit]]:
         """Queries of the store's modality: image sources, or texts."""
-        emb = self.extractor().embed(inputs)
-        return self.search_vectors(emb.vectors, k, where)
+        vectors = self.extractor().embed(inputs).vectors
+        if (projection := self.store.projection()) is not None:
+            vectors = projection.apply(vectors)
+        return self.search_vectors(vectors, k, where)
 
     def search_ids(self, ids: Sequence[int], k: int = 10,
                    where: dict[str, str] | None = None) -> list[list[Hit]]:

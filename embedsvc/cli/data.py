@@ -183,6 +183,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_project(args: argparse.Namespace) -> int:
+    from ..store.project import project_store
+
+    r = project_store(args.store, args.out, args.dimensions, args.overwrite)
+    print(f"{r['store']}: {r['rows']} vectors projected from {r['from_dim']} to {r['dim']} "
+          f"dimensions ({r['kind']}); queries of it are projected the same way")
+    return EXIT_OK
+
+
 def register(sub) -> None:
     dsub = group(sub, "datasets", "write real labelled datasets from local packages",
                  "datasets_command")
@@ -249,6 +258,15 @@ def register(sub) -> None:
                    help="clip-retrieval: img_emb/ (or text_emb/) .npy + metadata/ .parquet, as "
                         "clip-retrieval writes and autofaiss reads; parquet: one file, an "
                         "'embedding' column plus metadata, provenance in its key-value metadata")
+
+    pr = command(sub, "project", "make a store of fewer dimensions from STORE (PCA fitted on it, or "
+                 "the first N where the encoder declares matryoshka dimensions)",
+                 ["embedsvc project stores/movies --dimensions 128 --out stores/movies-128",
+                  "embedsvc search stores/movies-128 --text 'a moving film'"], cmd_project)
+    pr.add_argument("store", help="embedding store folder")
+    pr.add_argument("--dimensions", type=positive_int, required=True, help="dimensions to keep")
+    pr.add_argument("--out", "-o", required=True, help="the new store's folder")
+    pr.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
     isub = group(sub, "index", "build or update a store's FAISS index", "index_command")
     b = command(isub, "build", "(re)build an index over every row of STORE",

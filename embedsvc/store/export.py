@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 import numpy as np
 
+from ..atomic import written_beside
 from ..errors import InvalidInputError
 from .store import EmbeddingStore
 
@@ -36,28 +36,10 @@ def export_store(store_path: str | os.PathLike, out: str | os.PathLike, fmt: str
         raise InvalidInputError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     store = EmbeddingStore.open(store_path)
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise InvalidInputError(f"{str(out)!r} exists; pass --overwrite to replace it")
-    tmp, old = out.with_name(f".{out.name}.partial"), out.with_name(f".{out.name}.replaced")
-    _remove(tmp)
-    try:
+    with written_beside(out, overwrite) as tmp:
         (write_clip_retrieval if fmt == "clip-retrieval" else write_parquet)(store, tmp)
-        if out.exists():
-            _remove(old)
-            os.replace(out, old)
-        os.replace(tmp, out)
-    finally:
-        _remove(tmp)
-        _remove(old)
     return {"store": str(store.root), "out": str(out), "format": fmt, "rows": store.count,
             "dim": store.dim, "files": sum(1 for _ in out.rglob("*")) if out.is_dir() else 1}
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
 
 
 def _columns(store: EmbeddingStore) -> list[str]:

@@ -103,6 +103,15 @@ class EmbeddingStore:
     def binding(self) -> dict[str, Any]:
         return {k: self.provenance.get(k) for k in BINDING_KEYS}
 
+    def projection(self):
+        """The projection its vectors were made with (``embedsvc project``), or None."""
+        info = self.provenance.get("projection")
+        if not info:
+            return None
+        from ..projection import load_projection
+
+        return load_projection(self.root, info)
+
     @property
     def dim(self) -> int:
         return int(self.provenance["dim"])
