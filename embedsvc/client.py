@@ -103,10 +103,11 @@ class Client:
     def embed(self, images: Sequence[ImageInput] = (), ids: Sequence[str] | None = None,
               backbone: str = "", raw: bool = False, tap: str = "",
               timeout: float | None = None, texts: Sequence[str] | None = None,
-              ) -> tuple[np.ndarray, pb.EmbedResponse]:
+              dimensions: int = 0) -> tuple[np.ndarray, pb.EmbedResponse]:
+        """``dimensions``: 0 for the encoder's own, else one the server projects to."""
         resp = self.stub.Embed(pb.EmbedRequest(
             **_query(images, texts, ids),
-            options=pb.EmbedOptions(backbone=backbone, raw=raw, tap=tap)),
+            options=pb.EmbedOptions(backbone=backbone, raw=raw, tap=tap, dimensions=dimensions)),
             timeout=timeout, metadata=self.metadata)
         return np.array([v.values for v in resp.vectors], dtype=np.float32), resp
 
@@ -226,10 +227,10 @@ class AsyncClient:
     async def embed(self, images: Sequence[ImageInput] = (), ids: Sequence[str] | None = None,
                     backbone: str = "", raw: bool = False, tap: str = "",
                     timeout: float | None = None, texts: Sequence[str] | None = None,
-                    ) -> np.ndarray:
+                    dimensions: int = 0) -> np.ndarray:
         resp = await self.stub.Embed(pb.EmbedRequest(
             **_query(images, texts, ids),
-            options=pb.EmbedOptions(backbone=backbone, raw=raw, tap=tap)),
+            options=pb.EmbedOptions(backbone=backbone, raw=raw, tap=tap, dimensions=dimensions)),
             timeout=timeout, metadata=self.metadata)
         return np.array([v.values for v in resp.vectors], dtype=np.float32)
 

@@ -114,7 +114,7 @@ def test_invalid_requests_are_400_naming_the_problem(served):
         ({"model": "", "input": [img("data:image/png,rawbytes")]}, "a data URI must be base64"),
         ({"model": "", "input": [img(png(1)), img(b"not an image")]},
          "cannot read image 'input[1]': not a recognised image format"),
-        ({"model": "", "input": [img(png(1))], "dimensions": 3}, "does not truncate"),
+        ({"model": "", "input": [img(png(1))], "dimensions": 3}, "projects them to: none"),
         ({"input": [img(png(1))]}, "model: Field required"),
         ({"model": "", "input": [img(png(1))], "encodng_format": "float"}, "encodng_format"),
         ({"model": "", "input": [img(png(1))], "encoding_format": "int8"}, "encoding_format"),

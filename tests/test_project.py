@@ -3,6 +3,7 @@ queries; projected and unprojected vectors are never mixed."""
 import json
 
 import numpy as np
+import pytest
 
 from embedsvc.projection import fit_projection, fit_rows
 from embedsvc.store import EmbeddingStore
@@ -54,3 +55,67 @@ def test_projection_errors_are_one_line_and_leave_nothing(cli, tiny_store, tmp_p
               "--backbone", "tiny-random", "--quiet")
     assert raw.returncode == 1 and "projection" in raw.stderr
     assert EmbeddingStore.open(out).count == tiny_store.count
+
+
+def test_dimensions_over_both_transports_equal_the_clis_projection(cli, tiny_store, tmp_path):
+    """A server given a projected store (serve.toml ``projections``) answers ``dimensions`` in
+    /v1/embeddings and gRPC Embed with the vectors ``embed --projection STORE`` prints; other
+    dimensions are refused naming the ones it has."""
+    import base64
+
+    import grpc
+    import httpx
+
+    from embedsvc.service.config import ServeConfig
+    from embedsvc.service.grpc_server import Server
+    from embedsvc.v1 import embedsvc_pb2 as pb
+    from embedsvc.v1 import embedsvc_pb2_grpc as pb_grpc
+
+    out = tmp_path / "p32"
+    assert cli("project", tiny_store.root, "--dimensions", "32", "--out", out).returncode == 0
+    image = tiny_store.row(3)["path"]
+    local = cli("embed", image, "--projection", out, "--out", tmp_path / "q.npy")
+    assert local.returncode == 0, local.stderr
+    want = np.load(tmp_path / "q.npy")[0]  # the exact float32 values (--json rounds them)
+    assert want.shape == (32,)
+    meta = json.loads((tmp_path / "q.npy.json").read_text())
+    assert meta["provenance"]["projection"]["dim"] == 32
+
+    srv = Server(ServeConfig(port=0, http_port=0, data_dir=str(tmp_path / "data"), default_backbone="tiny-random",
+                             projections=[str(out)])).start()
+    try:
+        data = base64.b64encode(open(image, "rb").read()).decode()
+        with httpx.Client(base_url=f"http://127.0.0.1:{srv.http_port}", timeout=60) as http:
+            body = {"model": "tiny-random", "input": [{"image": data}], "dimensions": 32,
+                    "encoding_format": "base64"}
+            r = http.post("/v1/embeddings", json=body)
+            assert r.status_code == 200, r.text
+            got = np.frombuffer(base64.b64decode(r.json()["data"][0]["embedding"]), "<f4")
+            assert np.array_equal(got, want)
+            same = http.post("/v1/embeddings", json={**body, "dimensions": tiny_store.dim})
+            assert len(np.frombuffer(base64.b64decode(same.json()["data"][0]["embedding"]), "<f4")) == tiny_store.dim
+            bad = http.post("/v1/embeddings", json={**body, "dimensions": 16})
+            assert bad.status_code == 400 and "projects them to: 32" in bad.text, bad.text
+            raw = http.post("/v1/embeddings", json={**body, "normalize": False})
+            assert raw.status_code == 400 and "raw" in raw.text, raw.text
+        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+            stub = pb_grpc.EmbeddingServiceStub(ch)
+            resp = stub.Embed(pb.EmbedRequest(images=[pb.Image(data=open(image, "rb").read())],
+                                              options=pb.EmbedOptions(backbone="tiny-random", dimensions=32)))
+            assert np.array_equal(np.array(resp.vectors[0].values, np.float32), want)
+            assert resp.provenance.dim == 32
+            with pytest.raises(grpc.RpcError) as exc:
+                stub.Embed(pb.EmbedRequest(images=[pb.Image(data=open(image, "rb").read())],
+                                           options=pb.EmbedOptions(backbone="tiny-random", dimensions=16)))
+            assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "32" in exc.value.details()
+        from embedsvc.client import Client
+
+        with Client(f"127.0.0.1:{srv.port}") as client:
+            vectors, _ = client.embed([image], backbone="tiny-random", dimensions=32)
+            assert np.array_equal(vectors[0], want)
+    finally:
+        srv.stop(grace=5)
+    # a store that is not projected cannot be listed
+    with pytest.raises(Exception, match="not a projected store"):
+        Server(ServeConfig(port=0, data_dir=str(tmp_path / "data2"), default_backbone="tiny-random",
+                           projections=[str(tiny_store.root)])).start()

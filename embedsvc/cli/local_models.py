@@ -58,11 +58,42 @@ def report_skipped(emb) -> None:
         warn(f"skipped {item!r}: {reason}")
 
 
+def _projected_store(args: argparse.Namespace):
+    """``--projection STORE``: the projected store whose projection the vectors get."""
+    if not args.projection:
+        return None
+    from ..store import EmbeddingStore
+
+    if args.no_normalize:
+        raise InputError("--projection and --no-normalize do not mix: a projection is fitted on "
+                         "normalised vectors")
+    store = EmbeddingStore.open(args.projection)
+    if not store.provenance.get("projection"):
+        raise InputError(f"{args.projection!r} is not a projected store (make one with 'embedsvc "
+                         f"project')")
+    return store
+
+
+def _project(emb, store):
+    """``emb`` through ``store``'s projection, once they are checked to be the vectors it
+    projects (same encoder, tap, settings)."""
+    import dataclasses
+
+    from ..projection import source_provenance
+    from ..provenance import check_compatible
+
+    check_compatible(source_provenance(store.provenance), emb.provenance,
+                     f"the projection of {str(store.root)!r}")
+    return dataclasses.replace(emb, vectors=store.projection().apply(emb.vectors),
+                               provenance=dict(store.provenance))
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     from ..encoders import DEFAULTS, EncodeOptions, modality_of_name, open_encoder
 
     inputs, ids, modality = inputs_given(args)
-    name = args.backbone or DEFAULTS[modality]
+    projected = _projected_store(args)
+    name = args.backbone or (projected.provenance["backbone"] if projected else DEFAULTS[modality])
     if (encodes := modality_of_name(name)) != modality:  # before the model loads
         raise InputError(f"{name} encodes {encodes}s, not {modality}s; name an encoder of "
                          f"{modality}s (default {DEFAULTS[modality]}, see 'embedsvc models')")
@@ -70,6 +101,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
         tap=args.tap, normalize=not args.no_normalize, batch_size=args.batch_size,
         device=args.device, decode=args.decode, runtime=args.runtime))
     emb = fe.embed(inputs, ids=ids, skip_bad=args.skip_bad, progress=args.progress)
+    if projected is not None and len(emb):
+        emb = _project(emb, projected)
     report_skipped(emb)
     if emb.truncated:
         n = len(emb.truncated)
@@ -204,7 +237,8 @@ def register(sub) -> None:
                 ["embedsvc embed cat.jpg dog.jpg", "embedsvc embed *.jpg --out vectors.npy",
                  "embedsvc embed cat.jpg --tap middle --json",
                  "embedsvc embed --text 'a fine film' --text 'a dull one'",
-                 "embedsvc embed --texts reviews.txt --out reviews.npy"], cmd_embed)
+                 "embedsvc embed --texts reviews.txt --out reviews.npy",
+                 "embedsvc embed --text 'a fine film' --projection stores/movies-128 --json"], cmd_embed)
     model_options(p, texts=True)
     out = p.add_mutually_exclusive_group()
     out.add_argument("--out", "-o", metavar="FILE.npy",
@@ -213,6 +247,9 @@ def register(sub) -> None:
     p.add_argument("--tap", help="which features: pre_logits (images) or embedding (text), the "
                                  "default; early / middle / late stages, or blockN for text")
     p.add_argument("--no-normalize", action="store_true", help="keep raw (un-normalised) vectors")
+    p.add_argument("--projection", metavar="STORE",
+                   help="project the vectors as STORE's were (a store made by 'embedsvc "
+                        "project'; its encoder is the default)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
 
     p = command(sub, "calibrate", "int8 runtimes: quantise an encoder on your images or texts, "

@@ -33,7 +33,8 @@ def _given(a) -> dict:
 
 
 def _embed(c, a):
-    _, resp = c.embed(**_given(a), backbone=a.backbone or "", timeout=a.timeout)
+    _, resp = c.embed(**_given(a), backbone=a.backbone or "", timeout=a.timeout,
+                      dimensions=a.dimensions or 0)
     return [output.embedding(v.id, v.values) for v in resp.vectors]
 
 
@@ -255,6 +256,10 @@ def register(sub) -> None:
         if name in ("embed", "embed-stream"):
             c.add_argument("--backbone", help="encoder name (default: the server's default for "
                                               "images or for text)")
+        if name == "embed":
+            c.add_argument("--dimensions", type=positive_int,
+                           help="fewer dimensions, as one of the server's projected stores "
+                                "gives them (serve.toml 'projections')")
         if name == "drift":
             c.add_argument("--head", help="one head (default: every trained head)")
         if name == "classify":

@@ -91,6 +91,9 @@ class ServeConfig:
     decode: str = DEFAULT_DECODE  # preprocess.DECODE_MODES
     runtime: str = DEFAULT_RUNTIME  # runtimes.RUNTIMES; per backbone in [runtimes]
     runtimes: dict = field(default_factory=dict)  # backbone name → runtime
+    # projected stores (`embedsvc project`) whose projections answer `dimensions` in Embed and
+    # /v1/embeddings: one per encoder and dimension count (service/projections.py)
+    projections: list = field(default_factory=list)
     max_images_per_request: int = 64
     max_texts_per_request: int = 2048  # OpenAI's limit on inputs per embeddings request
     max_chars_per_text: int = 100_000
@@ -161,6 +164,9 @@ class ServeConfig:
                 f"{self.default_text_encoder!r}")
         check_decode(self.decode)
         check_runtime(self.runtime)
+        if not all(isinstance(p, str) and p for p in self.projections):
+            raise InvalidInputError(f"projections must be a list of store folders, got "
+                                    f"{self.projections!r}")
         for name, runtime in self.runtimes.items():
             if not isinstance(runtime, str):
                 raise InvalidInputError(f"runtimes.{name} must be a runtime name, got {runtime!r}")

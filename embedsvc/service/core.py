@@ -38,6 +38,7 @@ from .inputs import (Input, check_count, check_fit, check_inputs, check_tokens,
                      modality_of_inputs)
 from .metrics import ServiceMetrics
 from .models import ModelPool
+from .projections import Projections
 from .replicas import FollowedCollections
 
 
@@ -65,6 +66,7 @@ class EmbeddingCore:
         self.metrics = ServiceMetrics()
         self.models = ModelPool(config, self.data, self.metrics)
         self.heads = HeadRegistry(self.data.heads)
+        self.projections = Projections(config.projections)
         self.admission = Admission(config.max_concurrent_requests, config.max_inflight_bytes,
                                    config.max_streams)
         self.metrics.watch_queue(self.queue_depth)
@@ -124,12 +126,16 @@ class EmbeddingCore:
     # -- embedding --------------------------------------------------------------------------------
     def embed(self, inputs: Sequence[Input], backbone: str | None = None,
               tap: str = "", normalize: bool = True, deadline: float | None = None,
-              decoded: Callable[[str, Any], None] | None = None) -> tuple[Embeddings, Timing]:
+              decoded: Callable[[str, Any], None] | None = None,
+              dimensions: int | None = None) -> tuple[Embeddings, Timing]:
         """Check the request, prepare every input (decode an image, tokenise a text; a bad one
         fails the request before any model time), then queue them on the model's batcher and
         wait, until ``deadline`` at most. ``backbone`` None: the server's default for the
         inputs' modality. ``decoded(id, image)`` sees each decoded image (an upsert's
-        thumbnails)."""
+        thumbnails). ``dimensions``: projected to that many (``projections``)."""
+        if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)
+                                       or dimensions < 1):
+            raise InvalidInputError(f"dimensions must be a positive integer, got {dimensions!r}")
         t0 = time.perf_counter()
         deadline = deadline if deadline is not None else self.deadline(None)
         modality = modality_of_inputs(inputs)
@@ -151,6 +157,8 @@ class EmbeddingCore:
             notes = [enc.notes(p) for p in prepared]  # (tokens, truncated) of each input
             emb = dataclasses.replace(emb, tokens=sum(t for t, _ in notes), truncated=tuple(
                 it.id for it, (_, cut) in zip(inputs, notes) if cut))
+        if dimensions is not None:
+            emb = self.projections.apply(emb, dimensions, normalize)
         return emb, Timing(1000 * (t1 - t0), 1000 * (t2 - t1), 1000 * (time.perf_counter() - t0))
 
     @staticmethod

@@ -101,7 +101,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         o = request.options
         inputs = _inputs(request.images, request.inputs)
         emb, timing = await self._work(context, lambda d: self.core.embed(
-            inputs, o.backbone or None, o.tap, not o.raw, d))
+            inputs, o.backbone or None, o.tap, not o.raw, d, dimensions=o.dimensions or None))
         return pb.EmbedResponse(
             vectors=[pb.Vector(id=i, values=v.tolist()) for i, v in zip(emb.ids, emb.vectors)],
             provenance=_provenance(emb.provenance), timing=_timing(timing),
@@ -141,7 +141,8 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
                        else Input(img_id, image=item.image.data))
                 with self.core.admission.request(item.ByteSize()):  # each message on its own
                     emb, _ = await self._work(context, lambda d: self.core.embed(
-                        [one], options.backbone or None, options.tap, not options.raw, d))
+                        [one], options.backbone or None, options.tap, not options.raw, d,
+                        dimensions=options.dimensions or None))
                 yield pb.EmbedResult(vector=pb.Vector(id=img_id, values=emb.vectors[0].tolist()))
             except PER_ITEM_ERRORS as exc:  # this input only; the stream goes on
                 yield pb.EmbedResult(vector=pb.Vector(id=img_id), error=public_message(str(exc)))

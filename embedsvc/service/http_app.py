@@ -180,12 +180,8 @@ def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
 
         def work(deadline: float):
             inputs = [_input(it, n, f"input[{n}]", f"input[{n}]") for n, it in enumerate(given)]
-            emb, timing = core.embed(inputs, backbone, body.tap, body.normalize, deadline)
-            if body.dimensions is not None and body.dimensions != emb.vectors.shape[1]:
-                raise InvalidInputError(f"dimensions is {body.dimensions}; "
-                                        f"{emb.provenance['backbone']} gives "
-                                        f"{emb.vectors.shape[1]}-d vectors and does not "
-                                        f"truncate them")
+            emb, timing = core.embed(inputs, backbone, body.tap, body.normalize, deadline,
+                                     dimensions=body.dimensions)
             return emb, timing, _vectors(emb.vectors, body.encoding_format)
 
         emb, timing, vectors = await run(request, work)

@@ -40,7 +40,9 @@ class EmbeddingsRequest(_Body):
                     "{'text': ...}); token-id arrays are refused (the server tokenises)")
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="base64: little-endian float32 bytes (what OpenAI clients ask for)")
-    dimensions: int | None = Field(None, description="must equal the encoder's dimension if set")
+    dimensions: int | None = Field(None, ge=1, description=(
+        "the encoder's own dimension, or one the server projects it to (the projected stores "
+        "in serve.toml's 'projections'; 400 lists them)"))
     user: str | None = Field(None, description="accepted and ignored, as OpenAI clients send it")
     tap: str = Field("", description="'': the encoder's default (pre_logits; embedding); "
                                      "'early', 'middle', 'late' for timm; 'blockN' for text")

@@ -1,0 +1,57 @@
+"""The projections a server applies when a request asks for ``dimensions``: those of the
+projected stores listed in serve.toml's ``projections``, loaded at start. One per encoder and
+dimension count, so a request's model and dimensions name exactly one; its vectors are then
+what ``search`` on that store compares its queries with, and what ``embed --projection STORE``
+prints."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from ..embeddings import Embeddings
+from ..errors import InvalidInputError
+from ..projection import Projection, source_provenance
+from ..provenance import BINDING_KEYS
+
+
+def _key(provenance: Mapping[str, Any]) -> tuple:
+    """What must match between a request's vectors and a projection's source vectors."""
+    return tuple(str(provenance.get(k)) for k in BINDING_KEYS if k not in ("dim", "projection"))
+
+
+class Projections:
+    def __init__(self, stores: list[str]):
+        from ..store import EmbeddingStore
+
+        self.by_key: dict[tuple, dict[int, tuple[Projection, dict, str]]] = {}
+        for path in stores:
+            store = EmbeddingStore.open(path)
+            projection = store.projection()
+            if projection is None:
+                raise InvalidInputError(f"projections: {path!r} is not a projected store "
+                                        f"(make one with 'embedsvc project')")
+            source = source_provenance(store.provenance)
+            dims = self.by_key.setdefault((_key(source), source["dim"]), {})
+            if projection.dim in dims:
+                raise InvalidInputError(f"projections: {path!r} and {dims[projection.dim][2]!r} both "
+                                        f"project {source['backbone']} to {projection.dim} "
+                                        f"dimensions; list one")
+            dims[projection.dim] = (projection, dict(store.provenance), path)
+
+    def apply(self, emb: Embeddings, dimensions: int, normalized: bool) -> Embeddings:
+        """``emb`` with ``dimensions`` dimensions: itself when it has them, else projected."""
+        have = emb.vectors.shape[1]
+        if dimensions == have:
+            return emb
+        if not normalized:
+            raise InvalidInputError("dimensions and raw vectors do not mix: a projection is "
+                                    "fitted on normalised vectors")
+        name = emb.provenance.get("backbone")
+        dims = self.by_key.get((_key(emb.provenance), have), {})
+        if dimensions not in dims:
+            offered = ", ".join(str(d) for d in sorted(dims)) or "none"
+            raise InvalidInputError(f"dimensions is {dimensions}; {name} gives {have}-d vectors, "
+                                    f"and this server projects them to: {offered} (projected "
+                                    f"stores in serve.toml's 'projections')")
+        projection, provenance, _ = dims[dimensions]
+        return dataclasses.replace(emb, vectors=projection.apply(emb.vectors), provenance=provenance)
