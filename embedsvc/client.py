@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import grpc
 import numpy as np
 
+from .datasets.containers import read_input_bytes
 from .v1 import embedsvc_pb2 as pb
 from .v1 import embedsvc_pb2_grpc as pb_grpc
 
@@ -61,7 +61,8 @@ def message_to_dict(msg) -> dict[str, Any]:
 
 def _image(i: int, img: ImageInput, image_id: str | None) -> pb.Image:
     if isinstance(img, (str, os.PathLike)):
-        return pb.Image(id=image_id or str(img), data=Path(img).read_bytes())
+        # a file, or a member of a tar shard, parquet or Arrow file (datasets/containers.py)
+        return pb.Image(id=image_id or str(img), data=read_input_bytes(str(img)))
     return pb.Image(id=image_id or str(i), data=bytes(img))
 
 

@@ -132,3 +132,28 @@ def test_texts_from_tar_shards_parquet_and_datasets_equal_a_manifest(tmp_path):
                 store(tmp_path / "hf", "hf-store")):
         assert np.array_equal(got.vectors(), ref.vectors())
         assert [r["label"] for r in got.metadata()] == labels
+
+
+def test_client_upsert_takes_tar_shards_as_a_folder_is_taken(cli, digits, tmp_path):
+    """``client upsert`` reads shards (and parquet, datasets folders) as embed-dataset does:
+    every image, its label, and content ids from the member's bytes."""
+    from embedsvc.client import Client
+    from embedsvc.service.config import ServeConfig
+    from embedsvc.service.grpc_server import Server
+
+    srv = Server(ServeConfig(port=0, data_dir=str(tmp_path / "data"), default_backbone="tiny-random")).start()
+    try:
+        target = f"127.0.0.1:{srv.port}"
+        shards = str(digits / "shards" / "{00000..00003}.tar")
+        r = cli("client", "upsert", "--server", target, "--index", "wds", shards, "--content-ids")
+        assert r.returncode == 0, r.stderr
+        again = cli("client", "upsert", "--server", target, "--index", "wds", digits / "hf",
+                    "--content-ids")  # the same images: the same ids, so nothing is added
+        assert again.returncode == 0, again.stderr
+        with Client(target) as c:
+            info = {i.name: i for i in c.indexes()}["wds"]
+            assert info.count == 10 * PER_CLASS
+            hits = c.search("wds", image=read_input_bytes(scan_source(digits / "folder")[0].path), k=1)
+            assert hits[0]["metadata"]["label"] == "0"
+    finally:
+        srv.stop(grace=5)

@@ -5,8 +5,8 @@ import argparse
 import hashlib
 import os
 import re
-from pathlib import Path
 
+from ..datasets.containers import read_input_bytes
 from . import output
 from .common import (EXIT_ERROR, EXIT_OK, MAX_OOD_HELP, SERVER_ENV, TOKEN_ENV, InputError,
                      UsageError, command, err, existing_images, group, inputs_given,
@@ -21,7 +21,7 @@ BAD_ITEM = re.compile(r"'#(\d+)(?: \(id \d+\))?'")  # how the server names an it
 def content_id(source: str | bytes) -> int:
     """An input's id from its bytes (``--content-ids``; an image file's, a text's UTF-8): the
     same input keeps its id, so upserting it again replaces it instead of adding a copy."""
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    data = source if isinstance(source, bytes) else read_input_bytes(str(source))
     digest = hashlib.sha256(data).digest()
     return int.from_bytes(digest[:8], "big") >> (64 - ID_BITS)
 
@@ -64,14 +64,16 @@ def _search(c, a):
 
 
 def upsert_files(args: list[str], label: str | None) -> list[tuple[str, str | None]]:
-    """(file, label) for each image argument: a folder gives every file below it, labelled by
-    its class folder (``DIR/<label>/<file>``, as embed-dataset reads it); ``--label`` wins."""
-    from ..datasets.sources import scan_folder
+    """(file, label) for each image argument: a folder, tar shards, parquet or a ``datasets``
+    folder gives every image in it, labelled as embed-dataset reads it (``DIR/<label>/<file>``,
+    ``.cls``, a label column); ``--label`` wins."""
+    from ..datasets.container_sources import is_container
+    from ..datasets.sources import scan_source
 
     out = []
     for arg in args:
-        if os.path.isdir(arg):
-            out += [(r.path, label or r.label) for r in scan_folder(Path(arg))]
+        if os.path.isdir(arg) or is_container(arg):
+            out += [(r.path, label or r.label) for r in scan_source(arg)]
         else:
             out += [(p, label) for p in existing_images([arg], skip_bad=False)]
     if not out:
