@@ -106,7 +106,9 @@ def scan_tar_shard(shard: str) -> list[Record]:
         samples.setdefault(key, {})[ext] = name
     records = []
     for key, members in samples.items():
-        image = next((m for ext, m in members.items() if f".{ext.rpartition('.')[2]}" in IMAGE_SUFFIXES), None)
+        # a plain image member (.jpg) before a compound one (.seg.png, a mask beside it)
+        image = next((m for ext, m in sorted(members.items(), key=lambda e: "." in e[0])
+                      if f".{ext.rpartition('.')[2]}" in IMAGE_SUFFIXES), None)
         text = members.get("txt")
         if image is None and text is None:
             continue  # a sample of other members only (.json, .npy, ...) has no input
