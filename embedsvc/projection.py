@@ -11,6 +11,7 @@ an index, head or query of the unprojected vectors is refused; the parameters th
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .atomic import atomic_write_bytes
-from .embeddings import l2_normalize
+from .embeddings import Embeddings, l2_normalize
 from .errors import IncompatibleError, InvalidInputError, NotFoundError
 
 PROJECTION_FILE = "projection.npz"
@@ -119,3 +120,19 @@ def source_provenance(provenance: Mapping[str, Any]) -> dict[str, Any]:
     if not projection:
         return dict(provenance)
     return {**provenance, "dim": projection["from_dim"], "projection": None}
+
+
+def project_embeddings(emb: Embeddings, projection: Projection,
+                       provenance: Mapping[str, Any]) -> Embeddings:
+    """``emb`` through ``projection``, the one the store of ``provenance`` was made with;
+    refused unless ``emb`` holds the vectors it projects (normalised, same encoder and
+    settings)."""
+    from .provenance import check_compatible
+
+    if not emb.provenance.get("normalized"):
+        raise InvalidInputError("dimensions and raw vectors do not mix: a projection is "
+                                "fitted on normalised vectors")
+    check_compatible(source_provenance(provenance), emb.provenance,
+                     f"the projection to {projection.dim} dimensions")
+    return dataclasses.replace(emb, vectors=projection.apply(emb.vectors),
+                               provenance=dict(provenance))

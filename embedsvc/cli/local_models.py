@@ -64,9 +64,6 @@ def _projected_store(args: argparse.Namespace):
         return None
     from ..store import EmbeddingStore
 
-    if args.no_normalize:
-        raise InputError("--projection and --no-normalize do not mix: a projection is fitted on "
-                         "normalised vectors")
     store = EmbeddingStore.open(args.projection)
     if not store.provenance.get("projection"):
         raise InputError(f"{args.projection!r} is not a projected store (make one with 'embedsvc "
@@ -74,22 +71,9 @@ def _projected_store(args: argparse.Namespace):
     return store
 
 
-def _project(emb, store):
-    """``emb`` through ``store``'s projection, once they are checked to be the vectors it
-    projects (same encoder, tap, settings)."""
-    import dataclasses
-
-    from ..projection import source_provenance
-    from ..provenance import check_compatible
-
-    check_compatible(source_provenance(store.provenance), emb.provenance,
-                     f"the projection of {str(store.root)!r}")
-    return dataclasses.replace(emb, vectors=store.projection().apply(emb.vectors),
-                               provenance=dict(store.provenance))
-
-
 def cmd_embed(args: argparse.Namespace) -> int:
     from ..encoders import DEFAULTS, EncodeOptions, modality_of_name, open_encoder
+    from ..projection import project_embeddings
 
     inputs, ids, modality = inputs_given(args)
     projected = _projected_store(args)
@@ -102,7 +86,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         device=args.device, decode=args.decode, runtime=args.runtime))
     emb = fe.embed(inputs, ids=ids, skip_bad=args.skip_bad, progress=args.progress)
     if projected is not None and len(emb):
-        emb = _project(emb, projected)
+        emb = project_embeddings(emb, projected.projection(), projected.provenance)
     report_skipped(emb)
     if emb.truncated:
         n = len(emb.truncated)

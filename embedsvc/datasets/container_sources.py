@@ -100,40 +100,41 @@ def _sample_key(member: str) -> tuple[str, str]:
 
 def scan_tar_shard(shard: str) -> list[Record]:
     check_uncompressed_tar(shard)
+    where = {name: (offset, size) for name, offset, size in tar_members(shard)}
     samples: dict[str, dict[str, str]] = {}  # key -> ext -> member, in the shard's order
-    for name, _, _ in tar_members(shard):
+    for name in where:
         key, ext = _sample_key(name)
         samples.setdefault(key, {})[ext] = name
     records = []
-    for key, members in samples.items():
-        # a plain image member (.jpg) before a compound one (.seg.png, a mask beside it)
-        image = next((m for ext, m in sorted(members.items(), key=lambda e: "." in e[0])
-                      if f".{ext.rpartition('.')[2]}" in IMAGE_SUFFIXES), None)
-        text = members.get("txt")
-        if image is None and text is None:
-            continue  # a sample of other members only (.json, .npy, ...) has no input
-        extra = _sample_meta(shard, members)
-        if image is not None:
-            records.append(Record(f"{shard}{SEP}{image}", *extra))
-        else:
-            records.append(Record(f"{shard}{SEP}{text}", *extra))
+    with open(shard, "rb") as f:  # the labels' small members, read through one handle
+
+        def read(member: str) -> bytes:
+            f.seek(where[member][0])
+            return f.read(where[member][1])
+
+        for members in samples.values():
+            # a plain image member (.jpg) before a compound one (.seg.png, a mask beside it)
+            image = next((m for ext, m in sorted(members.items(), key=lambda e: "." in e[0])
+                          if f".{ext.rpartition('.')[2]}" in IMAGE_SUFFIXES), None)
+            input_member = image or members.get("txt")
+            if input_member is None:
+                continue  # a sample of other members only (.json, .npy, ...) has no input
+            records.append(Record(f"{shard}{SEP}{input_member}", *_sample_meta(read, members)))
     return records
 
 
-def _sample_meta(shard: str, members: dict[str, str]) -> tuple[str | None, str | None, str | None]:
+def _sample_meta(read, members: dict[str, str]) -> tuple[str | None, str | None, str | None]:
     """(label, split, domain) of a sample: ``.cls`` is the label; ``.json`` may give all three."""
-    from .containers import read_input_bytes
-
     meta = {}
     if "json" in members:
         try:
-            meta = json.loads(read_input_bytes(f"{shard}{SEP}{members['json']}"))
-        except (OSError, ValueError):
+            meta = json.loads(read(members["json"]))
+        except ValueError:
             meta = {}
         meta = meta if isinstance(meta, dict) else {}
     label = cell(meta.get("label"))
     if "cls" in members:
-        label = read_input_bytes(f"{shard}{SEP}{members['cls']}").decode("utf-8", "replace").strip() or label
+        label = read(members["cls"]).decode("utf-8", "replace").strip() or label
     return label, cell(meta.get("split")), cell(meta.get("domain"))
 
 
@@ -148,9 +149,11 @@ def _pick(names: list[str], chosen: str | None, usual: tuple[str, ...], what: st
     return next((n for n in usual if n in names), None)
 
 
-def _columns_table(table, where: str, columns: Columns, base: Path) -> list[Record]:
-    """Records of an Arrow table (a parquet file's, or a ``datasets`` Arrow file's)."""
-    names = table.column_names
+def _columns_table(table, where: str, columns: Columns, base: Path,
+                   names: list[str] | None = None) -> list[Record]:
+    """Records of an Arrow table (a parquet file's, or a ``datasets`` Arrow file's); ``names``:
+    the file's columns, when the table leaves out the image bytes (read when embedded)."""
+    names = names or table.column_names
     image = _pick(names, columns.image, IMAGE_COLUMNS, "image", where)
     path = _pick(names, columns.path, PATH_COLUMNS, "path", where) if image is None else None
     text = _pick(names, columns.text, TEXT_COLUMNS, "text", where) if image is path is None else None
@@ -188,11 +191,7 @@ def scan_parquet(path: str, columns: Columns = Columns()) -> list[Record]:
     image = _pick(names, columns.image, IMAGE_COLUMNS, "image", path)
     # every column but the image bytes, which are read a row group at a time when embedded
     table = pf.read(columns=[n for n in names if n != image])
-    if image is not None:
-        import pyarrow as pa
-
-        table = table.append_column(image, pa.nulls(table.num_rows))
-    return _columns_table(table, path, columns, Path(path).parent)
+    return _columns_table(table, path, columns, Path(path).parent, names)
 
 
 def is_datasets_folder(path: Path) -> bool:

@@ -158,7 +158,7 @@ class EmbeddingCore:
             emb = dataclasses.replace(emb, tokens=sum(t for t, _ in notes), truncated=tuple(
                 it.id for it, (_, cut) in zip(inputs, notes) if cut))
         if dimensions is not None:
-            emb = self.projections.apply(emb, dimensions, normalize)
+            emb = self.projections.apply(emb, dimensions)
         return emb, Timing(1000 * (t1 - t0), 1000 * (t2 - t1), 1000 * (time.perf_counter() - t0))
 
     @staticmethod

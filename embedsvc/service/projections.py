@@ -5,12 +5,11 @@ what ``search`` on that store compares its queries with, and what ``embed --proj
 prints."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Mapping
 
 from ..embeddings import Embeddings
 from ..errors import InvalidInputError
-from ..projection import Projection, source_provenance
+from ..projection import Projection, project_embeddings, source_provenance
 from ..provenance import BINDING_KEYS
 
 
@@ -38,20 +37,17 @@ class Projections:
                                         f"dimensions; list one")
             dims[projection.dim] = (projection, dict(store.provenance), path)
 
-    def apply(self, emb: Embeddings, dimensions: int, normalized: bool) -> Embeddings:
+    def apply(self, emb: Embeddings, dimensions: int) -> Embeddings:
         """``emb`` with ``dimensions`` dimensions: itself when it has them, else projected."""
         have = emb.vectors.shape[1]
         if dimensions == have:
             return emb
-        if not normalized:
-            raise InvalidInputError("dimensions and raw vectors do not mix: a projection is "
-                                    "fitted on normalised vectors")
-        name = emb.provenance.get("backbone")
-        dims = self.by_key.get((_key(emb.provenance), have), {})
+        # looked up as the normalised vectors a projection takes; raw ones are then refused
+        dims = self.by_key.get((_key({**emb.provenance, "normalized": True}), have), {})
         if dimensions not in dims:
             offered = ", ".join(str(d) for d in sorted(dims)) or "none"
-            raise InvalidInputError(f"dimensions is {dimensions}; {name} gives {have}-d vectors, "
-                                    f"and this server projects them to: {offered} (projected "
-                                    f"stores in serve.toml's 'projections')")
+            raise InvalidInputError(f"dimensions is {dimensions}; {emb.provenance.get('backbone')} "
+                                    f"gives {have}-d vectors, and this server projects them to: "
+                                    f"{offered} (projected stores in serve.toml's 'projections')")
         projection, provenance, _ = dims[dimensions]
-        return dataclasses.replace(emb, vectors=projection.apply(emb.vectors), provenance=provenance)
+        return project_embeddings(emb, projection, provenance)

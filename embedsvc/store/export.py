@@ -45,9 +45,8 @@ def export_store(store_path: str | os.PathLike, out: str | os.PathLike, fmt: str
 def _columns(store: EmbeddingStore) -> list[str]:
     """Every metadata key of the store, in the order first seen (id, path, label, ...)."""
     keys: dict[str, None] = {}
-    for _, rows in store.iter_shards():
-        for r in rows:
-            keys.update(dict.fromkeys(r))
+    for r in store.metadata():
+        keys.update(dict.fromkeys(r))
     return sorted(keys, key=lambda k: k != "id")  # id first, the rest as stored
 
 

@@ -142,12 +142,10 @@ class EmbeddingStore:
             yield shard_files.read_vectors(self._shard_path(s.name, "vectors"), s.count)
 
     def iter_shards(self) -> Iterator[tuple[np.ndarray, list[dict]]]:
-        """Each shard's vectors (memory-mapped) and metadata rows, in row-id order: one pass over
-        a store too large to hold whole."""
-        for s in self.shards:
-            yield (shard_files.read_vectors(self._shard_path(s.name, "vectors"), s.count),
-                   [json.loads(line) for line in
-                    shard_files.read_lines(self._shard_path(s.name, "meta"), s.count)])
+        """Each shard's vectors (memory-mapped) and its rows of ``metadata()`` (read once)."""
+        meta = self.metadata()
+        for s, vectors in zip(self.shards, self.iter_vectors()):
+            yield vectors, meta[s.first_id:s.first_id + s.count]
 
     def take(self, ids) -> np.ndarray:
         """Rows ``ids`` (any order, repeats allowed) as float32, read from the memory-mapped
