@@ -22,13 +22,13 @@ RpcError = grpc.RpcError  # what every call raises; ``.code().name`` and ``.deta
 # is still releasing exceed max_concurrent_streams, so a client that keeps its connection at
 # that limit gets some of its calls refused (measured: 258 of 5,678 calls, 80 threads on one
 # channel, limit 60); a draining server answers it too. gRPC retries a refused stream once by
-# itself; this policy goes on for up to five attempts (gRPC's cap), backing off up to 2 s: with
-# 0.05 s to 1 s, 2 of 2,061 calls still failed on one thread under a concurrent build. Every call is safe to repeat: reads
+# itself; this policy goes on for up to five attempts (gRPC's cap), backing off up to 1 s (a
+# longer backoff makes every call to a dead server wait it out before failing). Every call is safe to repeat: reads
 # change nothing, an upsert of the same ids again leaves the same state, and so does a delete
 # (whose count, repeated after a lost answer, is of the ids still there).
 RETRY_SERVICE_CONFIG = json.dumps({"methodConfig": [{
     "name": [{"service": pb.DESCRIPTOR.services_by_name["EmbeddingService"].full_name}],
-    "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.2s", "maxBackoff": "2s",
+    "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.05s", "maxBackoff": "1s",
                     "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
 
 
