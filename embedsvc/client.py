@@ -42,6 +42,19 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
             ("grpc.per_rpc_retry_buffer_size", max_message_bytes)]
 
 
+def _options(backbone: str, raw: bool, tap: str, dimensions: int, encoding: str) -> pb.EmbedOptions:
+    return pb.EmbedOptions(backbone=backbone, raw=raw, tap=tap, dimensions=dimensions,
+                           encoding=pb.Encoding.Value(encoding.upper()))
+
+
+def vectors_of(vectors: Sequence[pb.Vector], encoding: str = "float") -> np.ndarray:
+    """The rows of Embed's answer: float32, or the int8 / packed uint8 codes."""
+    if encoding == "float":
+        return np.array([v.values for v in vectors], dtype=np.float32)
+    dtype = np.int8 if encoding == "int8" else np.uint8
+    return np.array([np.frombuffer(v.codes, dtype) for v in vectors])
+
+
 def message_to_dict(msg) -> dict[str, Any]:
     """A response message as plain JSON-ready values: numbers stay numbers (protobuf's own
     JSON printer turns 64-bit integers into strings) and every field is present."""
@@ -105,13 +118,13 @@ class Client:
     def embed(self, images: Sequence[ImageInput] = (), ids: Sequence[str] | None = None,
               backbone: str = "", raw: bool = False, tap: str = "",
               timeout: float | None = None, texts: Sequence[str] | None = None,
-              dimensions: int = 0) -> tuple[np.ndarray, pb.EmbedResponse]:
-        """``dimensions``: 0 for the encoder's own, else one the server projects to."""
+              dimensions: int = 0, encoding: str = "float") -> tuple[np.ndarray, pb.EmbedResponse]:
+        """``dimensions``: 0 for the encoder's own, else one the server projects to.
+        ``encoding``: float (float32 rows), int8 (int8 rows) or binary (packed uint8 rows)."""
         resp = self.stub.Embed(pb.EmbedRequest(
-            **_query(images, texts, ids),
-            options=pb.EmbedOptions(backbone=backbone, raw=raw, tap=tap, dimensions=dimensions)),
+            **_query(images, texts, ids), options=_options(backbone, raw, tap, dimensions, encoding)),
             timeout=timeout, metadata=self.metadata)
-        return np.array([v.values for v in resp.vectors], dtype=np.float32), resp
+        return vectors_of(resp.vectors, encoding), resp
 
     def embed_stream(self, images: Sequence[ImageInput] = (), ids: Sequence[str] | None = None,
                      backbone: str = "", raw: bool = False, tap: str = "",
@@ -229,12 +242,11 @@ class AsyncClient:
     async def embed(self, images: Sequence[ImageInput] = (), ids: Sequence[str] | None = None,
                     backbone: str = "", raw: bool = False, tap: str = "",
                     timeout: float | None = None, texts: Sequence[str] | None = None,
-                    dimensions: int = 0) -> np.ndarray:
+                    dimensions: int = 0, encoding: str = "float") -> np.ndarray:
         resp = await self.stub.Embed(pb.EmbedRequest(
-            **_query(images, texts, ids),
-            options=pb.EmbedOptions(backbone=backbone, raw=raw, tap=tap, dimensions=dimensions)),
+            **_query(images, texts, ids), options=_options(backbone, raw, tap, dimensions, encoding)),
             timeout=timeout, metadata=self.metadata)
-        return np.array([v.values for v in resp.vectors], dtype=np.float32)
+        return vectors_of(resp.vectors, encoding)
 
     async def classify(self, images: Sequence[ImageInput] = (), head: str = "imagenet",
                        top_k: int = 5, timeout: float | None = None,

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from ..backbones.registry import DEFAULT_BACKBONE
+from ..quantize import ENCODINGS
 from ..text.catalog import DEFAULT_TEXT_ENCODER
 from ..wording import count
 from . import output
@@ -76,6 +77,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from ..projection import project_embeddings
 
     inputs, ids, modality = inputs_given(args)
+    if args.encoding != "float" and not args.json:
+        raise InputError(f"--encoding {args.encoding} prints codes as JSON: add --json")
     projected = _projected_store(args)
     name = args.backbone or (projected.provenance["backbone"] if projected else DEFAULTS[modality])
     if (encodes := modality_of_name(name)) != modality:  # before the model loads
@@ -101,7 +104,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
         print(f"wrote {len(emb)} x {emb.dim} float32 vectors to {path} "
               f"(ids and provenance in {path}.json)")
     elif args.json:
-        output.print_json([output.embedding(i, v) for i, v in zip(emb.ids, emb.vectors)])
+        from ..quantize import encode
+
+        rows = encode(emb.vectors, args.encoding, emb.ids)
+        output.print_json([output.embedding(i, v, emb.dim) for i, v in zip(emb.ids, rows)])
     else:
         import numpy as np
 
@@ -234,6 +240,9 @@ def register(sub) -> None:
     p.add_argument("--projection", metavar="STORE",
                    help="project the vectors as STORE's were (a store made by 'embedsvc "
                         "project'; its encoder is the default)")
+    p.add_argument("--encoding", choices=ENCODINGS, default="float",
+                   help="with --json: int8 codes (compare by cosine) or binary sign bits packed "
+                        "8 to a byte (compare by Hamming), as the server's encoding_format")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
 
     p = command(sub, "calibrate", "int8 runtimes: quantise an encoder on your images or texts, "

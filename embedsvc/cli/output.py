@@ -34,8 +34,11 @@ def hit(id: int, score: float, metadata: dict[str, Any]) -> dict[str, Any]:
             "metadata": {k: v for k, v in metadata.items() if v is not None}}
 
 
-def embedding(id: str, vector: Sequence[float]) -> dict[str, Any]:
-    """``embed --json`` / ``client embed``."""
+def embedding(id: str, vector: Sequence[float], dim: int | None = None) -> dict[str, Any]:
+    """``embed --json`` / ``client embed``; ``dim``: the vector's, where ``vector`` is its
+    int8 or binary code."""
+    if getattr(vector, "dtype", None) is not None and vector.dtype.kind in "iu":
+        return {"id": id, "dim": dim or len(vector), "vector": vector.tolist()}
     return {"id": id, "dim": len(vector), "vector": [round(float(x), 6) for x in vector]}
 
 

@@ -7,6 +7,7 @@ import os
 import re
 
 from ..datasets.containers import read_input_bytes
+from ..quantize import ENCODINGS
 from . import output
 from .common import (EXIT_ERROR, EXIT_OK, MAX_OOD_HELP, SERVER_ENV, TOKEN_ENV, InputError,
                      UsageError, command, err, existing_images, group, inputs_given,
@@ -33,9 +34,9 @@ def _given(a) -> dict:
 
 
 def _embed(c, a):
-    _, resp = c.embed(**_given(a), backbone=a.backbone or "", timeout=a.timeout,
-                      dimensions=a.dimensions or 0)
-    return [output.embedding(v.id, v.values) for v in resp.vectors]
+    rows, resp = c.embed(**_given(a), backbone=a.backbone or "", timeout=a.timeout,
+                         dimensions=a.dimensions or 0, encoding=a.encoding)
+    return [output.embedding(v.id, row, resp.provenance.dim) for v, row in zip(resp.vectors, rows)]
 
 
 def _embed_stream(c, a):
@@ -262,6 +263,9 @@ def register(sub) -> None:
             c.add_argument("--dimensions", type=positive_int,
                            help="fewer dimensions, as one of the server's projected stores "
                                 "gives them (serve.toml 'projections')")
+            c.add_argument("--encoding", choices=ENCODINGS, default="float",
+                           help="int8: integers in [-127, 127] (compare by cosine); binary: "
+                                "sign bits packed 8 to a byte (compare by Hamming)")
         if name == "drift":
             c.add_argument("--head", help="one head (default: every trained head)")
         if name == "classify":

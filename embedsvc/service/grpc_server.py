@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..errors import DeadlineExceededError, InvalidInputError
+from ..quantize import check_encoding, encode
 from ..v1 import embedsvc_pb2 as pb
 from ..v1 import embedsvc_pb2_grpc as pb_grpc
 from .config import ServeConfig
@@ -59,6 +60,26 @@ def _rpc(method: Callable) -> Callable:
 
 def _timing(t) -> pb.Timing:
     return pb.Timing(queue_ms=t.queue_ms, inference_ms=t.inference_ms, total_ms=t.total_ms)
+
+
+def _encoding(options) -> str:
+    name = pb.Encoding.Name(options.encoding) if options.encoding in pb.Encoding.values() else \
+        str(options.encoding)
+    return check_encoding(name.lower())
+
+
+def _vectors(emb, encoding: str) -> list:
+    if encoding == "float":
+        return [pb.Vector(id=i, values=v.tolist()) for i, v in zip(emb.ids, emb.vectors)]
+    return [pb.Vector(id=i, codes=c.tobytes())
+            for i, c in zip(emb.ids, encode(emb.vectors, encoding, emb.ids))]
+
+
+def _values(vector, what: str) -> list[float]:
+    if vector.codes:
+        raise InvalidInputError(f"{what}: vectors are sent as float values; codes are only "
+                                f"what Embed returns")
+    return list(vector.values)
 
 
 def _provenance(p: dict[str, Any]) -> pb.Provenance:
@@ -100,11 +121,16 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
     async def Embed(self, request, context):
         o = request.options
         inputs = _inputs(request.images, request.inputs)
-        emb, timing = await self._work(context, lambda d: self.core.embed(
-            inputs, o.backbone or None, o.tap, not o.raw, d, dimensions=o.dimensions or None))
+        encoding = _encoding(o)
+
+        def work(d: float):
+            emb, timing = self.core.embed(inputs, o.backbone or None, o.tap, not o.raw, d,
+                                          dimensions=o.dimensions or None)
+            return emb, timing, _vectors(emb, encoding)
+
+        emb, timing, vectors = await self._work(context, work)
         return pb.EmbedResponse(
-            vectors=[pb.Vector(id=i, values=v.tolist()) for i, v in zip(emb.ids, emb.vectors)],
-            provenance=_provenance(emb.provenance), timing=_timing(timing),
+            vectors=vectors, provenance=_provenance(emb.provenance), timing=_timing(timing),
             truncated=list(emb.truncated))
 
     async def EmbedStream(self, request_iterator, context):
@@ -133,17 +159,18 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
                 return
             except asyncio.TimeoutError:
                 raise DeadlineExceededError(f"no message for {idle:g} s; the stream is closed") from None
-            options = options or item.options
+            if options is None:
+                options, encoding = item.options, _encoding(item.options)
             img_id = (item.input.id if item.HasField("input") else item.image.id) or str(n)
             n += 1
             try:
                 one = (_input(item.input, img_id) if item.HasField("input")
                        else Input(img_id, image=item.image.data))
                 with self.core.admission.request(item.ByteSize()):  # each message on its own
-                    emb, _ = await self._work(context, lambda d: self.core.embed(
+                    vector = await self._work(context, lambda d: _vectors(self.core.embed(
                         [one], options.backbone or None, options.tap, not options.raw, d,
-                        dimensions=options.dimensions or None))
-                yield pb.EmbedResult(vector=pb.Vector(id=img_id, values=emb.vectors[0].tolist()))
+                        dimensions=options.dimensions or None)[0], encoding)[0])
+                yield pb.EmbedResult(vector=vector)
             except PER_ITEM_ERRORS as exc:  # this input only; the stream goes on
                 yield pb.EmbedResult(vector=pb.Vector(id=img_id), error=public_message(str(exc)))
 
@@ -165,7 +192,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         which = request.WhichOneof("query")
         query = (Input(request.image.id or "query", image=request.image.data) if which == "image"
                  else _input(request.input, "query") if which == "input" else None)
-        vector = list(request.vector.values) if which == "vector" else None
+        vector = _values(request.vector, "the query vector") if which == "vector" else None
         hits = await self._work(context, lambda d: self.core.search(
             request.index, query, vector, request.k, dict(request.where), d))
         return pb.SearchResponse(hits=[pb.Hit(id=i, score=s, metadata=m) for i, s, m in hits])
@@ -173,12 +200,13 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
     @_rpc
     async def Upsert(self, request, context):
         items = []
-        for it in request.items:
+        for n, it in enumerate(request.items):
             which = it.WhichOneof("content")
             items.append({"id": it.id if it.HasField("id") else None, "metadata": dict(it.metadata),
                           "image": it.image if which == "image" else None,
                           "text": it.text if which == "text" else None,
-                          "vector": list(it.vector.values) if which == "vector" else None})
+                          "vector": _values(it.vector, f"item #{n}'s vector") if which == "vector"
+                          else None})
         ids, total = await self._work(context,
                                       lambda d: self.core.upsert(request.index, items, d))
         return pb.UpsertResponse(upserted=len(ids), total=total, ids=ids)

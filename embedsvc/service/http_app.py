@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..errors import EmbedsvcError, InvalidInputError
+from ..quantize import encode
 from .core import EmbeddingCore
 from .http_gate import error_response
 from .inputs import Input
@@ -133,10 +134,11 @@ def _inputs(images, inputs, first: str = "images") -> list[Input]:
     return out + [_input(it, len(out) + n, f"inputs[{n}]") for n, it in enumerate(inputs)]
 
 
-def _vectors(vectors, encoding: str) -> list:
+def _vectors(emb, encoding: str) -> list:
     if encoding == "base64":  # OpenAI's: the float32 bytes, little-endian
-        return [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
-    return vectors.tolist()  # float32 → the same doubles a gRPC client reads
+        return [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in emb.vectors]
+    # float32 → the same doubles a gRPC client reads; codes → small integers
+    return encode(emb.vectors, encoding, emb.ids).tolist()
 
 
 class _OffLoopJSON(Request):
@@ -182,7 +184,7 @@ def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
             inputs = [_input(it, n, f"input[{n}]", f"input[{n}]") for n, it in enumerate(given)]
             emb, timing = core.embed(inputs, backbone, body.tap, body.normalize, deadline,
                                      dimensions=body.dimensions)
-            return emb, timing, _vectors(emb.vectors, body.encoding_format)
+            return emb, timing, _vectors(emb, body.encoding_format)
 
         emb, timing, vectors = await run(request, work)
         texts = emb.provenance.get("modality") == "text"

@@ -38,8 +38,13 @@ class EmbeddingsRequest(_Body):
     input: str | list[str | InputIn] | list[StrictInt] | list[list[StrictInt]] = Field(
         description="a text, a list of texts, or a list of typed inputs ({'image': base64} or "
                     "{'text': ...}); token-id arrays are refused (the server tokenises)")
-    encoding_format: Literal["float", "base64"] = Field(
-        "float", description="base64: little-endian float32 bytes (what OpenAI clients ask for)")
+    encoding_format: Literal["float", "base64", "int8", "binary"] = Field(
+        "float", description=(
+            "base64: little-endian float32 bytes (what OpenAI clients ask for); int8: d integers "
+            "in [-127, 127], each value times 127 over the vector's largest magnitude (compare "
+            "by cosine); binary: d/8 integers in [0, 255], bits set where the value is > 0, "
+            "first dimension in the highest bit (compare by Hamming distance; refused for "
+            "vectors with no negative value, such as pooled image features: ask for dimensions)"))
     dimensions: int | None = Field(None, ge=1, description=(
         "the encoder's own dimension, or one the server projects it to (the projected stores "
         "in serve.toml's 'projections'; 400 lists them)"))
@@ -52,7 +57,7 @@ class EmbeddingsRequest(_Body):
 class EmbeddingOut(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float] | str
+    embedding: list[float] | list[int] | str
 
 
 class Usage(BaseModel):
