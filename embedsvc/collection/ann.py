@@ -1,5 +1,7 @@
 """The approximate index of a large collection: HNSW or IVF over row numbers, chosen by the
-planner from the live count, tuned to the recall target on the collection's own vectors.
+planner from the live count, tuned to the recall target on the collection's own vectors; or,
+with ``codes`` set, int8 / binary codes of every row, scanned whole, whose shortlist (tuned to
+the target the same way) the rows re-score.
 
 Labels are row numbers (the index is filled in row order), so no id map is needed; rows a
 reader must not see (deleted, overwritten, or after its view) are excluded with an
@@ -13,7 +15,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..index.planner import IndexPlan, plan_index
+from ..index.planner import CODE_KINDS, IndexPlan, plan_index
+from ..index.refine import Refiner, scaled_shortlist
+from ..index.sign_codes import SignCodes
 from ..index.tuning import exact_neighbors, held_out_queries, pick_search_param, search_ladder
 from ..index.vector_index import train
 from .settings import CollectionSettings
@@ -27,17 +31,23 @@ def choose(live: int, dim: int, s: CollectionSettings, current: str) -> IndexPla
     """The plan for ``live`` vectors. Going back to exact waits until the count halves, so a
     collection near the threshold does not rebuild back and forth."""
     if current != "flat" and live >= s.flat_below // 2:
-        return plan_index(max(live, s.flat_below), dim, "auto", s.memory_budget_bytes, s.flat_below)
-    return plan_index(max(live, 1), dim, "auto", s.memory_budget_bytes, s.flat_below)
+        plan = plan_index(max(live, s.flat_below), dim, "auto", s.memory_budget_bytes, s.flat_below)
+    else:
+        plan = plan_index(max(live, 1), dim, "auto", s.memory_budget_bytes, s.flat_below)
+    if plan.kind == "flat" or s.codes == "none":
+        return plan
+    codes = "int8" if s.codes == "binary" and dim % 8 else s.codes  # bits pack 8 to a byte
+    return plan_index(max(live, 1), dim, codes)
 
 
 def build(vectors: np.ndarray, plan: IndexPlan, s: CollectionSettings, seed: int = 0):
-    """(faiss index over ``vectors`` labelled 0..n-1, infos with the tuned parameter)."""
+    """(index over ``vectors`` labelled 0..n-1, infos with the tuned parameter)."""
     import faiss
 
     t0 = time.perf_counter()
     factory = plan.factory.removeprefix("IDMap2,")  # labels are row numbers: no id map
-    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    index = (SignCodes.new(vectors.shape[1]) if plan.kind == "binary" else
+             faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT))
     train(index, plan, vectors, seed)
     index.add(vectors)
     infos = {"kind": plan.kind, "factory": factory, "built_count": len(vectors),
@@ -52,10 +62,34 @@ def tune(index, plan: IndexPlan, vectors: np.ndarray, target: float, seed: int =
     truth = exact_neighbors(vectors, queries, K)
 
     def ids_found(value: int) -> np.ndarray:
+        if plan.kind in CODE_KINDS:  # the shortlist's best K by the rows themselves
+            shortlisted = index.search(queries, min(value, len(vectors)))[1]
+            return Refiner.from_vectors(vectors).rerank(queries, shortlisted, K)[1]
         return index.search(queries, K, params=search_params(plan.search_param, value, None))[1]
 
     found = pick_search_param(search_ladder(plan), ids_found, truth, target)
     return {"search_param": plan.search_param, **found, "tuned_count": len(vectors)}
+
+
+def write_index(index, path) -> None:
+    """``index.faiss`` of a snapshot: FAISS's format, or a binary kind's (``sign_codes``)."""
+    import faiss
+
+    if isinstance(index, SignCodes):
+        with open(path, "wb") as f:
+            f.write(index.serialize().tobytes())
+    else:
+        faiss.write_index(index, str(path))
+
+
+def read_index(f, kind: str):
+    """An index written by ``write_index``, streamed from the open file ``f``."""
+    import faiss
+
+    if kind == "binary":
+        return SignCodes.read(f)
+    # streamed: no second copy of the index in memory while it loads
+    return faiss.read_index(faiss.PyCallbackIOReader(f.read))
 
 
 def search_params(param: str, value: int, selector):
@@ -70,6 +104,14 @@ def search(index, infos: dict, query: np.ndarray, fetch: int, alive: np.ndarray)
     """Candidate rows (< len(alive)) among those ``alive`` marks, best first."""
     import faiss
 
+    if infos["kind"] in CODE_KINDS:
+        # a scan of every code; ended rows (at most rebuild_dead_fraction of them) are dropped
+        # after it, so the shortlist grows by their share
+        fetch = scaled_shortlist(fetch, int(infos["search_param_value"]), K)
+        fetch = min(index.ntotal, -(-fetch * len(alive) // max(1, int(alive.sum()))))
+        rows = index.search(query, fetch)[1][0]
+        rows = rows[(rows >= 0) & (rows < len(alive))]
+        return rows[alive[rows]]
     selector = bitmap = None
     if not alive.all():
         bitmap = np.packbits(alive, bitorder="little")

@@ -23,6 +23,7 @@ import time
 from dataclasses import replace
 import numpy as np
 
+from ..index.planner import CODE_KINDS
 from ..index.wal import WriteAheadLog
 from . import ann
 from .rows import NEVER, RowTable, View
@@ -94,7 +95,7 @@ class Maintainer:
         plan = ann.choose(c.table.live, int(c.binding["dim"]), s, kind)
         dead = v.n - c.table.live
         if plan.kind != kind or dead >= max(64, s.rebuild_dead_fraction * v.n) or (
-                kind in ("ivf", "ivfpq") and c.table.live > 4 * v.infos["built_count"]):
+                kind in ("ivf", "ivfpq", *CODE_KINDS) and c.table.live > 4 * v.infos["built_count"]):
             self.rebuild(plan)
             self.snapshot()
             return True
@@ -182,8 +183,6 @@ class Maintainer:
     def snapshot(self) -> None:
         """Write the current state as a snapshot, then drop the logs it covers. The log is
         rotated first, so writes go on into a new file while the snapshot is written."""
-        import faiss
-
         c = self.c
         t0 = time.monotonic()
         with c.write_lock:
@@ -195,8 +194,7 @@ class Maintainer:
             c.log_bytes = 0
         try:
             published = write_snapshot(c.root, v, next_id, c.binding,
-                                       (lambda p: faiss.write_index(v.ann, str(p))) if v.ann
-                                       else None)
+                                       (lambda p: ann.write_index(v.ann, p)) if v.ann else None)
             write_manifest(c.root, published.name, v.seq)
         except BaseException:
             with c.write_lock:

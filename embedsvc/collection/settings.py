@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from ..errors import InvalidInputError
 
+CODES = ("none", "int8", "binary")
+
 
 @dataclass(frozen=True)
 class CollectionSettings:
@@ -20,8 +22,15 @@ class CollectionSettings:
     # rebuild without deleted and overwritten rows once they are this fraction of all rows
     rebuild_dead_fraction: float = 0.25
     index_batch: int = 256  # rows added to the approximate index at a time (searches wait that long)
+    # what the approximate index holds: "none" (HNSW or IVF over the float vectors), or compact
+    # codes scanned whole, their shortlist re-scored with the rows: "int8" (d bytes a vector,
+    # ranges calibrated on the collection) or "binary" (d/8 bytes; int8 where d % 8 != 0)
+    codes: str = "none"
 
     def __post_init__(self) -> None:
+        if self.codes not in CODES:
+            raise InvalidInputError(f"collections.codes must be one of {', '.join(CODES)}; "
+                                    f"got {self.codes!r}")
         for name in ("flat_below", "memory_budget_bytes", "compact_log_bytes", "index_batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -132,7 +132,7 @@ def _opened_first(d: Path) -> list[str]:
 
 
 def _read_opened(name: str, files: dict, mmap: bool) -> Loaded:
-    import faiss
+    from .ann import read_index
 
     meta = parse_artifact(files[SNAPSHOT_JSON].read(), f"snapshot {name!r}", FORMAT)
     infos = parse_artifact(files.get(INFOS_JSON, files.get(OLD_INFOS_JSON)).read(),
@@ -149,8 +149,7 @@ def _read_opened(name: str, files: dict, mmap: bool) -> Loaded:
     if meta["indexed"]:
         if "index.faiss" not in files:
             raise IncompatibleError(f"snapshot {name!r} names an index but has no index.faiss")
-        # streamed from the open file: no second copy of the index in memory while it loads
-        ann = faiss.read_index(faiss.PyCallbackIOReader(files["index.faiss"].read))
+        ann = read_index(files["index.faiss"], infos["kind"])
     binding = infos.pop(PROVENANCE, None) or {}
     ended = np.where(alive, NEVER, seq).astype(np.int64)
     view = View(n, seq, vectors, ids, ended, metadata, ann, int(meta["indexed"]), infos)

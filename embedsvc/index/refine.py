@@ -46,6 +46,12 @@ def shortlist(k: int) -> int:
     return max(MIN_SHORTLIST, SHORTLIST_PER_RESULT * k)
 
 
+def scaled_shortlist(k: int, tuned: int, tuned_k: int) -> int:
+    """Candidates to fetch for ``k`` results from a code index whose shortlist was tuned to
+    ``tuned`` at ``tuned_k`` results: the same share of candidates per result."""
+    return max(k, -(-tuned * k // tuned_k))
+
+
 class Refiner:
     """Scores candidates with ``rows(ids) -> float32 (len(ids), dim)``. ``codes`` (row i: id i)
     are what it holds itself: sq8 codes that ``sq`` (a trained IndexScalarQuantizer) decodes,

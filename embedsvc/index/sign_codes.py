@@ -75,10 +75,13 @@ class SignCodes:
                                faiss.serialize_index_binary(self.index)])
 
     @classmethod
-    def read(cls, path: str) -> "SignCodes":
+    def read(cls, source) -> "SignCodes":
+        """From a path, or a binary file already open (a snapshot opens its files first)."""
         import faiss
 
-        with open(path, "rb") as f:
-            center = np.load(f)
-            rest = np.frombuffer(f.read(), np.uint8)
+        if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+            with open(source, "rb") as f:
+                return cls.read(f)
+        center = np.load(source)
+        rest = np.frombuffer(source.read(), np.uint8)
         return cls(faiss.deserialize_index_binary(rest), center)

@@ -23,7 +23,7 @@ from ..provenance import PROVENANCE, check_compatible, read_artifact, write_arti
 from ..errors import InvalidInputError
 from .chatter import faiss_chatter_silenced
 from .planner import IndexPlan, plan_index
-from .refine import Refiner, shortlist, train_sq
+from .refine import Refiner, scaled_shortlist, shortlist, train_sq
 from .sign_codes import SignCodes
 from .tuning import exact_neighbors, held_out_queries, recall_at_k, tune
 
@@ -79,8 +79,8 @@ class VectorIndex:
         """How many results to fetch for ``k`` when a shortlist is re-ranked: a code index's
         tuned shortlist, scaled from the k it was tuned at; an ivfpq one's fixed rule."""
         if self.plan.search_param == "shortlist" and self.infos.get("search_param_value"):
-            tuned, at = int(self.infos["search_param_value"]), int(self.infos.get("k") or 10)
-            return max(k, -(-tuned * k // at))
+            return scaled_shortlist(k, int(self.infos["search_param_value"]),
+                                    int(self.infos.get("k") or 10))
         return shortlist(k)
 
     # -- search ---------------------------------------------------------------------------------
