@@ -172,7 +172,11 @@ def _check_text_config(cfg, provenance: dict[str, Any], what: str) -> None:
 
 def query_encoder(provenance: dict[str, Any], device: str = "auto", inputs: int = 1):
     """What embeds ``inputs`` queries the way ``provenance`` says, soonest: for a few images a
-    cached graph without torch (``query.py``), else ``encoder_for``."""
+    cached graph without torch (``query.py``), else ``encoder_for``. For projected vectors'
+    provenance: the encoder's own vectors, which the caller projects."""
+    from .projection import source_provenance
+
+    provenance = source_provenance(provenance)
     if modality_of(provenance) == TEXT:
         return encoder_for(provenance, device)
     from .query import embedder_for

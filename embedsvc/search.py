@@ -16,7 +16,6 @@ import numpy as np
 from .errors import InvalidInputError
 from .index.store_index import DEFAULT_INDEX, index_dir, load_store_index
 from .index.vector_index import build_index, has_index
-from .projection import source_provenance
 from .store import EmbeddingStore
 
 FILTER_KEYS = ("label", "split", "domain")
@@ -64,7 +63,7 @@ class StoreSearcher:
             from .encoders import query_encoder
 
             # a projected store's queries are embedded as its source's were, then projected
-            self._extractor = query_encoder(source_provenance(self.store.provenance))
+            self._extractor = query_encoder(self.store.provenance)
         return self._extractor
 
     def search_vectors(self, queries: np.ndarray, k: int = 10,

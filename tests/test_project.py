@@ -60,7 +60,8 @@ def test_projection_errors_are_one_line_and_leave_nothing(cli, tiny_store, tmp_p
 def test_dimensions_over_both_transports_equal_the_clis_projection(cli, tiny_store, tmp_path):
     """A server given a projected store (serve.toml ``projections``) answers ``dimensions`` in
     /v1/embeddings and gRPC Embed with the vectors ``embed --projection STORE`` prints; other
-    dimensions are refused naming the ones it has."""
+    dimensions are refused naming the ones it has. The store imported as a collection projects
+    what is stored in it and searched by it."""
     import base64
 
     import grpc
@@ -81,6 +82,21 @@ def test_dimensions_over_both_transports_equal_the_clis_projection(cli, tiny_sto
     meta = json.loads((tmp_path / "q.npy.json").read_text())
     assert meta["provenance"]["projection"]["dim"] == 32
 
+    # a head trained on the projected store keeps its projection: given an image, locally and
+    # by a server, it answers what it answers for the store's projected row
+    trained = cli("train-head", out, "--kind", "logreg", "--out", tmp_path / "h32", "--quiet",
+                  "--register", tmp_path / "data")
+    assert trained.returncode == 0, trained.stderr
+    from classifiers.heads.artifact import Head
+
+    head = Head.load(tmp_path / "h32")
+    assert head.projection is not None and head.projection.sha256 == meta["provenance"]["projection"]["sha256"]
+    row_proba = head.estimator.predict_proba(EmbeddingStore.open(out).vector(3)[None])[0]
+    local = cli("classify", "--head", tmp_path / "h32", image, "--json", "--top", "1")
+    assert local.returncode == 0, local.stderr
+    answer = json.loads(local.stdout)[0]
+    assert answer["label"] == head.classes[int(row_proba.argmax())]
+    assert abs(answer["probability"] - row_proba.max()) < 1e-5
     srv = Server(ServeConfig(port=0, http_port=0, data_dir=str(tmp_path / "data"), default_backbone="tiny-random",
                              projections=[str(out)])).start()
     try:
@@ -113,6 +129,26 @@ def test_dimensions_over_both_transports_equal_the_clis_projection(cli, tiny_sto
         with Client(f"127.0.0.1:{srv.port}") as client:
             vectors, _ = client.embed([image], backbone="tiny-random", dimensions=32)
             assert np.array_equal(vectors[0], want)
+            # a projected store imported as a collection keeps its projection: an image is
+            # projected before it is searched or stored, over both transports
+            imported = cli("collection", "import", out, "--data-dir", tmp_path / "data",
+                           "--name", "small", "--quiet")
+            assert imported.returncode == 0, imported.stderr
+            hit = client.search("small", image=image, k=1)[0]
+            assert hit["id"] == 3 and hit["score"] > 0.9999, hit
+            other = tiny_store.row(5)["path"]
+            with httpx.Client(base_url=f"http://127.0.0.1:{srv.http_port}", timeout=60) as http:
+                r = http.post("/v1/indexes/small/upsert", json={"items": [{
+                    "id": 9999, "image": base64.b64encode(open(other, "rb").read()).decode()}]})
+                assert r.status_code == 200, r.text
+            stored = client.search("small", vector=EmbeddingStore.open(out).vector(5).tolist(), k=2)
+            assert {h["id"] for h in stored} == {5, 9999} and stored[1]["score"] > 0.9999, stored
+            with pytest.raises(grpc.RpcError) as exc:  # a vector of the source's dimension
+                client.search("small", vector=tiny_store.vector(5).tolist(), k=1)
+            assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            served = client.classify([image], head="h32", top_k=1)[0]
+            assert served["label"] == answer["label"]
+            assert abs(served["probability"] - row_proba.max()) < 1e-5
     finally:
         srv.stop(grace=5)
     # a store that is not projected cannot be listed

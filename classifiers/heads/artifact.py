@@ -4,6 +4,7 @@
                       training data, and the provenance of the features it takes (backbone,
                       weights sha256, preprocessing, dim, tap, normalisation)
     HEAD/params.npz   the learned arrays (numeric dtypes only; loaded with allow_pickle=False)
+    HEAD/projection.npz  a head of a projected store: the projection its inputs get
 
 Loading reads numbers and JSON only: nothing from the files is executed. A head refuses
 features whose provenance differs from its own.
@@ -21,6 +22,7 @@ import numpy as np
 
 from embedsvc.atomic import atomic_write_bytes
 from embedsvc.embeddings import Embeddings
+from embedsvc.projection import Projection, load_projection, project_embeddings
 from embedsvc.provenance import check_compatible, read_artifact, write_artifact
 from embedsvc.errors import InvalidInputError, NotFoundError
 from embedsvc.versions import require_same_version
@@ -48,6 +50,9 @@ class Head:
     # what moved the training features into a target domain's statistics (adapt/align.py);
     # requests need no transform: the head was fitted in the target's statistics
     alignment: Alignment | None = None
+    # trained on a projected store (``embedsvc project``): the projection its inputs get,
+    # saved beside it as projection.npz
+    projection: Projection | None = None
 
     @property
     def kind(self) -> str:
@@ -60,9 +65,16 @@ class Head:
     def check(self, provenance: dict[str, Any]) -> None:
         check_compatible(self.provenance, provenance, f"{self.kind} head")
 
-    def predict_proba(self, emb: Embeddings) -> np.ndarray:
+    def inputs(self, emb: Embeddings) -> Embeddings:
+        """``emb`` as this head takes them: projected as its training vectors were (a head of a
+        projected store, given its encoder's vectors), refused if made otherwise."""
+        if self.projection is not None and not emb.provenance.get("projection"):
+            emb = project_embeddings(emb, self.projection, self.provenance)
         self.check(emb.provenance)
-        return self.estimator.predict_proba(emb.vectors)
+        return emb
+
+    def predict_proba(self, emb: Embeddings) -> np.ndarray:
+        return self.estimator.predict_proba(self.inputs(emb).vectors)
 
     @property
     def ood_method(self) -> str:
@@ -74,8 +86,7 @@ class Head:
         fine-tuning run's classifier): kNN heads 1 - cosine similarity to the nearest training
         vector; others 1 - the highest class probability."""
         if self.ood is not None:
-            self.check(emb.provenance)
-            return self.ood.scores(emb.vectors)
+            return self.ood.scores(self.inputs(emb).vectors)
         if hasattr(self.estimator, "nearest_similarity"):
             return 1.0 - self.estimator.nearest_similarity(emb.vectors)
         proba = self.predict_proba(emb) if proba is None else proba
@@ -104,6 +115,8 @@ class Head:
             "alignment": self.alignment.method if self.alignment is not None else None,
         }
         atomic_write_bytes(d / "params.npz", buf.getvalue())
+        if self.projection is not None:
+            self.projection.save(d)
         write_artifact(d / HEAD_JSON, meta, self.provenance)  # last: commit
         return d
 
@@ -125,8 +138,10 @@ class Head:
                                        ood_meta.get("detector"))
         estimator = HEAD_KINDS[kind].from_state(
             classes, {k: v for k, v in arrays.items() if not k.startswith(OWN_ARRAYS)}, meta["params"])
+        projection = (load_projection(d, meta["provenance"]["projection"])
+                      if meta["provenance"].get("projection") else None)
         return cls(estimator, meta["provenance"], meta.get("metrics", {}), meta.get("training", {}),
-                   ood, Alignment.from_arrays(meta.get("alignment"), arrays))
+                   ood, Alignment.from_arrays(meta.get("alignment"), arrays), projection)
 
 
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:

@@ -167,7 +167,7 @@ def train_head(store_path: str | Path, out: str | Path,
     ood = fit_reference(Xfit, config.seed, _atypical(store, alignment, config.seed))
     if ood is not None and (note := ood.resolution_note(DEFAULT_MAX_OOD)):
         notes.append(note)
-    head = Head(est, store.provenance, m, training, ood, alignment)
+    head = Head(est, store.provenance, m, training, ood, alignment, store.projection())
     out = Path(out)
     report = out / "report"
     report.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ within a request. Deleting an absent id is not an error (it counts 0).
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import shutil
 import threading
@@ -31,7 +32,7 @@ from .metadata import valid_metadata
 from .rows import MAX_ID, RowTable, View, unit_vectors, valid_ids
 from .search import ann_candidates, exact_top
 from .settings import CollectionSettings
-from .snapshot import (Published, read_manifest, read_snapshot, remove_stale, snapshot_bytes,
+from .snapshot import (Published, collection_projection, read_manifest, read_snapshot, remove_stale, snapshot_bytes,
                        wal_files, wal_path, write_manifest, write_snapshot)
 
 
@@ -153,6 +154,11 @@ class Collection:
             v = self.table.view
             found = ann_candidates(v, q, k, where)
         return exact_top(v, q, k, where, found)
+
+    @functools.cached_property
+    def projection(self):
+        """What its images and texts are projected with (a projected collection), or None."""
+        return collection_projection(self.root, self.binding)
 
     @property
     def count(self) -> int:

@@ -3,7 +3,8 @@
 The store's rows become the collection's items: the same ids (row ids), the same vectors, and
 the rows' metadata (path, label, split, domain, sha256, width, height) as strings; the store's
 provenance becomes the collection's binding, so a server searches it with the backbone that made
-it and refuses vectors made otherwise.
+it and refuses vectors made otherwise. A projected store (``embedsvc project``) brings its
+projection: the server projects the images and texts it stores and searches by it.
 
 The collection is built aside, in ``INDEXES/.NAME.import/NAME``, in writes of ``CHUNK`` rows
 through the collection's own log, then snapshotted and renamed into place whole: a server
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_bytes, fsync_dir
+from ..projection import source_provenance
 from ..provenance import check_compatible
 from ..errors import IncompatibleError, InvalidInputError
 from ..names import valid_name
@@ -49,7 +51,7 @@ def row_metadata(row: dict) -> dict[str, str]:
 def check_servable(store: EmbeddingStore, binding: dict) -> None:
     """The store's vectors are what a server makes for a collection (``binding``: the installed
     encoder's final, unit-length vectors), so its searches compare like with like."""
-    prov = store.provenance
+    prov = source_provenance(store.provenance)  # a projected store's: what its encoder made
     if prov.get("tap") != binding["tap"] or not prov.get("normalized"):
         raise IncompatibleError(
             f"store {str(store.root)!r} holds tap={prov.get('tap')!r} normalized="
@@ -83,6 +85,8 @@ def import_store(store: EmbeddingStore, indexes: Path, name: str,
             coll = Collection.create(staged, dict(store.provenance), settings)
         else:
             coll = Collection.open(staged, settings)
+        if store.projection() is not None:  # kept with it: queries are projected alike
+            store.projection().save(staged)
         try:
             resumed_at = coll.count
             _write_rows(coll, store, resumed_at, progress)

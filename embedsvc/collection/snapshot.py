@@ -11,6 +11,9 @@
                                         text encoders came: still read)
         snapshot.json                   seq, rows, indexed, next id, time: written last
     NAME/wal-<first seq>.log    writes after the snapshot (see index/wal.py)
+    NAME/projection.npz         a projected collection's projection (``projection.py``): what
+                                images and texts are projected with before they are stored
+                                or searched
 
 A snapshot folder is written under a temporary name and renamed when whole; the manifest is
 replaced only after that, and older snapshots and logs are removed only after the manifest.
@@ -21,6 +24,7 @@ Reader replicas serve such snapshots (``embedsvc/service/replicas.py``).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -188,6 +192,16 @@ def _durable(path: Path, write: Callable) -> None:
         os.fsync(f.fileno())
 
 
+def collection_projection(root: Path, binding: dict[str, Any]):
+    """The projection a projected collection's vectors were made with (``projection.npz`` in
+    its folder, from the store it was imported from), or None."""
+    if not binding.get("projection"):
+        return None
+    from ..projection import load_projection
+
+    return load_projection(root, binding["projection"])
+
+
 @dataclass(frozen=True)
 class Published:
     """The snapshot a collection last published (a writer) or serves (a reader replica)."""
@@ -209,6 +223,11 @@ class SnapshotReader:
         self.view, _, self.binding, saved_at = read_snapshot(path, mmap=True)
         self.published = Published(Path(path).name, self.view.seq, saved_at)
         self.count = int(self.view.alive().sum())  # the folder never changes
+        self.root = Path(path).parent  # the collection's folder
+
+    @functools.cached_property
+    def projection(self):
+        return collection_projection(self.root, self.binding)
 
     @property
     def kind(self) -> str:

@@ -21,6 +21,7 @@ import numpy as np
 from .. import __version__
 from ..collection.rows import unit_vectors, valid_ids
 from ..embeddings import Embeddings
+from ..projection import project_embeddings
 from ..provenance import check_compatible
 from ..encoders import check_encoder, listing, modality_of
 from ..collection.metadata import MAX_TEXT_ID_BYTES, readable, valid_text
@@ -202,6 +203,7 @@ class EmbeddingCore:
                 check_fit(inputs, runner.encoder.modality, f"{runner.name} (head {head!r})")
                 emb, timing = self.embed(inputs, runner.name, h.provenance["tap"],
                                          h.provenance["normalized"], deadline)
+                emb = h.inputs(emb)  # projected, for a head of a projected store
         answers = classify_embeddings(h, emb, min(top_k, len(h.classes)), abstain_below, max_ood)
         if head != IMAGENET_HEAD:
             self.drift_monitor.record(head, h, emb.vectors)
@@ -232,8 +234,7 @@ class EmbeddingCore:
                                                           f"{index!r})")
             emb, _ = self.embed([query], coll.binding["backbone"], coll.binding.get("tap") or "",
                                 True, deadline)
-            check_compatible(coll.binding, emb.provenance, f"index {index!r}")
-            q = emb.vectors
+            q = _as_stored(coll, coll.binding, emb, index).vectors
         else:
             q = unit_vectors(vector, int(coll.binding["dim"]), ["query"])
         return [(i, s, readable(m)) for i, s, m in coll.search(q, k or 10, dict(where or {}))]
@@ -278,7 +279,7 @@ class EmbeddingCore:
             check_fit(inputs, modality_of(binding), f"{binding['backbone']} (index {index!r})")
             emb, _ = self.embed(inputs, binding["backbone"], binding.get("tap") or "", True,
                                 deadline, thumbnail)
-            check_compatible(binding, emb.provenance, f"index {index!r}")
+            emb = _as_stored(existing, binding, emb, index)
             for n, vec in zip(embedded, emb.vectors):
                 rows[n] = vec
                 if items[n].get("text") is not None:
@@ -361,6 +362,16 @@ class EmbeddingCore:
         self.models.close()
         self.collections.close()
         self._release_writer_lock()
+
+
+def _as_stored(coll, binding: dict[str, Any], emb: Embeddings, index: str) -> Embeddings:
+    """``emb`` as collection ``coll`` (None: one its first write creates, bound to
+    ``binding``) holds vectors: projected as its own were (a projected collection, imported
+    from a projected store), and refused if made otherwise."""
+    if coll is not None and coll.projection is not None:
+        emb = project_embeddings(emb, coll.projection, binding)
+    check_compatible(binding, emb.provenance, f"index {index!r}")
+    return emb
 
 
 def _result(future: Future, deadline: float) -> np.ndarray:
