@@ -117,7 +117,7 @@ def test_invalid_requests_are_400_naming_the_problem(served):
         ({"model": "", "input": [img(png(1))], "dimensions": 3}, "projects them to: none"),
         ({"input": [img(png(1))]}, "model: Field required"),
         ({"model": "", "input": [img(png(1))], "encodng_format": "float"}, "encodng_format"),
-        ({"model": "", "input": [img(png(1))], "encoding_format": "int8"}, "encoding_format"),
+        ({"model": "", "input": [img(png(1))], "encoding_format": "int4"}, "encoding_format"),
         ({"model": "", "input": [img(png(i)) for i in range(LIMIT_IMAGES + 1)]},
          f"{LIMIT_IMAGES + 1} images in one request; the limit is {LIMIT_IMAGES}"),
         ({"model": "", "input": []}, "the request has no images"),
