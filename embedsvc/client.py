@@ -193,10 +193,10 @@ class Client:
         return [{"id": h.id, "score": h.score, "metadata": dict(h.metadata)} for h in resp.hits]
 
     def upsert(self, index: str, items: Sequence[dict[str, Any]],
-               timeout: float | None = None) -> pb.UpsertResponse:
+               timeout: float | None = None, dimensions: int = 0) -> pb.UpsertResponse:
         """items: {"id": int (optional: left out, the server assigns one), "image": path or
         bytes, "text": str, or "vector": floats, "metadata": dict}. The answer's ``ids`` are the
-        ids used."""
+        ids used. ``dimensions``: a new index's, by one of the server's projections."""
         msgs = []
         for it in items:
             m = pb.UpsertItem(metadata=it.get("metadata") or {})
@@ -209,8 +209,8 @@ class Client:
             elif it.get("vector") is not None:
                 m.vector.CopyFrom(pb.Vector(values=list(map(float, it["vector"]))))
             msgs.append(m)
-        return self.stub.Upsert(pb.UpsertRequest(index=index, items=msgs), timeout=timeout,
-                                metadata=self.metadata)
+        return self.stub.Upsert(pb.UpsertRequest(index=index, items=msgs, dimensions=dimensions),
+                                timeout=timeout, metadata=self.metadata)
 
     def delete(self, index: str, ids: Sequence[int], timeout: float | None = None) -> pb.DeleteResponse:
         return self.stub.Delete(pb.DeleteRequest(index=index, ids=list(ids)), timeout=timeout,

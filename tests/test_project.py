@@ -146,6 +146,17 @@ def test_dimensions_over_both_transports_equal_the_clis_projection(cli, tiny_sto
             with pytest.raises(grpc.RpcError) as exc:  # a vector of the source's dimension
                 client.search("small", vector=tiny_store.vector(5).tolist(), k=1)
             assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            # a new collection made by Upsert with dimensions keeps the server's projection
+            client.upsert("fresh", [{"id": 3, "image": image}], dimensions=32)
+            assert (tmp_path / "data" / "indexes" / "fresh" / "projection.npz").is_file()
+            hit = client.search("fresh", vector=want.tolist(), k=1)[0]
+            assert hit["id"] == 3 and hit["score"] > 0.9999
+            assert client.search("fresh", image=other, k=1)[0]["id"] == 3
+            for name, dims in (("fresh", 16), ("other", 16)):  # no such projection: no index
+                with pytest.raises(grpc.RpcError) as exc:
+                    client.upsert(name, [{"image": image}], dimensions=dims)
+                assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.value.details()
+            assert sorted(i.name for i in client.indexes()) == ["fresh", "small"]
             served = client.classify([image], head="h32", top_k=1)[0]
             assert served["label"] == answer["label"]
             assert abs(served["probability"] - row_proba.max()) < 1e-5

@@ -112,7 +112,7 @@ def _upsert_batches(c, a, items: list[dict], kind: str) -> dict:
         batch = items[lo:lo + UPSERT_BATCH]
         while batch:
             try:
-                r = c.upsert(a.index, batch, timeout=a.timeout)
+                r = c.upsert(a.index, batch, timeout=a.timeout, dimensions=a.dimensions or 0)
             except RpcError as exc:  # one bad file: name it, leave it out, send the rest
                 bad = BAD_ITEM.search(exc.details() or "")
                 if exc.code().name != "INVALID_ARGUMENT" or not bad or int(bad[1]) >= len(batch):
@@ -259,10 +259,12 @@ def register(sub) -> None:
         if name in ("embed", "embed-stream"):
             c.add_argument("--backbone", help="encoder name (default: the server's default for "
                                               "images or for text)")
-        if name == "embed":
+        if name in ("embed", "upsert"):
             c.add_argument("--dimensions", type=positive_int,
                            help="fewer dimensions, as one of the server's projected stores "
-                                "gives them (serve.toml 'projections')")
+                                "gives them (serve.toml 'projections')" + (
+                                    "; a new index keeps the projection" if name == "upsert" else ""))
+        if name == "embed":
             c.add_argument("--encoding", choices=ENCODINGS, default="float",
                            help="int8: integers in [-127, 127] (compare by cosine); binary: "
                                 "sign bits packed 8 to a byte (compare by Hamming)")

@@ -54,8 +54,9 @@ class Collection:
     # -- opening ------------------------------------------------------------------------------
     @classmethod
     def create(cls, root: Path, binding: dict[str, Any], settings: CollectionSettings,
-               publish_every: float = 0.0) -> "Collection":
-        """A new, empty collection, staged aside and renamed into place whole."""
+               publish_every: float = 0.0, projection=None) -> "Collection":
+        """A new, empty collection, staged aside and renamed into place whole (with the
+        ``projection`` its vectors are made with, a projected collection's)."""
         staged = root.with_name(f".{root.name}.new")
         try:
             shutil.rmtree(staged, ignore_errors=True)
@@ -63,6 +64,8 @@ class Collection:
             table = RowTable.empty(int(binding["dim"]), dict(ann.FLAT_INFOS))
             write_manifest(staged, write_snapshot(staged, table.view, 0, binding, None).name, 0)
             WriteAheadLog.open(wal_path(staged, 1), 1)[0].close()
+            if projection is not None:
+                projection.save(staged)
             os.replace(staged, root)
             fsync_dir(root.parent)
         except OSError as exc:

@@ -82,11 +82,10 @@ def import_store(store: EmbeddingStore, indexes: Path, name: str,
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
             atomic_write_bytes(staging / "source.json", json.dumps(source).encode())
-            coll = Collection.create(staged, dict(store.provenance), settings)
+            coll = Collection.create(staged, dict(store.provenance), settings,
+                                     projection=store.projection())  # queries projected alike
         else:
             coll = Collection.open(staged, settings)
-        if store.projection() is not None:  # kept with it: queries are projected alike
-            store.projection().save(staged)
         try:
             resumed_at = coll.count
             _write_rows(coll, store, resumed_at, progress)

@@ -87,9 +87,11 @@ class Collections:
             self._discover(name)
             return self._items.get(name)
 
-    def write(self, name: str, binding: dict[str, Any], write: Callable[[Collection], Any]) -> Any:
-        """``write(collection)`` on the collection ``name``, created with ``binding`` if new; a
-        new one is removed again if that first write fails."""
+    def write(self, name: str, binding: dict[str, Any], write: Callable[[Collection], Any],
+              projection=None) -> Any:
+        """``write(collection)`` on the collection ``name``, created with ``binding`` (and the
+        ``projection`` its vectors are made with) if new; a new one is removed again if that
+        first write fails."""
         valid_name(name, "index name")
         with self._lock:
             self._discover(name)
@@ -100,7 +102,8 @@ class Collections:
                                         f"{self.unavailable[name]}")
                 self.root.mkdir(parents=True, exist_ok=True)
                 coll = self._items[name] = Collection.create(self.root / name, binding,
-                                                             self.settings, self.publish_every)
+                                                             self.settings, self.publish_every,
+                                                             projection)
                 created = True
             else:
                 created = False

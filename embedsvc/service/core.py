@@ -234,18 +234,20 @@ class EmbeddingCore:
                                                           f"{index!r})")
             emb, _ = self.embed([query], coll.binding["backbone"], coll.binding.get("tap") or "",
                                 True, deadline)
-            q = _as_stored(coll, coll.binding, emb, index).vectors
+            q = _as_stored(coll.projection, coll.binding, emb, index).vectors
         else:
             q = unit_vectors(vector, int(coll.binding["dim"]), ["query"])
         return [(i, s, readable(m)) for i, s, m in coll.search(q, k or 10, dict(where or {}))]
 
     def upsert(self, index: str, items: Sequence[dict[str, Any]],
-               deadline: float | None = None) -> tuple[list[int], int]:
+               deadline: float | None = None, dimensions: int | None = None
+               ) -> tuple[list[int], int]:
         """Items: {"id": int | None, "image": bytes | None, "text": str | None,
         "vector": list | None, "metadata"}. Everything is validated and embedded before anything
         is written; returns the ids used (assigned where an item has none) and the collection's
         new count. A text is kept as the item's ``text`` metadata (returned with hits); an
-        image, as a thumbnail."""
+        image, as a thumbnail. ``dimensions``: a new index's, by one of the server's
+        projections (kept with it); an existing index's own."""
         self._check_writable()
         if not items:
             raise InvalidInputError("the request has no items")
@@ -262,10 +264,16 @@ class EmbeddingCore:
         check_count(len(items), modality, self.config, "items")
         existing = self.collections.find(index)  # a new one is created only when written
         if existing is not None:
-            binding = existing.binding
+            binding, projection = existing.binding, existing.projection
+            if dimensions not in (None, int(binding["dim"])):
+                raise InvalidInputError(f"index {index!r} holds {binding['dim']}-d vectors; "
+                                        f"dimensions {dimensions} names another (a new index "
+                                        f"takes it)")
         else:
             with self.models.lease(self.config.default_for(modality)) as runner:
-                binding = runner.encoder.binding()
+                binding, projection = runner.encoder.binding(), None
+            if dimensions not in (None, int(binding["dim"])):
+                projection, binding = self.projections.find(binding, dimensions)
         dim = int(binding["dim"])
         rows: list[np.ndarray | None] = [None] * len(items)
         for n, it in enumerate(items):
@@ -279,13 +287,14 @@ class EmbeddingCore:
             check_fit(inputs, modality_of(binding), f"{binding['backbone']} (index {index!r})")
             emb, _ = self.embed(inputs, binding["backbone"], binding.get("tap") or "", True,
                                 deadline, thumbnail)
-            emb = _as_stored(existing, binding, emb, index)
+            emb = _as_stored(projection, binding, emb, index)
             for n, vec in zip(embedded, emb.vectors):
                 rows[n] = vec
                 if items[n].get("text") is not None:
                     metadata[n]["text"] = items[n]["text"]
         used = self.collections.write(index, binding, lambda c: c.upsert(np.stack(rows), ids,
-                                                                          metadata, names))
+                                                                          metadata, names),
+                                      projection)
         self.gallery.thumbnails.upserted(index, used, [thumbs.get(name) for name in names])
         return used, self.collections.get(index).count
 
@@ -364,12 +373,11 @@ class EmbeddingCore:
         self._release_writer_lock()
 
 
-def _as_stored(coll, binding: dict[str, Any], emb: Embeddings, index: str) -> Embeddings:
-    """``emb`` as collection ``coll`` (None: one its first write creates, bound to
-    ``binding``) holds vectors: projected as its own were (a projected collection, imported
-    from a projected store), and refused if made otherwise."""
-    if coll is not None and coll.projection is not None:
-        emb = project_embeddings(emb, coll.projection, binding)
+def _as_stored(projection, binding: dict[str, Any], emb: Embeddings, index: str) -> Embeddings:
+    """``emb`` as a collection bound to ``binding`` holds vectors: projected by its
+    ``projection`` (a projected collection; else None), and refused if made otherwise."""
+    if projection is not None:
+        emb = project_embeddings(emb, projection, binding)
     check_compatible(binding, emb.provenance, f"index {index!r}")
     return emb
 

@@ -208,7 +208,8 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
                           "vector": _values(it.vector, f"item #{n}'s vector") if which == "vector"
                           else None})
         ids, total = await self._work(context,
-                                      lambda d: self.core.upsert(request.index, items, d))
+                                      lambda d: self.core.upsert(request.index, items, d,
+                                                                 request.dimensions or None))
         return pb.UpsertResponse(upserted=len(ids), total=total, ids=ids)
 
     @_rpc

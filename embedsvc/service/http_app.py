@@ -228,7 +228,7 @@ def create_app(core: EmbeddingCore, pool: ThreadPoolExecutor) -> FastAPI:
             items = [{"id": it.id, "metadata": it.metadata, "vector": it.vector, "text": it.text,
                       "image": None if it.image is None else decode_image(it.image, f"items[{n}]")}
                      for n, it in enumerate(body.items)]
-            return core.upsert(name, items, deadline)
+            return core.upsert(name, items, deadline, body.dimensions)
 
         ids, total = await run(request, work)
         return _JSON({"upserted": len(ids), "total": total, "ids": ids})

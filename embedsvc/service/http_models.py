@@ -108,6 +108,9 @@ class UpsertItem(_Body):
 
 class UpsertRequest(_Body):
     items: list[UpsertItem]
+    dimensions: int | None = Field(None, ge=1, description=(
+        "a new index: its images and texts projected to this many dimensions by one of the "
+        "server's projections, which the index keeps; an existing index: its own dimension"))
 
 
 class DeleteRequest(_Body):

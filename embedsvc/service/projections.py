@@ -37,17 +37,24 @@ class Projections:
                                         f"dimensions; list one")
             dims[projection.dim] = (projection, dict(store.provenance), path)
 
-    def apply(self, emb: Embeddings, dimensions: int) -> Embeddings:
-        """``emb`` with ``dimensions`` dimensions: itself when it has them, else projected."""
-        have = emb.vectors.shape[1]
-        if dimensions == have:
-            return emb
+    def find(self, source: Mapping[str, Any], dimensions: int) -> tuple[Projection, dict]:
+        """The projection of vectors made as ``source`` says to ``dimensions``, and the
+        provenance of what it makes."""
+        have = int(source["dim"])
         # looked up as the normalised vectors a projection takes; raw ones are then refused
-        dims = self.by_key.get((_key({**emb.provenance, "normalized": True}), have), {})
+        dims = self.by_key.get((_key({**source, "normalized": True}), have), {})
         if dimensions not in dims:
             offered = ", ".join(str(d) for d in sorted(dims)) or "none"
-            raise InvalidInputError(f"dimensions is {dimensions}; {emb.provenance.get('backbone')} "
+            raise InvalidInputError(f"dimensions is {dimensions}; {source.get('backbone')} "
                                     f"gives {have}-d vectors, and this server projects them to: "
                                     f"{offered} (projected stores in serve.toml's 'projections')")
         projection, provenance, _ = dims[dimensions]
+        return projection, dict(provenance)
+
+    def apply(self, emb: Embeddings, dimensions: int) -> Embeddings:
+        """``emb`` with ``dimensions`` dimensions: itself when it has them, else projected."""
+        if dimensions == emb.vectors.shape[1]:
+            return emb
+        projection, provenance = self.find({**emb.provenance, "dim": emb.vectors.shape[1]},
+                                           dimensions)
         return project_embeddings(emb, projection, provenance)
