@@ -48,7 +48,7 @@ def grow(c: Collection, upto: int, dim: int, rng, mix, held: list[np.ndarray]) -
             held.append(x)
             bar.update(len(x))
     t0 = time.perf_counter()
-    c.maintainer.wait_idle()  # indexing, rebuilds, tuning and snapshots caught up
+    c.wait_idle()  # indexing, rebuilds, tuning and snapshots caught up
     print(f"  {dim}-d, {upto:,} vectors: background indexing finished "
           f"{time.perf_counter() - t0:.0f} s after the last write; kind {c.kind}", flush=True)
 
@@ -61,7 +61,7 @@ def measure(c: Collection, dim: int, calls: int, rng, mix, held: list[np.ndarray
         c.upsert(x, [None] * 10, [{}] * 10)
         upserts.append(time.perf_counter() - t0)
         held.append(x)
-    c.maintainer.wait_idle()
+    c.wait_idle()
     stored = np.concatenate(held)
     base = stored[rng.choice(len(stored), calls, replace=False)]
     queries = base + rng.standard_normal(base.shape).astype(np.float32) * (0.3 / np.sqrt(dim))

@@ -181,7 +181,7 @@ def collection_row(x: np.ndarray, work: Path, report) -> None:
     c = Collection.create(root, {"dim": x.shape[1], "backbone": "minilm-l6"}, settings)
     for lo in range(0, len(x), 50_000):
         c.upsert(x[lo:lo + 50_000], [None] * len(x[lo:lo + 50_000]), [{}] * len(x[lo:lo + 50_000]))
-    c.maintainer.wait_idle()
+    c.wait_idle()
     infos = c.table.view.infos
     held = c.table.view.ann.ntotal * c.table.view.ann.code_size + 4 * x.shape[1]
 

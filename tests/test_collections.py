@@ -59,7 +59,7 @@ def test_random_writes_survive_reopen_through_rebuilds_and_snapshots(tmp_path):
             assert c.delete(gone + gone[:1] + [10**12]) == len(gone)  # duplicates and absent ids
             for i in gone:
                 del model[i]
-    assert c.maintainer.wait_idle(120)
+    assert c.wait_idle(120)
     assert c.kind == "hnsw" and c.table.view.infos["recall_target_met"]
     check_matches(c, model)
     some = list(model)[:20]
@@ -181,7 +181,7 @@ def test_searches_run_while_writes_and_a_rebuild_go_on(tmp_path):
         c.upsert(x[b:b + 100], list(range(b, b + 100)), [{}] * 100)
         c.delete([b + 1])
         assert c.search(x[b + 1], 3)[0][0] != b + 1
-    c.maintainer.wait_idle(120)
+    c.wait_idle(120)
     done.set()
     for t in threads:
         t.join()
@@ -195,7 +195,7 @@ def test_a_snapshot_is_readable_by_another_process(tmp_path):
     c = Collection.create(tmp_path / "c", BINDING, SMALL)
     x = unit(rng, 1000)
     c.upsert(x, list(range(1000)), [{"n": str(i)} for i in range(1000)])
-    c.maintainer.wait_idle(120)
+    c.wait_idle(120)
     snap = tmp_path / "c" / read_manifest(tmp_path / "c")["snapshot"]
     np.save(tmp_path / "q.npy", x[17])
     code = (f"import numpy as np; from embedsvc.collection import SnapshotReader; "
@@ -245,7 +245,7 @@ def test_a_collection_of_codes_rescores_them_and_reopens(tmp_path, codes):
     c.upsert(x, list(range(3000)), [{"n": str(i)} for i in range(3000)])
     gone = list(range(0, 3000, 7))
     c.delete(gone)
-    assert c.maintainer.wait_idle(120)
+    assert c.wait_idle(120)
     infos = c.table.view.infos
     assert c.kind == codes and infos["search_param"] == "shortlist", infos
     assert infos["recall_target_met"], infos
@@ -259,7 +259,7 @@ def test_a_collection_of_codes_rescores_them_and_reopens(tmp_path, codes):
     assert not set(gone) & {i for f in found for i in f}
     hits = c.search(x[8], 3)
     assert hits[0][0] == 8 and hits[0][1] > 0.999 and hits[0][2] == {"n": "8"}
-    c.maintainer.snapshot()
+    c.publisher.publish()
     snap = tmp_path / "c" / read_manifest(tmp_path / "c")["snapshot"]
     reader = SnapshotReader(snap)
     assert reader.kind == codes and [h[0] for h in reader.search(queries[0], 10)] == found[0]
@@ -269,7 +269,7 @@ def test_a_collection_of_codes_rescores_them_and_reopens(tmp_path, codes):
     again.close()
     # the same rows without codes: back to an HNSW graph at the next rebuild
     plain = Collection.open(tmp_path / "c", CollectionSettings(flat_below=400))
-    assert plain.maintainer.wait_idle(120) and plain.kind == "hnsw"
+    assert plain.wait_idle(120) and plain.kind == "hnsw"
     plain.close()
     with pytest.raises(InvalidInputError, match="none, int8, binary"):
         CollectionSettings(codes="int4")

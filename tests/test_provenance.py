@@ -14,6 +14,7 @@ from classifiers.heads import Head, TrainHeadConfig, train_head
 from embedsvc.collection.collection import Collection
 from embedsvc.collection.settings import CollectionSettings
 from embedsvc.collection.snapshot import INFOS_JSON, OLD_INFOS_JSON, read_manifest
+from embedsvc.collection.snapshot_read import read_snapshot
 from embedsvc.embeddings import Embeddings
 from embedsvc.errors import IncompatibleError, InvalidInputError, NotFoundError
 from embedsvc.index.store_index import build_store_index, index_dir, load_store_index
@@ -70,10 +71,26 @@ def _as_released(path, key: str = "provenance") -> None:
     path.write_text(json.dumps(meta, indent=2))
 
 
+def _as_format_1(snapshot) -> None:
+    """Rewrite a collection snapshot folder as format 1 wrote it: one file per kind of data."""
+    loaded = read_snapshot(snapshot)
+    v = loaded.view
+    for p in snapshot.iterdir():
+        if p.name != INFOS_JSON:
+            p.unlink()
+    np.save(snapshot / "vectors.npy", v.vectors[:v.n])
+    np.save(snapshot / "ids.npy", v.ids[:v.n])
+    np.save(snapshot / "alive.npy", v.alive())
+    (snapshot / "metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in v.metadata))
+    (snapshot / "snapshot.json").write_text(json.dumps({
+        "format": 1, "seq": v.seq, "rows": v.n, "indexed": 0, "next_id": loaded.next_id}))
+
+
 def test_artifacts_in_the_released_layout_keep_loading_and_checking(artifacts, tmp_path):
     for what in ("store", "head", "embeddings"):
         _as_released(artifacts[what])
     _as_released(artifacts["index"], key="binding")
+    _as_format_1(artifacts["collection"].parent)
     infos = artifacts["collection"]
     _as_released(infos, key="binding")
     infos.rename(infos.with_name(OLD_INFOS_JSON))
@@ -97,6 +114,13 @@ def test_artifacts_in_the_released_layout_keep_loading_and_checking(artifacts, t
     try:
         assert c.binding["modality"] == "image" and c.count == 8
         assert c.search(vectors[5] / np.linalg.norm(vectors[5]), 1)[0][0] == 5
+        c.publisher.publish()  # the next publication is of format 2, every row in it
+    finally:
+        c.close()
+    c = Collection.open(tmp_path / "coll", CollectionSettings())
+    try:
+        assert c.published.layout.rows == 8 and c.count == 8
+        assert c.search(vectors[6] / np.linalg.norm(vectors[6]), 1)[0][0] == 6
     finally:
         c.close()
 

@@ -151,7 +151,7 @@ def test_a_served_snapshot_outlives_its_folder(tmp_path):
     c = Collection.create(tmp_path / "c", {"dim": 8, "backbone": "test"}, CollectionSettings())
     x = np.eye(8, dtype=np.float32)
     c.upsert(x, list(range(8)), [{"n": str(i)} for i in range(8)])
-    c.maintainer.snapshot()
+    c.publisher.publish()
     folder = Path(tmp_path / "c" / read_manifest(tmp_path / "c")["snapshot"])
     served = SnapshotReader(folder)
     c.close()

@@ -4,4 +4,4 @@ from ..lazy import lazy_exports
 
 __all__ = ["Collection", "CollectionSettings", "SnapshotReader"]
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "Collection": "collection", "CollectionSettings": "settings", "SnapshotReader": "snapshot"})
+    "Collection": "collection", "CollectionSettings": "settings", "SnapshotReader": "snapshot_read"})

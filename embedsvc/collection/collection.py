@@ -18,6 +18,7 @@ import functools
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,12 +29,15 @@ from ..errors import IncompatibleError, InvalidInputError, ResourceExhaustedErro
 from ..index.wal import DISK_FULL, WriteAheadLog
 from . import ann, records
 from .maintenance import Maintainer
+from .publisher import Publisher
 from .metadata import valid_metadata
 from .rows import MAX_ID, RowTable, View, unit_vectors, valid_ids
 from .search import ann_candidates, exact_top
 from .settings import CollectionSettings
-from .snapshot import (Published, collection_projection, read_manifest, read_snapshot, remove_stale, snapshot_bytes,
-                       wal_files, wal_path, write_manifest, write_snapshot)
+from .snapshot import (Published, clear_pending, collection_projection, read_manifest,
+                       remove_stale, snapshot_bytes, wal_files, wal_path, write_manifest,
+                       write_snapshot)
+from .snapshot_read import read_snapshot
 
 
 class Collection:
@@ -48,8 +52,14 @@ class Collection:
         self.snapshot_bytes = snapshot_bytes(root / published.name)
         self.write_lock = threading.Lock()  # one writer at a time: log order = apply order
         self.index_lock = ann.ReadWriteLock()  # searches vs. adding rows to the approximate index
+        # files maintenance wrote for publication: the last index file, a rebuild's rows
+        self.files_lock = threading.Lock()
+        self.index_file = published.layout.index if published.layout is not None else None
+        self.base = None
         self.maintainer = Maintainer(self)
+        self.publisher = Publisher(self)
         self.maintainer.poke()
+        self.publisher.poke()
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
@@ -81,7 +91,8 @@ class Collection:
         if manifest is None:
             raise IncompatibleError(f"{root.name!r} is not a collection (no MANIFEST.json)")
         remove_stale(root, manifest["snapshot"])
-        view, next_id, binding, saved_at = read_snapshot(root / manifest["snapshot"])
+        clear_pending(root)
+        view, next_id, binding, saved_at, layout = read_snapshot(root / manifest["snapshot"])
         table, seq = RowTable(view, next_id), view.seq
         wal, log_bytes = None, 0
         files = wal_files(root)
@@ -107,7 +118,7 @@ class Collection:
         if wal is None:
             wal = WriteAheadLog.open(wal_path(root, seq + 1), seq + 1)[0]
         return cls(root, table, binding, wal, settings, log_bytes,
-                   Published(manifest["snapshot"], view.seq, saved_at), publish_every)
+                   Published(manifest["snapshot"], view.seq, saved_at, layout), publish_every)
 
     # -- writes -------------------------------------------------------------------------------
     def upsert(self, vectors, ids: Sequence[int | None], metadata: Sequence[dict[str, str]],
@@ -129,7 +140,7 @@ class Collection:
             used = np.array([next(free) if i is None else i for i in ids], dtype=np.int64)
             write = records.Upsert(used, x, meta)
             self._log(write)
-        self.maintainer.poke()
+        self._poke()
         return used.tolist()
 
     def delete(self, ids: Sequence[int]) -> int:
@@ -140,8 +151,12 @@ class Collection:
             if not present:
                 return 0
             self._log(records.Delete(np.array(present, dtype=np.int64)))
-        self.maintainer.poke()
+        self._poke()
         return len(present)
+
+    def _poke(self) -> None:
+        self.maintainer.poke()
+        self.publisher.poke()
 
     def _log(self, write) -> None:
         payload = records.encode(write)
@@ -176,7 +191,21 @@ class Collection:
     def kind(self) -> str:
         return self.table.view.infos["kind"]
 
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Until indexing, rebuilds, tuning and publications have caught up (tests, benches)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self.maintainer.wait_idle(left):
+                return False
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self.publisher.wait_idle(left):
+                return False
+            if self.maintainer.idle.is_set():  # publishing gave maintenance no new work
+                return True
+
     def close(self) -> None:
+        self.publisher.stop()
         self.maintainer.stop()
         with self.write_lock:
             self.wal.close()

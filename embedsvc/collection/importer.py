@@ -89,9 +89,10 @@ def import_store(store: EmbeddingStore, indexes: Path, name: str,
         try:
             resumed_at = coll.count
             _write_rows(coll, store, resumed_at, progress)
-            coll.maintainer.wait_idle()
+            coll.wait_idle()
             coll.maintainer.stop()
-            coll.maintainer.snapshot()  # opening it later reads one snapshot, not the whole log
+            coll.publisher.stop()
+            coll.publisher.publish()  # opening it later reads one snapshot, not the whole log
         finally:
             coll.close()
         os.rename(staged, target)  # fails, changing nothing, if the name was taken meanwhile

@@ -39,7 +39,7 @@ def convert(root: Path, settings) -> None:
     for lo in range(0, len(keep), 10_000):
         rows = keep[lo:lo + 10_000]
         c.upsert(vectors[rows], ids[rows].tolist(), [metadata.get(str(int(ids[r])), {}) for r in rows])
-    c.maintainer.wait_idle()
+    c.wait_idle()
     c.close()
     # the new files join the old ones (the manifest last: until it is there, the old files are
     # what a restart reads), then the old ones go

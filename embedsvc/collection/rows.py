@@ -30,6 +30,7 @@ class View:
     ann: Any = None  # an approximate index over rows [0, indexed), labels = row numbers
     indexed: int = 0
     infos: dict = None  # kind, factory, tuned search parameter, measured recall
+    epoch: int = 0  # which numbering of the rows (a rebuild numbers them again)
 
     def alive(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
         return self.ended[lo:self.n if hi is None else hi] > self.seq

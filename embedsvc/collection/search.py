@@ -11,6 +11,7 @@ import numpy as np
 
 from . import ann
 from .rows import View
+from .segments import row_scores
 
 
 def _fetch(k: int, where: dict | None) -> int:
@@ -30,7 +31,7 @@ def exact_top(v: View, q: np.ndarray, k: int, where: dict | None,
     """The best ``k`` (id, score, metadata) among ``found`` and the rows no index covers."""
     indexed = v.indexed if v.ann is not None else 0
     fetch = _fetch(k, where)
-    tail = v.vectors[indexed:v.n] @ q[0]
+    tail = row_scores(v.vectors, indexed, v.n, q[0])
     tail[~v.alive(indexed)] = -np.inf
     if where or len(tail) <= fetch:
         best = np.argsort(-tail, kind="stable")

@@ -1,51 +1,53 @@
 """A collection on disk: snapshots, the log after them, and the manifest that ties them.
 
     NAME/MANIFEST.json          {"snapshot": "snap-…", "seq": S}: written last, atomically
-    NAME/snap-<S>-<tag>/        a self-contained snapshot of every write up to S (the tag makes
-                                each name new: a folder, once in place, never changes):
-        vectors.npy ids.npy alive.npy   the rows (row r of each)
-        metadata.jsonl                  one JSON object per row
-        index.faiss                     the approximate index over rows [0, indexed), if any
+    NAME/snap-<S>-<tag>/        every write up to S (the tag makes each name new: a folder,
+                                once in place, never changes):
+        seg-… dead-… ann-…              the immutable files of ``segments.py``: the rows in
+                                        segments, the rows ended since, the approximate index
         ann_infos.json                  kind, factory, tuned parameter, measured recall, the
-                                        provenance of the vectors (index_infos.json until
-                                        text encoders came: still read)
-        snapshot.json                   seq, rows, indexed, next id, time: written last
+                                        provenance of the vectors
+        snapshot.json                   format 2: seq, rows, next id, time, epoch, and every
+                                        other file with its size and sha256: written last
+    NAME/pending/               files maintenance wrote for the next publication (a rebuild's
+                                segments, an index), linked into it and then removed
     NAME/wal-<first seq>.log    writes after the snapshot (see index/wal.py)
     NAME/projection.npz         a projected collection's projection (``projection.py``): what
                                 images and texts are projected with before they are stored
                                 or searched
 
-A snapshot folder is written under a temporary name and renamed when whole; the manifest is
-replaced only after that, and older snapshots and logs are removed only after the manifest.
-A crash at any point leaves the previous manifest naming a complete snapshot and the logs it
-needs. Any other process may open a snapshot folder read-only (``SnapshotReader``): it opens
-every file of the folder first, so the writer may remove the folder while it is being read.
-Reader replicas serve such snapshots (``embedsvc/service/replicas.py``).
+A publication writes only what changed since the previous snapshot (the rows sealed since, the
+rows ended since, a new index if maintenance wrote one) and hard-links the rest, so its cost
+follows the writes, not the collection. A snapshot folder is written under a temporary name
+and renamed when whole; the manifest is replaced only after that, and older snapshots and logs
+are removed only after the manifest. A crash at any point leaves the previous manifest naming
+a complete snapshot and the logs it needs. Snapshots of format 1 (one folder holding
+vectors.npy, ids.npy, alive.npy, metadata.jsonl, index.faiss) are still read; the writer's next
+publication writes format 2. Other processes read snapshots with ``snapshot_read.py``.
 """
 from __future__ import annotations
 
-import functools
-import json
 import os
-import secrets
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from ..atomic import fsync_dir, fsync_file
-from ..errors import IncompatibleError, NotFoundError
-from ..provenance import PROVENANCE, parse_artifact, read_artifact, write_artifact
-from .rows import NEVER, View
+from ..atomic import fsync_dir
+from ..errors import NotFoundError
+from ..provenance import read_artifact, write_artifact
+from .rows import View
+from .segments import Segment, tag, write_npy, write_segment
 
 MANIFEST = "MANIFEST.json"
 SNAPSHOT_JSON = "snapshot.json"
 INFOS_JSON = "ann_infos.json"
 OLD_INFOS_JSON = "index_infos.json"  # the same file, as snapshots named it before
-FORMAT = 1
+PENDING = "pending"
+FORMAT = 2
 
 
 def wal_path(root: Path, first_seq: int) -> Path:
@@ -68,108 +70,167 @@ def write_manifest(root: Path, snapshot: str, seq: int) -> None:
     write_artifact(root / MANIFEST, {"format": FORMAT, "snapshot": snapshot, "seq": seq}, indent=None)
 
 
+@dataclass(frozen=True)
+class IndexFile:
+    """An approximate index written to a file: over rows [0, indexed) of ``epoch``."""
+    name: str  # ann-<epoch>-<indexed>-<tag>.faiss
+    entry: dict  # size, sha256
+    indexed: int
+    epoch: int
+
+    def record(self) -> dict[str, Any]:
+        return {"name": self.name, **self.entry, "indexed": self.indexed}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The files of a format-2 snapshot: what the next publication links instead of writing."""
+    epoch: int
+    rows: int  # the segments hold rows [0, rows)
+    seq: int
+    segments: tuple = ()  # Segment, in row order
+    dead: tuple = ()  # {"name", "size", "sha256", "count"}
+    index: IndexFile | None = None
+
+    def files(self) -> dict[str, dict]:
+        """name -> {size, sha256} of every file it lists."""
+        out = {s.stem + "." + part: e for s in self.segments for part, e in s.files.items()}
+        out.update({d["name"]: {"size": d["size"], "sha256": d["sha256"]} for d in self.dead})
+        if self.index is not None:
+            out[self.index.name] = self.index.entry
+        return out
+
+
+@dataclass(frozen=True)
+class Published:
+    """The snapshot a collection last published (a writer) or serves (a reader replica)."""
+    name: str  # its folder
+    seq: int  # it holds writes 1..seq
+    saved_at: float  # unix seconds
+    layout: Layout | None = field(default=None, compare=False)  # None: format 1
+    written_bytes: int = 0  # what its publication wrote (the rest is links)
+
+    def describe(self, index: str, applied_seq: int, count: int) -> dict[str, Any]:
+        """As GetInfo.snapshots and the snapshot metrics report it."""
+        return {"index": index, "snapshot": self.name, "seq": self.seq,
+                "published_at": self.saved_at, "applied_seq": applied_seq, "count": count}
+
+
+@dataclass(frozen=True)
+class Base:
+    """Rows a rebuild wrote as segments of its new epoch (in ``pending/``), with its index."""
+    epoch: int
+    rows: int
+    segments: tuple
+    index: IndexFile | None
+
+
 def write_snapshot(root: Path, view: View, next_id: int, binding: dict[str, Any],
-                   write_index: Callable[[Path], None] | None) -> Published:
-    """Write ``view`` (rows [0, n) as of write ``seq``) as a snapshot folder; the manifest
-    publishes it (``write_manifest``).
-    ``write_index(path)`` writes the approximate index, if there is one."""
-    name = f"snap-{view.seq:020d}-{secrets.token_hex(4)}"
+                   previous: Published | None = None, base: Base | None = None,
+                   index: IndexFile | None = None) -> Published:
+    """Publishable folder of ``view`` (rows [0, n) as of write ``seq``), linking what
+    ``previous`` (same epoch) or ``base`` (a rebuild's rows of this epoch) already wrote; the
+    manifest publishes it (``write_manifest``). ``index``: the newest index file of the
+    epoch, in ``previous``'s folder or in ``pending/``."""
+    name = f"snap-{view.seq:020d}-{tag()}"
     tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        n, alive = view.n, view.alive()
-        _durable(tmp / "vectors.npy", lambda f: np.save(f, view.vectors[:n]))
-        _durable(tmp / "ids.npy", lambda f: np.save(f, view.ids[:n]))
-        _durable(tmp / "alive.npy", lambda f: np.save(f, alive))
-        _durable(tmp / "metadata.jsonl", lambda f: f.writelines(
-            (json.dumps(m, separators=(",", ":")) if a else "{}").encode() + b"\n"
-            for m, a in zip(view.metadata[:n], alive.tolist())))
-        if write_index is not None and view.indexed:
-            write_index(tmp / "index.faiss")
-            fsync_file(tmp / "index.faiss")
+        prev = previous.layout if previous is not None else None
+        written = 0
+        if prev is not None and prev.epoch == view.epoch:
+            _link_all(root / previous.name, tmp, prev.files())
+            segments, dead, covered, prev_seq = list(prev.segments), list(prev.dead), prev.rows, prev.seq
+        elif base is not None and base.epoch == view.epoch:
+            _link_all(root / PENDING, tmp, Layout(base.epoch, base.rows, 0, base.segments).files())
+            segments, dead, covered, prev_seq = list(base.segments), [], base.rows, -1
+        else:  # a new collection, or the first publication after format 1: every row
+            segments, dead, covered, prev_seq = [], [], 0, -1
+        n = view.n
+        if n > covered:
+            seg = write_segment(tmp, view.epoch, covered, view.vectors[covered:n],
+                                view.ids[covered:n], view.metadata[covered:n], view.alive(covered))
+            segments.append(seg)
+            written += sum(e["size"] for e in seg.files.values())
+        ended = view.ended[:n]
+        newly = np.flatnonzero((ended > prev_seq) & (ended <= view.seq)).astype(np.int64)
+        if len(newly):
+            dead_name = f"dead-{view.epoch}-{view.seq}-{tag()}.npy"
+            entry = write_npy(tmp / dead_name, newly)
+            dead.append({"name": dead_name, **entry, "count": len(newly)})
+            written += entry["size"]
+        if index is not None and index.epoch == view.epoch and index.indexed <= n:
+            if not (tmp / index.name).exists():  # not linked with the previous snapshot's files
+                os.link(root / PENDING / index.name, tmp / index.name)
+        else:
+            index = None
+        layout = Layout(view.epoch, n, view.seq, tuple(segments), tuple(dead), index)
         saved_at = time.time()
         stamp = {"format": FORMAT, "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(saved_at))}
-        write_artifact(tmp / INFOS_JSON, {**(view.infos or {}), "count": int(alive.sum()), **stamp},
-                       binding)
+        count = int(view.alive().sum())
+        write_artifact(tmp / INFOS_JSON, {**(view.infos or {}), "count": count, **stamp}, binding)
         write_artifact(tmp / SNAPSHOT_JSON, {
-            **stamp, "saved_at": saved_at, "seq": view.seq, "rows": n,
-            "indexed": view.indexed if view.ann is not None else 0, "next_id": next_id}, indent=None)
+            **stamp, "saved_at": saved_at, "seq": view.seq, "rows": n, "next_id": next_id,
+            "epoch": view.epoch, "indexed": index.indexed if index is not None else 0,
+            "segments": [s.record() for s in segments], "dead": dead,
+            "index": index.record() if index is not None else None,
+            "infos_file": {"name": INFOS_JSON, "size": (tmp / INFOS_JSON).stat().st_size}},
+            indent=None)
+        fsync_dir(tmp)
         os.replace(tmp, root / name)
         fsync_dir(root)
-        return Published(name, view.seq, saved_at)
+        written += (root / name / INFOS_JSON).stat().st_size + (root / name / SNAPSHOT_JSON).stat().st_size
+        return Published(name, view.seq, saved_at, layout, written)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-class Loaded(NamedTuple):
-    view: View
-    next_id: int
-    binding: dict[str, Any]
-    saved_at: float  # unix seconds (0 for snapshots written before it was recorded)
+def _link_all(src: Path, dst: Path, names) -> None:
+    for name in names:
+        os.link(src / name, dst / name)
 
 
-def read_snapshot(path: str | os.PathLike, mmap: bool = False) -> Loaded:
-    """A snapshot folder's rows, next id, binding and time. ``mmap`` maps the vectors read-only (for
-    a reader in another process); otherwise they are read into memory, ready for appends."""
-    d = Path(path)
-    try:
-        files = {name: open(d / name, "rb") for name in _opened_first(d)}
-    except FileNotFoundError:
-        raise NotFoundError(f"{d.name!r} is not a collection snapshot (or was just "
-                            f"replaced)") from None
-    try:
-        return _read_opened(d.name, files, mmap)
-    finally:
-        for f in files.values():
-            f.close()
+def write_pending_segments(root: Path, view: View) -> tuple:
+    """A rebuild's rows (``view``, a new epoch) as segments in ``pending/``, before the rebuild
+    is swapped in: the first publication after it links them instead of writing them."""
+    folder = root / PENDING
+    folder.mkdir(exist_ok=True)
+    seg = write_segment(folder, view.epoch, 0, view.vectors[:view.n], view.ids[:view.n],
+                        view.metadata[:view.n], view.alive())
+    fsync_dir(folder)
+    return (seg,)
 
 
-def _opened_first(d: Path) -> list[str]:
-    """The files of a snapshot, snapshot.json first: it is written last, so a folder that has it
-    is whole; once all are open, removing the folder changes nothing that is read."""
-    infos = INFOS_JSON if (d / INFOS_JSON).is_file() or not (d / OLD_INFOS_JSON).is_file() \
-        else OLD_INFOS_JSON
-    names = [SNAPSHOT_JSON, infos, "vectors.npy", "ids.npy", "alive.npy", "metadata.jsonl"]
-    return names + ["index.faiss"] if (d / "index.faiss").is_file() else names
+def write_pending_index(root: Path, ann, epoch: int, indexed: int) -> IndexFile:
+    """The approximate index (over rows [0, indexed) of ``epoch``) as a file in ``pending/``."""
+    from .ann import write_index
+    from .segments import file_entry
+
+    folder = root / PENDING
+    folder.mkdir(exist_ok=True)
+    name = f"ann-{epoch}-{indexed}-{tag()}.faiss"
+    write_index(ann, folder / name)
+    with open(folder / name, "rb") as f:
+        os.fsync(f.fileno())
+    fsync_dir(folder)
+    return IndexFile(name, file_entry(folder / name), indexed, epoch)
 
 
-def _read_opened(name: str, files: dict, mmap: bool) -> Loaded:
-    from .ann import read_index
-
-    meta = parse_artifact(files[SNAPSHOT_JSON].read(), f"snapshot {name!r}", FORMAT)
-    infos = parse_artifact(files.get(INFOS_JSON, files.get(OLD_INFOS_JSON)).read(),
-                           f"snapshot {name!r}'s index infos")
-    seq, n = int(meta["seq"]), int(meta["rows"])
-    vectors = _mapped(files["vectors.npy"]) if mmap else np.load(files["vectors.npy"])
-    ids = np.load(files["ids.npy"])
-    alive = np.load(files["alive.npy"])
-    if not len(vectors) == len(ids) == len(alive) == n:
-        raise IncompatibleError(f"snapshot {name!r} is inconsistent: {n} rows named, "
-                                f"{len(vectors)}/{len(ids)}/{len(alive)} stored")
-    metadata = [json.loads(line) for line in files["metadata.jsonl"]]
-    ann = None
-    if meta["indexed"]:
-        if "index.faiss" not in files:
-            raise IncompatibleError(f"snapshot {name!r} names an index but has no index.faiss")
-        ann = read_index(files["index.faiss"], infos["kind"])
-    binding = infos.pop(PROVENANCE, None) or {}
-    ended = np.where(alive, NEVER, seq).astype(np.int64)
-    view = View(n, seq, vectors, ids, ended, metadata, ann, int(meta["indexed"]), infos)
-    return Loaded(view, int(meta["next_id"]), binding, float(meta.get("saved_at", 0.0)))
+def unlink_pending(root: Path, linked) -> None:
+    """Files of ``pending/`` that a published snapshot links (``linked``: its file names):
+    they live on in it."""
+    folder = root / PENDING
+    if folder.is_dir():
+        for p in list(folder.iterdir()):
+            if p.name in linked:
+                p.unlink()
 
 
-def _mapped(f) -> np.ndarray:
-    """An .npy file already open, memory-mapped read-only (np.load maps only by path)."""
-    fmt = np.lib.format
-    version = fmt.read_magic(f)
-    header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-    shape, fortran, dtype = header(f)
-    if not np.prod(shape):
-        return np.zeros(shape, dtype)  # an empty file cannot be mapped
-    return np.memmap(f, dtype=dtype, mode="r", offset=f.tell(), shape=shape,
-                     order="F" if fortran else "C")
+def clear_pending(root: Path) -> None:
+    """What a crash left in ``pending/``: written for a publication that never came."""
+    shutil.rmtree(root / PENDING, ignore_errors=True)
 
 
 def snapshot_bytes(folder: Path) -> int:
@@ -177,19 +238,13 @@ def snapshot_bytes(folder: Path) -> int:
 
 
 def remove_stale(root: Path, keep: str | None) -> None:
-    """Temporary files and folders (a crash mid-write), and snapshots the manifest does not name."""
+    """Temporary files and folders (a crash mid-write), and snapshots the manifest does not
+    name. Files a removed snapshot shares with the kept one live on through their other link."""
     for p in root.iterdir():
         stale = p.name.startswith(".") or (p.name.startswith("snap-") and p.name != keep)
         if stale:
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     fsync_dir(root)
-
-
-def _durable(path: Path, write: Callable) -> None:
-    with open(path, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def collection_projection(root: Path, binding: dict[str, Any]):
@@ -200,42 +255,3 @@ def collection_projection(root: Path, binding: dict[str, Any]):
     from ..projection import load_projection
 
     return load_projection(root, binding["projection"])
-
-
-@dataclass(frozen=True)
-class Published:
-    """The snapshot a collection last published (a writer) or serves (a reader replica)."""
-    name: str  # its folder
-    seq: int  # it holds writes 1..seq
-    saved_at: float  # unix seconds
-
-    def describe(self, index: str, applied_seq: int, count: int) -> dict[str, Any]:
-        """As GetInfo.snapshots and the snapshot metrics report it."""
-        return {"index": index, "snapshot": self.name, "seq": self.seq,
-                "published_at": self.saved_at, "applied_seq": applied_seq, "count": count}
-
-
-class SnapshotReader:
-    """A snapshot folder opened read-only, e.g. by another process serving replicas: vectors
-    are memory-mapped, nothing is written. ``SnapshotReader(path).search(vector, k)``."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.view, _, self.binding, saved_at = read_snapshot(path, mmap=True)
-        self.published = Published(Path(path).name, self.view.seq, saved_at)
-        self.count = int(self.view.alive().sum())  # the folder never changes
-        self.root = Path(path).parent  # the collection's folder
-
-    @functools.cached_property
-    def projection(self):
-        return collection_projection(self.root, self.binding)
-
-    @property
-    def kind(self) -> str:
-        return self.view.infos["kind"]
-
-    def search(self, query, k: int = 10, where: dict[str, str] | None = None):
-        from .rows import unit_vectors
-        from .search import ann_candidates, exact_top
-
-        q = unit_vectors(query, int(self.binding["dim"]))
-        return exact_top(self.view, q, k, where, ann_candidates(self.view, q, k, where))

@@ -16,7 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..collection.snapshot import SnapshotReader, read_manifest
+from ..collection.snapshot import read_manifest
+from ..collection.snapshot_read import SnapshotReader
 from ..errors import NotFoundError
 
 log = logging.getLogger("embedsvc.replicas")
@@ -81,7 +82,9 @@ class FollowedCollections:
                 items[name] = old
                 continue
             try:
-                items[name] = SnapshotReader(self.root / name / snapshot)
+                # segments and checksums already read are not read again
+                items[name] = SnapshotReader(self.root / name / snapshot,
+                                             old.cache if old is not None else None)
             except Exception as exc:  # noqa: BLE001 - one bad snapshot must not stop the rest
                 if old is not None:
                     items[name] = old
