@@ -2,7 +2,9 @@
 restart, no acknowledged delete comes back, a refused write leaves no trace, no temp file stays.
 
 A real server process (tiny backbone) with small collection thresholds, so the kills land in
-every phase: log appends, snapshots, exact -> HNSW rebuilds, background indexing.
+every phase: log appends, publications (every few writes), merges of their small segments,
+exact -> HNSW rebuilds, background indexing. After each kill the published snapshot, what a
+reader would serve, is whole (every file's size and sha256) and readable.
 """
 from __future__ import annotations
 
@@ -17,13 +19,15 @@ import pytest
 
 from served import ServerProcess
 from embedsvc.client import Client
+from embedsvc.collection.snapshot import MANIFEST, read_manifest
+from embedsvc.collection.snapshot_read import SnapshotReader, verify_snapshot
 
 pytestmark = pytest.mark.slow
 DIM = 256  # the tiny backbone's
 CONFIG = """
 [collections]
 flat_below = 100
-compact_log_bytes = 65536
+compact_log_bytes = 8192
 index_batch = 32
 """
 
@@ -105,6 +109,10 @@ def kill_and_restart(tmp_path: Path, rounds: int, seed: int) -> None:
                 model, pending = after, None
         assert srv.wait(30) == -signal.SIGKILL
         assert not srv.errors(), srv.errors()
+        published = data / "indexes" / "kv"
+        if (published / MANIFEST).is_file():  # a reader would serve exactly this, whole
+            verify_snapshot(published)
+            SnapshotReader(published / read_manifest(published)["snapshot"])
         candidates = [model] + ([pending] if pending is not None else [])
         stale = temp_files(data)
     srv = ServerProcess(data, tmp_path, CONFIG)

@@ -97,6 +97,15 @@ def cmd_collection_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_snapshot_verify(args: argparse.Namespace) -> int:
+    from ..collection.snapshot_read import verify_snapshot
+
+    r = verify_snapshot(args.dir)
+    print(f"{r['snapshot']}: whole ({r['files']} files, {r['bytes']:,} bytes of rows and index, "
+          f"writes 1..{r['seq']}, {r['rows']:,} rows)")
+    return EXIT_OK
+
+
 def _index_engine(args: argparse.Namespace) -> dict:
     if args.engine != "ray" and args.address:
         raise UsageError("--address is for --engine ray")
@@ -307,6 +316,15 @@ def register(sub) -> None:
     c.add_argument("--data-dir", required=True, help="the server's data dir (running or not)")
     c.add_argument("--name", required=True, help="the new index (collection) name")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ssub = group(sub, "snapshot", "check a collection's published snapshot", "snapshot_command")
+    v = command(ssub, "verify", "check that every file a collection's snapshot lists is there, "
+                "whole (size and sha256): run it on a copy before a reader serves it",
+                ["embedsvc snapshot verify /srv/embedsvc/indexes/photos",
+                 "embedsvc snapshot verify copy/photos/snap-00000000000000000042-1a2b3c4d"],
+                cmd_snapshot_verify)
+    v.add_argument("dir", help="a collection folder (the snapshot its manifest names) or a "
+                               "snapshot folder")
 
     p = command(sub, "search", "nearest neighbours in a store, by image, by text or by row",
                 ["embedsvc search stores/digits --image query.png -k 5",

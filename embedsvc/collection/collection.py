@@ -56,6 +56,7 @@ class Collection:
         self.files_lock = threading.Lock()
         self.index_file = published.layout.index if published.layout is not None else None
         self.base = None
+        self.merge = None
         self.maintainer = Maintainer(self)
         self.publisher = Publisher(self)
         self.maintainer.poke()

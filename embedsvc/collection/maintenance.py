@@ -11,7 +11,11 @@
 3. write the index to a file for publication once it covers ``INDEX_FILE_ROWS`` rows (or an
    eighth, if more) more than the last one written: until then readers scan the newer rows
    exactly;
-4. re-tune the search parameter once the collection doubled since the last tuning.
+4. re-tune the search parameter once the collection doubled since the last tuning;
+5. compaction: once the published snapshot has more than ``MAX_SEGMENTS`` segments (each
+   publication seals one) or ``MAX_DEAD_FILES`` dead files, write one for a run of them
+   (``segments.merge_run``: each row is written again O(log rows) times) for the next
+   publication to swap in. Ended rows are dropped by the rebuild of step 1.
 
 This thread is the only one that changes an approximate index, so it can write it while
 searches go on; searches wait only for one batch of additions. Publication is another
@@ -28,7 +32,8 @@ import numpy as np
 from ..index.planner import CODE_KINDS
 from . import ann
 from .rows import NEVER, RowTable, View
-from .snapshot import Base, write_pending_index, write_pending_segments
+from .segments import MAX_DEAD_FILES, MAX_SEGMENTS, merge_run, tag, write_npy, write_segment
+from .snapshot import PENDING, Base, Merge, write_pending_index, write_pending_segments
 from .worker import Worker
 
 log = logging.getLogger("embedsvc.collections")
@@ -56,6 +61,11 @@ class Maintainer(Worker):
             return True
         if v.ann is not None and c.table.live >= 2 * v.infos["tuned_count"]:
             self.retune(v)
+            return True
+        layout = c.published.layout
+        if c.merge is None and layout is not None and layout.epoch == v.epoch and (
+                len(layout.segments) > MAX_SEGMENTS or len(layout.dead) > MAX_DEAD_FILES):
+            self.merge(v, layout)
             return True
         return False
 
@@ -94,6 +104,28 @@ class Maintainer(Worker):
         written = write_pending_index(c.root, v.ann, v.epoch, v.indexed)
         with c.files_lock:
             c.index_file = written
+        c.publisher.request()
+
+    # -- the files publications link ---------------------------------------------------------
+    def merge(self, v: View, layout) -> None:
+        """One segment for a run of the published snapshot's small ones, one dead file for its
+        many: written to ``pending/`` and swapped in by the next publication."""
+        c = self.c
+        run, seg, dead, replaced = merge_run(layout.segments), None, None, ()
+        (c.root / PENDING).mkdir(exist_ok=True)
+        if len(run) > 1:
+            lo, hi = run[0].lo, run[-1].hi
+            seg = write_segment(c.root / PENDING, v.epoch, lo, v.vectors[lo:hi], v.ids[lo:hi],
+                                v.metadata[lo:hi], v.alive(lo, hi))
+        if len(layout.dead) > MAX_DEAD_FILES:
+            published = c.root / c.published.name
+            rows = np.unique(np.concatenate([np.load(published / d["name"]) for d in layout.dead]))
+            name = f"dead-{v.epoch}-{layout.seq}-{tag()}.npy"
+            dead = {"name": name, **write_npy(c.root / PENDING / name, rows), "count": len(rows)}
+            replaced = [d["name"] for d in layout.dead]
+        with c.files_lock:
+            c.merge = Merge(v.epoch, seg, frozenset(s.stem for s in run) if seg else frozenset(),
+                            dead, frozenset(replaced))
         c.publisher.request()
 
     def rebuild(self, plan) -> None:

@@ -6,10 +6,11 @@ of the time goes to it); and soon after maintenance wrote files for one (a rebui
 index). A publication writes what changed since the previous one (``snapshot.py``)."""
 from __future__ import annotations
 
+import threading
 import time
 
 from ..index.wal import WriteAheadLog
-from .snapshot import (remove_stale, snapshot_bytes, unlink_pending, wal_files,
+from .snapshot import (Layout, remove_stale, snapshot_bytes, unlink_pending, wal_files,
                        wal_path, write_manifest, write_snapshot)
 from .worker import Worker
 
@@ -23,6 +24,7 @@ class Publisher(Worker):
         self._publish_cost = 0.0  # how long it took
         self._due: float | None = None  # when unpublished writes are to be published
         self._asked = False  # maintenance wrote files for the next publication
+        self._one_at_a_time = threading.Lock()
 
     def request(self) -> None:
         """Publish soon: maintenance wrote files (pending/) that the next publication links."""
@@ -48,12 +50,17 @@ class Publisher(Worker):
 
     def publish(self) -> None:
         """Publish the current state, then drop the logs it covers. The log is rotated first,
-        so writes go on into a new file while the snapshot is written."""
+        so writes go on into a new file while the snapshot is written. One at a time (this
+        thread's, or a caller's such as an import's last)."""
+        with self._one_at_a_time:
+            self._publish()
+
+    def _publish(self) -> None:
         c = self.c
         t0 = time.monotonic()
         self._asked = False
         with c.files_lock:  # what maintenance last wrote for publication
-            base, index = c.base, c.index_file
+            base, index, merge = c.base, c.index_file, c.merge
         with c.write_lock:
             v, next_id, logged = c.table.view, c.table.next_id, c.log_bytes
             if c.wal.first_seq != v.seq + 1:
@@ -62,7 +69,8 @@ class Publisher(Worker):
                 old.close()
             c.log_bytes = 0
         try:
-            published = write_snapshot(c.root, v, next_id, c.binding, c.published, base, index)
+            published = write_snapshot(c.root, v, next_id, c.binding, c.published, base, index,
+                                       merge)
             write_manifest(c.root, published.name, v.seq)
         except BaseException:
             with c.write_lock:
@@ -75,6 +83,10 @@ class Publisher(Worker):
         with c.files_lock:  # pending files the snapshot links live on in it
             if c.base is not None and c.base.epoch == v.epoch:
                 c.base = None
+            if merge is not None and c.merge is merge:  # applied, or made moot by a rebuild
+                c.merge = None
+                unlink_pending(c.root, Layout(merge.epoch, 0, 0, (merge.segment,) if merge.segment
+                                              else (), (merge.dead,) if merge.dead else ()).files())
             unlink_pending(c.root, published.layout.files())
         remove_stale(c.root, published.name)
         c.snapshot_bytes = snapshot_bytes(c.root / published.name)

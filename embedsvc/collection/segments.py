@@ -171,3 +171,22 @@ def check_files(folder: Path, entries: dict[str, dict], verified: dict | None = 
                                     f"or damaged)")
         if verified is not None:
             verified[key] = got
+
+
+MAX_SEGMENTS = 8  # a snapshot with more gets a run of them merged
+MAX_DEAD_FILES = 8
+
+
+def merge_run(segments: Sequence[Segment]) -> list[Segment]:
+    """Consecutive segments to merge into one, or none: once there are more than
+    ``MAX_SEGMENTS``, the longest run at the end no larger in all than the segment before it
+    (at least the last two). Sizes then grow geometrically from the end, as in a log-structured
+    merge, so a row is written again O(log rows) times."""
+    if len(segments) <= MAX_SEGMENTS:
+        return []
+    rows = [s.hi - s.lo for s in segments]
+    best = len(segments) - 2
+    for j in range(len(segments) - 2, 0, -1):
+        if sum(rows[j:]) <= rows[j - 1]:
+            best = j
+    return list(segments[best:])

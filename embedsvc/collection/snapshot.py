@@ -125,13 +125,37 @@ class Base:
     index: IndexFile | None
 
 
+@dataclass(frozen=True)
+class Merge:
+    """Files maintenance wrote (in ``pending/``) to replace several of a snapshot's: one
+    segment for a run of consecutive small ones, one dead file for many."""
+    epoch: int
+    segment: Segment | None = None
+    replaces: frozenset = frozenset()  # the stems of the segments it replaces
+    dead: dict | None = None
+    dead_replaces: frozenset = frozenset()  # the names of the dead files it replaces
+
+    def applies_to(self, layout: Layout) -> bool:
+        stems, dead = {s.stem for s in layout.segments}, {d["name"] for d in layout.dead}
+        return layout.epoch == self.epoch and self.replaces <= stems and self.dead_replaces <= dead
+
+    def applied(self, layout: Layout) -> Layout:
+        segments = [s for s in layout.segments if s.stem not in self.replaces]
+        dead = [d for d in layout.dead if d["name"] not in self.dead_replaces]
+        segments += [self.segment] if self.segment is not None else []
+        dead = ([self.dead] if self.dead is not None else []) + dead
+        return Layout(layout.epoch, layout.rows, layout.seq,
+                      tuple(sorted(segments, key=lambda s: s.lo)), tuple(dead), layout.index)
+
+
 def write_snapshot(root: Path, view: View, next_id: int, binding: dict[str, Any],
                    previous: Published | None = None, base: Base | None = None,
-                   index: IndexFile | None = None) -> Published:
+                   index: IndexFile | None = None, merge: Merge | None = None) -> Published:
     """Publishable folder of ``view`` (rows [0, n) as of write ``seq``), linking what
     ``previous`` (same epoch) or ``base`` (a rebuild's rows of this epoch) already wrote; the
     manifest publishes it (``write_manifest``). ``index``: the newest index file of the
-    epoch, in ``previous``'s folder or in ``pending/``."""
+    epoch, in ``previous``'s folder or in ``pending/``; ``merge``: files that replace some of
+    ``previous``'s (in ``pending/``)."""
     name = f"snap-{view.seq:020d}-{tag()}"
     tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -140,7 +164,14 @@ def write_snapshot(root: Path, view: View, next_id: int, binding: dict[str, Any]
         prev = previous.layout if previous is not None else None
         written = 0
         if prev is not None and prev.epoch == view.epoch:
-            _link_all(root / previous.name, tmp, prev.files())
+            if merge is not None and merge.applies_to(prev):
+                kept = prev.files()
+                prev = merge.applied(prev)
+                for name in prev.files():
+                    os.link((root / previous.name if name in kept else root / PENDING) / name,
+                            tmp / name)
+            else:
+                _link_all(root / previous.name, tmp, prev.files())
             segments, dead, covered, prev_seq = list(prev.segments), list(prev.dead), prev.rows, prev.seq
         elif base is not None and base.epoch == view.epoch:
             _link_all(root / PENDING, tmp, Layout(base.epoch, base.rows, 0, base.segments).files())
@@ -237,11 +268,15 @@ def snapshot_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir())
 
 
-def remove_stale(root: Path, keep: str | None) -> None:
-    """Temporary files and folders (a crash mid-write), and snapshots the manifest does not
-    name. Files a removed snapshot shares with the kept one live on through their other link."""
+def remove_stale(root: Path, keep: str) -> None:
+    """Temporary files and folders (a crash mid-write), and snapshots that neither the manifest
+    (``keep``) nor an unexpired reader lease (``leases.py``) names. Files a removed snapshot
+    shares with a kept one live on through their other link."""
+    from .leases import leased_snapshots
+
+    kept = {keep} | leased_snapshots(root)
     for p in root.iterdir():
-        stale = p.name.startswith(".") or (p.name.startswith("snap-") and p.name != keep)
+        stale = p.name.startswith(".") or (p.name.startswith("snap-") and p.name not in kept)
         if stale:
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     fsync_dir(root)

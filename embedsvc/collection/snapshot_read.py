@@ -24,8 +24,8 @@ from ..errors import IncompatibleError, NotFoundError
 from ..provenance import PROVENANCE, parse_artifact
 from .rows import NEVER, View
 from .segments import Segment, SegmentedVectors, check_files
-from .snapshot import (INFOS_JSON, OLD_INFOS_JSON, SNAPSHOT_JSON, IndexFile, Layout, Published,
-                       collection_projection)
+from .snapshot import (INFOS_JSON, MANIFEST, OLD_INFOS_JSON, SNAPSHOT_JSON, IndexFile, Layout,
+                       Published, collection_projection, read_manifest)
 
 
 class Loaded(NamedTuple):
@@ -73,6 +73,36 @@ def read_snapshot(path: str | os.PathLike, mmap: bool = False,
     finally:
         for f in files.values():
             f.close()
+
+
+def verify_snapshot(path: str | os.PathLike) -> dict[str, Any]:
+    """Check a copy: every file the snapshot lists (a collection folder: the one its manifest
+    names) is there with its size and sha256, read in full. Raises naming the first problem;
+    returns what was checked."""
+    d = Path(path)
+    if (d / MANIFEST).is_file():
+        manifest = read_manifest(d)
+        d = d / manifest["snapshot"]
+        if not d.is_dir():
+            raise NotFoundError(f"{MANIFEST} names {d.name}, which is missing")
+    try:
+        meta = parse_artifact((d / SNAPSHOT_JSON).read_bytes(), f"snapshot {d.name!r}")
+    except FileNotFoundError:
+        raise NotFoundError(f"{str(d)!r} is neither a collection nor a snapshot folder (no "
+                            f"{SNAPSHOT_JSON})") from None
+    if meta.get("format") != 2:
+        raise IncompatibleError(f"snapshot {d.name!r} has format {meta.get('format')!r}, which "
+                                f"lists no checksums; the writer's next publication writes "
+                                f"format 2")
+    layout = layout_of(meta)
+    files = layout.files()
+    check_files(d, files)
+    infos = (d / INFOS_JSON).stat().st_size if (d / INFOS_JSON).exists() else None
+    if infos != meta["infos_file"]["size"]:
+        raise IncompatibleError(f"{d.name}: {INFOS_JSON} has {infos} bytes, "
+                                f"{meta['infos_file']['size']} expected")
+    return {"snapshot": d.name, "seq": layout.seq, "rows": layout.rows, "files": len(files) + 2,
+            "bytes": sum(e["size"] for e in files.values())}
 
 
 def layout_of(meta: dict[str, Any]) -> Layout:

@@ -132,6 +132,9 @@ class ServeConfig:
     role: str = "single"  # ROLES
     publish_interval_s: float = 1.0  # writer: unpublished writes wait at most this long
     follow_interval_s: float = 0.5  # reader: how often it looks for newer snapshots
+    # reader: how long the writer keeps the snapshot a reader serves after the reader last
+    # renewed its lease (a reader killed without notice pins it no longer than this)
+    lease_s: float = 30.0
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -151,7 +154,7 @@ class ServeConfig:
         if self.role not in ROLES:
             raise InvalidInputError(f"role must be one of {', '.join(ROLES)}, got {self.role!r}")
         for name in ("stream_idle_timeout_s", "request_timeout_s", "drift_interval_s",
-                     "publish_interval_s", "follow_interval_s", "header_timeout_s",
+                     "publish_interval_s", "follow_interval_s", "lease_s", "header_timeout_s",
                      "body_timeout_s", "keepalive_timeout_s", "grpc_idle_timeout_s"):
             if not getattr(self, name) > 0:
                 raise InvalidInputError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -76,7 +76,8 @@ class EmbeddingCore:
         with self.models.lease():  # load the default at start: fail fast if it is missing
             pass
         if config.role == "reader":
-            self.collections = FollowedCollections(self.data.indexes, config.follow_interval_s)
+            self.collections = FollowedCollections(self.data.indexes, config.follow_interval_s,
+                                                   config.lease_s)
         else:
             self.collections = Collections(self.data.indexes, config.collections,
                                            config.publish_interval_s if config.role == "writer"

@@ -7,15 +7,18 @@ reader reads each manifest every ``follow_interval_s``; when it names another sn
 reader opens that folder (all its files at once, so the writer may remove it meanwhile), and
 only when it is read completely swaps it in for the one it served. A search reads one snapshot
 from start to end: the state after one write of the writer's, never parts of two. A reader
-writes nothing into the data dir; Upsert and Delete are refused (FAILED_PRECONDITION).
+writes only its leases into the data dir (``collection/leases.py``: which snapshot it serves,
+so the writer keeps it); Upsert and Delete are refused (FAILED_PRECONDITION).
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from ..collection.leases import drop_lease, reader_id, write_lease
 from ..collection.snapshot import read_manifest
 from ..collection.snapshot_read import SnapshotReader
 from ..errors import NotFoundError
@@ -26,10 +29,13 @@ log = logging.getLogger("embedsvc.replicas")
 class FollowedCollections:
     """The reader's counterpart of ``collections.Collections``: the same lookups, no writes."""
 
-    def __init__(self, root: Path, follow_interval_s: float):
+    def __init__(self, root: Path, follow_interval_s: float, lease_s: float = 30.0):
         self.root = root
         self._lock = threading.Lock()
         self._items: dict[str, SnapshotReader] = {}
+        self.reader_id, self.lease_s = reader_id(), lease_s
+        self._leased: dict[str, tuple[str, float]] = {}  # name -> (snapshot, when renewed)
+        self._lease_error: str | None = None
         self.unavailable: dict[str, str] = {}  # name -> why its snapshot could not be read
         self.refresh()  # what is published at start is served from the first request on
         self._stopped = threading.Event()
@@ -97,6 +103,26 @@ class FollowedCollections:
                      p.seq, items[name].count)
         with self._lock:
             self._items = items
+        self._renew_leases(items)
+
+    def _renew_leases(self, items: dict[str, SnapshotReader]) -> None:
+        """Tell the writer which snapshot each index is served from (renewed at a third of the
+        lease, so a slow round does not let it lapse)."""
+        now = time.monotonic()
+        for name, reader in items.items():
+            snapshot = reader.published.name
+            held = self._leased.get(name)
+            if held is not None and held[0] == snapshot and now - held[1] < self.lease_s / 3:
+                continue
+            try:
+                write_lease(self.root / name, self.reader_id, snapshot, self.lease_s)
+            except OSError as exc:  # a read-only mount: serve anyway
+                if self._lease_error != str(exc):
+                    log.warning("index %r: cannot write this reader's lease (%s); the writer "
+                                "may remove a snapshot while it is served", name, exc)
+                self._lease_error = str(exc)
+                continue
+            self._leased[name] = (snapshot, now)
 
     def _unreadable(self, name: str, why: str) -> None:
         if self.unavailable.get(name) != why:
@@ -115,3 +141,8 @@ class FollowedCollections:
         self._thread.join(10)
         with self._lock:
             self._items = {}
+        for name in self._leased:
+            try:
+                drop_lease(self.root / name, self.reader_id)
+            except OSError:
+                pass
