@@ -124,7 +124,8 @@ def main() -> int:
     for r in rows:
         print(f"{r['size']:>10,} {r['kind']:>7} {r['bytes'] / 1024:9.1f} KiB {r['publish_s']:7.3f}s   "
               f"{summary(r['steady'])}   |   {summary(r['during'])}"
-              + ("" if r["rebuilt"] else "  (the rebuild ended before the writes did)"))
+              + ("  (the rebuild ended during these writes)" if r["rebuilt"]
+                 else "  (the rebuild still ran after the last of them)"))
     base, top = rows[0], rows[-1]
     checks = [(f"publication bytes at {top['size']:,} <= 2x those at {base['size']:,}",
                top["bytes"] <= 2 * base["bytes"]),

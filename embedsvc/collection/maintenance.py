@@ -8,8 +8,8 @@
    are copied under the write lock;
 2. add new rows to the approximate index, ``index_batch`` at a time (until they are indexed,
    searches scan them exactly);
-3. write the index to a file for publication once it covers ``INDEX_FILE_ROWS`` rows (or an
-   eighth, if more) more than the last one written: until then readers scan the newer rows
+3. write the index to a file for publication once it covers ``INDEX_FILE_ROWS`` rows (or a
+   quarter, if more) more than the last one written: until then readers scan the newer rows
    exactly;
 4. re-tune the search parameter once the collection doubled since the last tuning;
 5. compaction: once the published snapshot has more than ``MAX_SEGMENTS`` segments (each
@@ -95,8 +95,9 @@ class Maintainer(Worker):
         f = self.c.index_file
         if f is None or f.epoch != v.epoch:
             return True
-        # an eighth more each time: the bytes written stay linear in the rows indexed
-        return v.indexed - f.indexed >= max(INDEX_FILE_ROWS, f.indexed // 8)
+        # a quarter more each time: the bytes written stay linear in the rows indexed (about
+        # 4x the final index), and readers scan at most a fifth of the rows exactly
+        return v.indexed - f.indexed >= max(INDEX_FILE_ROWS, f.indexed // 4)
 
     def write_index_file(self, v: View) -> None:
         """The index as it is now (rows [0, v.indexed)), for the next publication."""
