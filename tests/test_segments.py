@@ -68,6 +68,9 @@ def test_small_segments_are_merged_and_every_state_reopens_whole(tmp_path):
         a.hi == b.lo for a, b in zip(layout.segments, layout.segments[1:]))
     assert verify_snapshot(tmp_path / "c")["rows"] == 600
     c.close()
+    entries = {p.name.split("-")[0] for p in (tmp_path / "c").iterdir()}
+    assert entries <= {"MANIFEST.json", "snap", "wal", "pending"}, entries
+    assert len(list((tmp_path / "c").glob("snap-*"))) == 1
     for opened in (Collection.open(tmp_path / "c", EXACT),
                    SnapshotReader(tmp_path / "c" / read_manifest(tmp_path / "c")["snapshot"])):
         assert opened.count == len(model)

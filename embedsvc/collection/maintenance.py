@@ -62,10 +62,11 @@ class Maintainer(Worker):
         if v.ann is not None and c.table.live >= 2 * v.infos["tuned_count"]:
             self.retune(v)
             return True
-        layout = c.published.layout
+        published = c.published
+        layout = published.layout
         if c.merge is None and layout is not None and layout.epoch == v.epoch and (
                 len(layout.segments) > MAX_SEGMENTS or len(layout.dead) > MAX_DEAD_FILES):
-            self.merge(v, layout)
+            self.merge(v, published)
             return True
         return False
 
@@ -108,10 +109,10 @@ class Maintainer(Worker):
         c.publisher.request()
 
     # -- the files publications link ---------------------------------------------------------
-    def merge(self, v: View, layout) -> None:
+    def merge(self, v: View, published) -> None:
         """One segment for a run of the published snapshot's small ones, one dead file for its
         many: written to ``pending/`` and swapped in by the next publication."""
-        c = self.c
+        c, layout = self.c, published.layout
         run, seg, dead, replaced = merge_run(layout.segments), None, None, ()
         (c.root / PENDING).mkdir(exist_ok=True)
         if len(run) > 1:
@@ -119,8 +120,8 @@ class Maintainer(Worker):
             seg = write_segment(c.root / PENDING, v.epoch, lo, v.vectors[lo:hi], v.ids[lo:hi],
                                 v.metadata[lo:hi], v.alive(lo, hi))
         if len(layout.dead) > MAX_DEAD_FILES:
-            published = c.root / c.published.name
-            rows = np.unique(np.concatenate([np.load(published / d["name"]) for d in layout.dead]))
+            folder = c.root / published.name
+            rows = np.unique(np.concatenate([np.load(folder / d["name"]) for d in layout.dead]))
             name = f"dead-{v.epoch}-{layout.seq}-{tag()}.npy"
             dead = {"name": name, **write_npy(c.root / PENDING / name, rows), "count": len(rows)}
             replaced = [d["name"] for d in layout.dead]

@@ -11,6 +11,8 @@
                                         other file with its size and sha256: written last
     NAME/pending/               files maintenance wrote for the next publication (a rebuild's
                                 segments, an index), linked into it and then removed
+    NAME/leases/                which snapshot each reader replica serves (``leases.py``): kept
+                                until the lease expires
     NAME/wal-<first seq>.log    writes after the snapshot (see index/wal.py)
     NAME/projection.npz         a projected collection's projection (``projection.py``): what
                                 images and texts are projected with before they are stored
@@ -167,9 +169,9 @@ def write_snapshot(root: Path, view: View, next_id: int, binding: dict[str, Any]
             if merge is not None and merge.applies_to(prev):
                 kept = prev.files()
                 prev = merge.applied(prev)
-                for name in prev.files():
-                    os.link((root / previous.name if name in kept else root / PENDING) / name,
-                            tmp / name)
+                for file in prev.files():
+                    os.link((root / previous.name if file in kept else root / PENDING) / file,
+                            tmp / file)
             else:
                 _link_all(root / previous.name, tmp, prev.files())
             segments, dead, covered, prev_seq = list(prev.segments), list(prev.dead), prev.rows, prev.seq
