@@ -29,6 +29,7 @@ publication writes format 2. Other processes read snapshots with ``snapshot_read
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -42,7 +43,7 @@ from ..atomic import fsync_dir
 from ..errors import NotFoundError
 from ..provenance import read_artifact, write_artifact
 from .rows import View
-from .segments import Segment, tag, write_npy, write_segment
+from .segments import Segment, file_entry, tag, write_npy, write_segment
 
 MANIFEST = "MANIFEST.json"
 SNAPSHOT_JSON = "snapshot.json"
@@ -166,17 +167,19 @@ def write_snapshot(root: Path, view: View, next_id: int, binding: dict[str, Any]
         prev = previous.layout if previous is not None else None
         written = 0
         if prev is not None and prev.epoch == view.epoch:
+            kept = prev.files()
+            index = index if index is not None else prev.index
             if merge is not None and merge.applies_to(prev):
-                kept = prev.files()
                 prev = merge.applied(prev)
-                for file in prev.files():
-                    os.link((root / previous.name if file in kept else root / PENDING) / file,
-                            tmp / file)
-            else:
-                _link_all(root / previous.name, tmp, prev.files())
+            if prev.index is not None and index is not None and prev.index != index:
+                prev = dataclasses.replace(prev, index=None)  # a newer index replaces it
+            for file in prev.files():
+                os.link((root / previous.name if file in kept else root / PENDING) / file,
+                        tmp / file)
             segments, dead, covered, prev_seq = list(prev.segments), list(prev.dead), prev.rows, prev.seq
         elif base is not None and base.epoch == view.epoch:
-            _link_all(root / PENDING, tmp, Layout(base.epoch, base.rows, 0, base.segments).files())
+            for file in Layout(base.epoch, base.rows, 0, base.segments).files():
+                os.link(root / PENDING / file, tmp / file)
             segments, dead, covered, prev_seq = list(base.segments), [], base.rows, -1
         else:  # a new collection, or the first publication after format 1: every row
             segments, dead, covered, prev_seq = [], [], 0, -1
@@ -208,7 +211,7 @@ def write_snapshot(root: Path, view: View, next_id: int, binding: dict[str, Any]
             "epoch": view.epoch, "indexed": index.indexed if index is not None else 0,
             "segments": [s.record() for s in segments], "dead": dead,
             "index": index.record() if index is not None else None,
-            "infos_file": {"name": INFOS_JSON, "size": (tmp / INFOS_JSON).stat().st_size}},
+            "infos_file": {"name": INFOS_JSON, **file_entry(tmp / INFOS_JSON)}},
             indent=None)
         fsync_dir(tmp)
         os.replace(tmp, root / name)
@@ -218,11 +221,6 @@ def write_snapshot(root: Path, view: View, next_id: int, binding: dict[str, Any]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _link_all(src: Path, dst: Path, names) -> None:
-    for name in names:
-        os.link(src / name, dst / name)
 
 
 def write_pending_segments(root: Path, view: View) -> tuple:

@@ -41,6 +41,7 @@ class SegmentCache:
     """What a reader already checked and read of a collection's immutable files."""
     segments: dict = field(default_factory=dict)  # stem -> (vectors, ids, metadata)
     dead: dict = field(default_factory=dict)  # name -> rows
+    index: tuple | None = None  # (file name, the index read from it): read again only when new
     verified: dict = field(default_factory=dict)  # (dev, inode, size, mtime) -> sha256
 
 
@@ -96,11 +97,7 @@ def verify_snapshot(path: str | os.PathLike) -> dict[str, Any]:
                                 f"format 2")
     layout = layout_of(meta)
     files = layout.files()
-    check_files(d, files)
-    infos = (d / INFOS_JSON).stat().st_size if (d / INFOS_JSON).exists() else None
-    if infos != meta["infos_file"]["size"]:
-        raise IncompatibleError(f"{d.name}: {INFOS_JSON} has {infos} bytes, "
-                                f"{meta['infos_file']['size']} expected")
+    check_files(d, {**files, INFOS_JSON: meta["infos_file"]})
     return {"snapshot": d.name, "seq": layout.seq, "rows": layout.rows, "files": len(files) + 2,
             "bytes": sum(e["size"] for e in files.values())}
 
@@ -117,14 +114,9 @@ def _read_v2(d: Path, meta: dict, mmap: bool, cache: SegmentCache) -> Loaded:
     from .ann import read_index
 
     layout = layout_of(meta)
-    check_files(d, layout.files(), cache.verified)
-    infos_size = meta["infos_file"]["size"]
+    check_files(d, {**layout.files(), INFOS_JSON: meta["infos_file"]}, cache.verified)
     with open(d / INFOS_JSON, "rb") as f:
-        raw = f.read()
-    if len(raw) != infos_size:
-        raise IncompatibleError(f"{d.name}: {INFOS_JSON} has {len(raw)} bytes, {infos_size} "
-                                f"expected (an incomplete copy?)")
-    infos = parse_artifact(raw, f"snapshot {d.name!r}'s index infos")
+        infos = parse_artifact(f.read(), f"snapshot {d.name!r}'s index infos")
     binding = infos.pop(PROVENANCE, None) or {}
     parts = [_segment(d, s, mmap, cache) for s in layout.segments]
     dim = int(binding.get("dim") or 0)
@@ -147,8 +139,13 @@ def _read_v2(d: Path, meta: dict, mmap: bool, cache: SegmentCache) -> Loaded:
         ended[rows] = seq
     ann = None
     if layout.index is not None:
-        with open(d / layout.index.name, "rb") as f:
-            ann = read_index(f, infos["kind"])
+        if mmap and cache.index is not None and cache.index[0] == layout.index.name:
+            ann = cache.index[1]  # searches only read it: shared with the snapshot before
+        else:
+            with open(d / layout.index.name, "rb") as f:
+                ann = read_index(f, infos["kind"])
+        if mmap:
+            cache.index = (layout.index.name, ann)
     view = View(n, seq, vectors, ids, ended, metadata, ann,
                 layout.index.indexed if ann is not None else 0, infos, layout.epoch)
     if mmap:  # what the next snapshot no longer lists is not kept for it
