@@ -3,7 +3,7 @@
 A writer's collection (384-d vectors, the default settings: exact below 20,000 vectors, HNSW
 above, or IVF-PQ where --memory-budget-mb leaves no room for HNSW) and a reader following its
 data dir in the same process, as a `role = "reader"` server does (``FollowedCollections``,
-``follow_interval_s`` 0.5 s); the writer publishes at most ``publish_every`` 1 s after a write.
+``follow_interval_s`` 0.25 s); the writer publishes at most ``publish_every`` 0.5 s after a write.
 For each size:
 
 1. bytes written and seconds per publication after each of ``--rounds`` batches of 100 upserts
@@ -82,8 +82,8 @@ def measure(size: int, args, rng) -> dict:
             c.publisher.publish()
             seconds.append(time.perf_counter() - t)
             written.append(c.published.written_bytes)
-        c.publish_every = 1.0  # a writer with readers from here on
-        reader = FollowedCollections(data, follow_interval_s=0.5)
+        c.publish_every = 0.5  # a writer with readers from here on (publish_interval_s)
+        reader = FollowedCollections(data, follow_interval_s=0.25)
         try:
             steady = lags(c, reader, rng, args.writes, f"lag at {size:,}")
             epoch = c.table.view.epoch

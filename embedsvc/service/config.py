@@ -130,8 +130,9 @@ class ServeConfig:
     drift_window: int = 500
     drift_interval_s: float = 10.0
     role: str = "single"  # ROLES
-    publish_interval_s: float = 1.0  # writer: unpublished writes wait at most this long
-    follow_interval_s: float = 0.5  # reader: how often it looks for newer snapshots
+    # writer: unpublished writes wait at most this long (a publication writes what changed)
+    publish_interval_s: float = 0.5
+    follow_interval_s: float = 0.25  # reader: how often it reads the manifests (small files)
     # reader: how long the writer keeps the snapshot a reader serves after the reader last
     # renewed its lease (a reader killed without notice pins it no longer than this)
     lease_s: float = 30.0
