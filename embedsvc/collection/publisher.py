@@ -59,10 +59,10 @@ class Publisher(Worker):
         c = self.c
         t0 = time.monotonic()
         self._asked = False
-        with c.files_lock:  # what maintenance last wrote for publication
-            base, index, merge = c.base, c.index_file, c.merge
         with c.write_lock:
             v, next_id, logged = c.table.view, c.table.next_id, c.log_bytes
+            with c.files_lock:  # what maintenance wrote for it (a rebuild sets both locked)
+                base, index, merge = c.base, c.index_file, c.merge
             if c.wal.first_seq != v.seq + 1:
                 new = WriteAheadLog.open(wal_path(c.root, v.seq + 1), v.seq + 1)[0]
                 c.wal, old = new, c.wal
