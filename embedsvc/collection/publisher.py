@@ -10,7 +10,7 @@ import threading
 import time
 
 from ..index.wal import WriteAheadLog
-from .snapshot import (Layout, remove_stale, snapshot_bytes, unlink_pending, wal_files,
+from .snapshot import (remove_stale, snapshot_bytes, unlink_pending, wal_files,
                        wal_path, write_manifest, write_snapshot)
 from .worker import Worker
 
@@ -85,8 +85,7 @@ class Publisher(Worker):
                 c.base = None
             if merge is not None and c.merge is merge:  # applied, or made moot by a rebuild
                 c.merge = None
-                unlink_pending(c.root, Layout(merge.epoch, 0, 0, (merge.segment,) if merge.segment
-                                              else (), (merge.dead,) if merge.dead else ()).files())
+                unlink_pending(c.root, merge.files())
             unlink_pending(c.root, published.layout.files())
         remove_stale(c.root, published.name)
         c.snapshot_bytes = snapshot_bytes(c.root / published.name)

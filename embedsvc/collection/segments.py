@@ -156,9 +156,10 @@ def check_files(folder: Path, entries: dict[str, dict], verified: dict | None = 
     know its inode) its sha256: a copy cut short or altered is refused, naming the file."""
     for name, want in entries.items():
         path = folder / name
-        if not path.exists():
-            raise IncompatibleError(f"{folder.name}: {name} is missing")
-        st = path.stat()
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise IncompatibleError(f"{folder.name}: {name} is missing") from None
         if st.st_size != want["size"]:
             raise IncompatibleError(f"{folder.name}: {name} has {st.st_size} bytes, "
                                     f"{want['size']} expected (an incomplete copy?)")

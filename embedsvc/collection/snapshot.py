@@ -97,11 +97,16 @@ class Layout:
 
     def files(self) -> dict[str, dict]:
         """name -> {size, sha256} of every file it lists."""
-        out = {s.stem + "." + part: e for s in self.segments for part, e in s.files.items()}
-        out.update({d["name"]: {"size": d["size"], "sha256": d["sha256"]} for d in self.dead})
-        if self.index is not None:
-            out[self.index.name] = self.index.entry
-        return out
+        return listed_files(self.segments, self.dead, self.index)
+
+
+def listed_files(segments=(), dead=(), index: IndexFile | None = None) -> dict[str, dict]:
+    """name -> {size, sha256} of segments, dead files and an index file."""
+    out = {s.stem + "." + part: e for s in segments for part, e in s.files.items()}
+    out.update({d["name"]: {"size": d["size"], "sha256": d["sha256"]} for d in dead})
+    if index is not None:
+        out[index.name] = index.entry
+    return out
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,9 @@ class Merge:
     replaces: frozenset = frozenset()  # the stems of the segments it replaces
     dead: dict | None = None
     dead_replaces: frozenset = frozenset()  # the names of the dead files it replaces
+
+    def files(self) -> dict[str, dict]:
+        return listed_files((self.segment,) if self.segment else (), (self.dead,) if self.dead else ())
 
     def applies_to(self, layout: Layout) -> bool:
         stems, dead = {s.stem for s in layout.segments}, {d["name"] for d in layout.dead}
@@ -178,7 +186,7 @@ def write_snapshot(root: Path, view: View, next_id: int, binding: dict[str, Any]
                         tmp / file)
             segments, dead, covered, prev_seq = list(prev.segments), list(prev.dead), prev.rows, prev.seq
         elif base is not None and base.epoch == view.epoch:
-            for file in Layout(base.epoch, base.rows, 0, base.segments).files():
+            for file in listed_files(base.segments):
                 os.link(root / PENDING / file, tmp / file)
             segments, dead, covered, prev_seq = list(base.segments), [], base.rows, -1
         else:  # a new collection, or the first publication after format 1: every row
